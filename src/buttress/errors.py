@@ -1,0 +1,450 @@
+"""The buttress error hierarchy and the transient-error classifier.
+
+Every error buttress raises on its own account derives from :class:`ButtressError`.
+Rejections (a policy refusing to run a call) are distinct types that carry what the
+caller needs to react: when to come back, how many attempts were made.
+
+:func:`is_transient` decides whether an exception is worth retrying. It knows the
+standard library's network errors and, *only when they are already imported*, the
+connection errors of aiohttp, httpx, redis-py, psycopg, asyncpg, SQLAlchemy,
+aio-pika and nats-py. It never imports a driver to find out: a program that does not
+use httpx cannot have raised an httpx error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import errno
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "BulkheadFull",
+    "ButtressError",
+    "CircuitOpen",
+    "ConfigError",
+    "RateLimited",
+    "Rejected",
+    "RetryExhausted",
+    "TimeoutExceeded",
+    "is_transient",
+    "retry_after_of",
+]
+
+
+class ButtressError(Exception):
+    """Root of every error buttress raises on its own account."""
+
+
+class ConfigError(ButtressError, ValueError):
+    """Invalid configuration, raised when a policy is built or configuration loaded.
+
+    ``path`` names the offending key, e.g. ``policies.payments.max_attempts``.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class Rejected(ButtressError):
+    """A policy refused to run the call. The call had no effect.
+
+    ``retry_after`` is the number of seconds after which trying again may succeed,
+    or ``None`` when the policy cannot tell.
+    """
+
+    retry_after: float | None = None
+
+
+class CircuitOpen(Rejected):
+    """The circuit breaker is open (or its half-open trials are taken).
+
+    ``until`` is the monotonic time at which the breaker lets a trial call through;
+    ``retry_after`` is the same moment in seconds from when the error was raised.
+    """
+
+    def __init__(self, name: str, until: float, retry_after: float) -> None:
+        self.name = name
+        self.until = until
+        self.retry_after = retry_after
+        super().__init__(f"circuit {name!r} is open; next trial in {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.until, self.retry_after))
+
+
+class BulkheadFull(Rejected):
+    """The bulkhead has no free slot and its wait queue is full or the wait timed out."""
+
+    def __init__(self, name: str, reason: str = "full") -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"bulkhead {name!r} rejected the call: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.reason))
+
+
+class RateLimited(Rejected):
+    """The rate limiter refused the call; ``retry_after`` seconds until it may pass."""
+
+    def __init__(
+        self,
+        name: str,
+        retry_after: float,
+        *,
+        key: str | None = None,
+        limit: int | None = None,
+        remaining: int | None = None,
+    ) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        self.key = key
+        self.limit = limit
+        self.remaining = remaining
+        where = f" for key {key!r}" if key is not None else ""
+        super().__init__(f"rate limit {name!r} exceeded{where}; retry after {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_rate_limited,
+            (self.name, self.retry_after, self.key, self.limit, self.remaining),
+        )
+
+
+def _rebuild_rate_limited(
+    name: str, retry_after: float, key: str | None, limit: int | None, remaining: int | None
+) -> RateLimited:
+    return RateLimited(name, retry_after, key=key, limit=limit, remaining=remaining)
+
+
+class TimeoutExceeded(ButtressError, TimeoutError):
+    """The call did not finish within its time limit.
+
+    It is also a :class:`TimeoutError`, so code that already handles the built-in
+    keeps working.
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"{name!r} timed out after {timeout:g}s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.timeout))
+
+
+class RetryExhausted(ButtressError):
+    """Every attempt failed. The last error is ``__cause__`` (and ``last_error``).
+
+    When the attempts were retried because of their *result*, ``last_error`` is
+    ``None`` and ``last_result`` holds the last rejected result.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        attempts: int,
+        last_error: BaseException | None = None,
+        last_result: Any = None,
+    ) -> None:
+        self.name = name
+        self.attempts = attempts
+        self.last_error = last_error
+        self.last_result = last_result
+        super().__init__(f"{name!r} gave up after {attempts} attempt(s)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.attempts, self.last_error, self.last_result))
+
+
+# --------------------------------------------------------------------------- transience
+
+# OSError errno values that mean "the network or peer hiccuped", not "you asked for
+# something impossible" (ENOENT, EACCES, ... stay permanent).
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ECONNABORTED",
+        "EHOSTUNREACH",
+        "EHOSTDOWN",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "ETIMEDOUT",
+        "EPIPE",
+        "EAGAIN",
+        "EWOULDBLOCK",
+        "EBUSY",
+        "ENOBUFS",
+        "EADDRNOTAVAIL",
+    )
+    if hasattr(errno, name)
+)
+
+# 501 Not Implemented and 505 HTTP Version Not Supported will not change on retry.
+_PERMANENT_5XX = frozenset({501, 505})
+
+# SQLSTATEs: connection exceptions (class 08), serialization failure, deadlock,
+# statement completion unknown, too many connections, lock not available,
+# admin/crash shutdown and "cannot connect now" (server starting or in recovery).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08",)
+_TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "40003", "53300", "55P03", "57P01", "57P02", "57P03", "58000", "58030"}
+)
+
+_HTTP_STATUS_ATTRS = ("status_code", "status", "code")
+
+
+def _is_transient_status(status: object) -> bool:
+    if isinstance(status, bool) or not isinstance(status, int):
+        return False
+    return status in (408, 425, 429) or (500 <= status <= 599 and status not in _PERMANENT_5XX)
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries, if any (itself or on its ``response``)."""
+    for holder in (exc, getattr(exc, "response", None)):
+        if holder is None:
+            continue
+        for attr in _HTTP_STATUS_ATTRS:
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                return value
+    return None
+
+
+def _sqlstate_of(exc: BaseException) -> str | None:
+    for attr in ("sqlstate", "pgcode"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, str) and len(value) == 5:
+            return value
+    return None
+
+
+def _driver_checks() -> list[Callable[[BaseException], bool | None]]:
+    """Checks for drivers that are imported right now; each answers True/False/None."""
+    checks: list[Callable[[BaseException], bool | None]] = []
+    modules = sys.modules
+    if "httpx" in modules:
+        checks.append(_httpx_check)
+    if "aiohttp" in modules:
+        checks.append(_aiohttp_check)
+    if "redis" in modules:
+        checks.append(_redis_check)
+    if "psycopg" in modules or "psycopg2" in modules or "asyncpg" in modules:
+        checks.append(_pg_check)
+    if "sqlalchemy" in modules:
+        checks.append(_sqlalchemy_check)
+    if "aiormq" in modules or "aio_pika" in modules or "pamqp" in modules:
+        checks.append(_amqp_check)
+    if "nats" in modules:
+        checks.append(_nats_check)
+    return checks
+
+
+def _classes(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    mod = sys.modules.get(module)
+    if mod is None:
+        return ()
+    found: list[type[BaseException]] = []
+    for dotted in names:
+        obj: Any = mod
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            found.append(obj)
+    return tuple(found)
+
+
+def _httpx_check(exc: BaseException) -> bool | None:
+    transient = _classes("httpx", "TimeoutException", "NetworkError", "RemoteProtocolError")
+    if transient and isinstance(exc, transient):
+        return True
+    return None
+
+
+def _aiohttp_check(exc: BaseException) -> bool | None:
+    permanent = _classes(
+        "aiohttp", "InvalidURL", "ClientConnectorCertificateError", "ClientConnectorSSLError"
+    )
+    if permanent and isinstance(exc, permanent):
+        return False
+    transient = _classes(
+        "aiohttp",
+        "ClientConnectionError",
+        "ServerTimeoutError",
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+    )
+    if transient and isinstance(exc, transient):
+        return True
+    return None
+
+
+def _redis_check(exc: BaseException) -> bool | None:
+    transient = _classes(
+        "redis.exceptions",
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+        "TryAgainError",
+        "ClusterDownError",
+        "MasterDownError",
+        "ReadOnlyError",
+    )
+    if transient and isinstance(exc, transient):
+        return True
+    return None
+
+
+def _pg_check(exc: BaseException) -> bool | None:
+    # SQLSTATE-bearing errors are settled by the generic SQLSTATE rule; here only the
+    # errors raised before the server said anything (connect failures, lost sockets).
+    for module in ("psycopg", "psycopg2"):
+        operational = _classes(module, "OperationalError")
+        if operational and isinstance(exc, operational) and _sqlstate_of(exc) is None:
+            return True
+    conn = _classes(
+        "asyncpg",
+        "exceptions.ConnectionDoesNotExistError",
+        "exceptions.InterfaceError",
+        "exceptions.CannotConnectNowError",
+    )
+    if conn and isinstance(exc, conn):
+        return True
+    return None
+
+
+def _sqlalchemy_check(exc: BaseException) -> bool | None:
+    dbapi = _classes("sqlalchemy.exc", "DBAPIError")
+    if dbapi and isinstance(exc, dbapi):
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        orig = getattr(exc, "orig", None)
+        if isinstance(orig, BaseException) and orig is not exc:
+            return is_transient(orig)
+    return None
+
+
+def _amqp_check(exc: BaseException) -> bool | None:
+    names = ("AMQPConnectionError", "ConnectionClosed", "ChannelInvalidStateError")
+    transient = _classes("aiormq.exceptions", *names) + _classes("aio_pika.exceptions", *names)
+    if transient and isinstance(exc, transient):
+        return True
+    return None
+
+
+def _nats_check(exc: BaseException) -> bool | None:
+    transient = _classes(
+        "nats.errors",
+        "ConnectionClosedError",
+        "TimeoutError",
+        "NoServersError",
+        "StaleConnectionError",
+        "OutboundBufferLimitError",
+        "ConnectionReconnectingError",
+        "FlushTimeoutError",
+        "NoRespondersError",
+    )
+    if transient and isinstance(exc, transient):
+        return True
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure that may well go away if the call is tried again.
+
+    True for: buttress rejections and timeouts; network and socket errors
+    (``ConnectionError``, ``TimeoutError``, DNS failures, ``OSError`` with a
+    network errno); anything carrying an HTTP status 408, 425, 429 or 5xx (except
+    501 and 505) as ``status_code``/``status``/``code`` on itself or its
+    ``response``; database errors whose SQLSTATE is a connection exception (08xxx),
+    serialization failure (40001), deadlock (40P01), too many connections, lock not
+    available or server shutdown/startup; and the connection errors of aiohttp,
+    httpx, redis-py, psycopg, asyncpg, SQLAlchemy, aio-pika and nats-py when those
+    are imported. Everything else — ``ValueError``, ``KeyError``, HTTP 4xx, a
+    constraint violation — is permanent.
+
+    An exception can settle the question itself with a boolean ``transient``
+    attribute.
+    """
+    own = getattr(exc, "transient", None)
+    if isinstance(own, bool):
+        return own
+    if isinstance(exc, ButtressError):
+        return isinstance(exc, Rejected | TimeoutExceeded)
+    if isinstance(exc, TimeoutError | ConnectionError | socket.gaierror | socket.herror):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    sqlstate = _sqlstate_of(exc)
+    if sqlstate is not None:
+        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    status = http_status_of(exc)
+    if status is not None:
+        return _is_transient_status(status)
+    for check in _driver_checks():
+        verdict = check(exc)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _parse_retry_after(value: object, now: float | None = None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return max(0.0, float(value))
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    wall = time.time() if now is None else now
+    return max(0.0, when.timestamp() - wall)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds the failed call asked us to wait before trying again, if it said.
+
+    Reads a numeric ``retry_after`` attribute (buttress rejections carry one), else a
+    ``Retry-After`` header (delta-seconds or HTTP-date) on the exception's
+    ``headers`` or its ``response.headers`` (httpx, aiohttp, requests).
+    """
+    own = getattr(exc, "retry_after", None)
+    parsed = _parse_retry_after(own)
+    if parsed is not None:
+        return parsed
+    for holder in (exc, getattr(exc, "response", None)):
+        headers = getattr(holder, "headers", None) if holder is not None else None
+        if headers is None:
+            continue
+        value: object = None
+        if isinstance(headers, Mapping) or hasattr(headers, "get"):
+            try:
+                value = headers.get("Retry-After") or headers.get("retry-after")
+            except Exception:  # a foreign headers object misbehaving is not our failure
+                value = None
+        parsed = _parse_retry_after(value)
+        if parsed is not None:
+            return parsed
+    return None

@@ -1,0 +1,1 @@
+"""The resilience policies. Import them from :mod:`buttress` itself."""
