@@ -1,0 +1,100 @@
+"""Retry: the happy path, and fail-fail-succeed with zero waits, vs tenacity,
+stamina, backoff, pyresilience and a hand-written loop."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from buttress.policies.retry import Retry
+
+from _common import AFailTwice, FailTwice, awork, baseline, work
+from _harness import Case, check_works, main
+
+HAPPY = "retry happy path (sync)"
+AHAPPY = "retry happy path (async)"
+FLAKY = "retry fail, fail, succeed, zero waits (sync)"
+AFLAKY = "retry fail, fail, succeed, zero waits (async)"
+
+
+def tenacity_retry(fn: Any) -> Any:
+    import tenacity
+
+    return tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_none(),
+        retry=tenacity.retry_if_exception_type(ConnectionError),
+    )(fn)
+
+
+def stamina_retry(fn: Any) -> Any:
+    import stamina
+
+    return stamina.retry(on=ConnectionError, attempts=3, wait_initial=0, wait_max=0, wait_jitter=0)(
+        fn
+    )
+
+
+def backoff_retry(fn: Any) -> Any:
+    import backoff
+
+    return backoff.on_exception(
+        backoff.constant, ConnectionError, max_tries=3, interval=0, jitter=None
+    )(fn)
+
+
+def pyresilience_retry(fn: Any) -> Any:
+    from pyresilience import RetryConfig, resilient
+
+    return resilient(
+        retry=RetryConfig(max_attempts=3, delay=0, jitter=False, retry_on=(ConnectionError,))
+    )(fn)
+
+
+def hand_loop() -> Any:
+    fn = FailTwice()
+
+    def call() -> Any:
+        for attempt in range(3):
+            try:
+                return fn()
+            except ConnectionError:
+                if attempt == 2:
+                    raise
+        return None
+
+    return call
+
+
+def zero() -> Retry:
+    return Retry(3, backoff="constant", delay=0)
+
+
+PEERS = [
+    ("tenacity", tenacity_retry),
+    ("stamina", stamina_retry),
+    ("backoff", backoff_retry),
+    ("pyresilience", pyresilience_retry),
+]
+
+CASES = [
+    *baseline(HAPPY),
+    Case(HAPPY, "buttress", lambda: Retry()(work), target_ns=80),
+    *[Case(HAPPY, n, lambda f=f: f(work), peer=True) for n, f in PEERS],
+    *baseline(AHAPPY, is_async=True),
+    Case(AHAPPY, "buttress", lambda: Retry()(awork), is_async=True),
+    *[Case(AHAPPY, n, lambda f=f: f(awork), is_async=True, peer=True) for n, f in PEERS],
+    Case(FLAKY, "bare", lambda: work),
+    Case(FLAKY, "hand-written loop", hand_loop),
+    Case(FLAKY, "buttress", lambda: zero()(FailTwice()), target_ns=5000),
+    *[Case(FLAKY, n, lambda f=f: f(FailTwice()), peer=True) for n, f in PEERS],
+    Case(AFLAKY, "bare", lambda: awork, is_async=True),
+    Case(AFLAKY, "buttress", lambda: zero()(AFailTwice()), is_async=True, target_ns=5000),
+    *[Case(AFLAKY, n, lambda f=f: f(AFailTwice()), is_async=True, peer=True) for n, f in PEERS],
+]
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        check_works(CASES)
+    else:
+        main(CASES)
