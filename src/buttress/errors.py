@@ -13,8 +13,10 @@ use httpx cannot have raised an httpx error.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import errno
+import math
 import socket
 import sys
 import time
@@ -215,8 +217,13 @@ def http_status_of(exc: BaseException) -> int | None:
             continue
         for attr in _HTTP_STATUS_ATTRS:
             value = getattr(holder, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-                return value
+            if isinstance(value, int) and not isinstance(value, bool):
+                if 100 <= value <= 599:
+                    return value
+                # An integer status outside HTTP's range (aiohttp's 0 = "no response")
+                # settles this holder: its later aliases say the same thing, and
+                # reading them may warn (aiohttp's deprecated ``code``).
+                break
     return None
 
 
@@ -400,38 +407,44 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _parse_retry_after(value: object, now: float | None = None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return max(0.0, float(value))
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if not text:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return max(0.0, float(text))
-    except ValueError:
+        seconds = float(value)
+    except (ValueError, OverflowError):
         pass
+    else:
+        # NaN and infinity are no waiting time: "Retry-After: inf" must not park a caller.
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        # HTTP-dates are always GMT; email.utils leaves "-0000" and zone-less dates
+        # naive, which .timestamp() would read as local time.
+        when = when.replace(tzinfo=datetime.timezone.utc)
     wall = time.time() if now is None else now
     return max(0.0, when.timestamp() - wall)
 
 
-def retry_after_of(exc: BaseException) -> float | None:
+def retry_after_of(exc: BaseException, *, now: float | None = None) -> float | None:
     """Seconds the failed call asked us to wait before trying again, if it said.
 
     Reads a numeric ``retry_after`` attribute (buttress rejections carry one), else a
     ``Retry-After`` header (delta-seconds or HTTP-date) on the exception's
-    ``headers`` or its ``response.headers`` (httpx, aiohttp, requests).
+    ``headers`` or its ``response.headers`` (httpx, aiohttp, requests). An HTTP-date
+    is measured from ``now`` (wall-clock seconds; a policy passes ``clock.time()``),
+    by default the current time. Negative waits read as 0; NaN, infinity and
+    unparseable values as no answer (``None``).
     """
     own = getattr(exc, "retry_after", None)
-    parsed = _parse_retry_after(own)
+    parsed = _parse_retry_after(own, now)
     if parsed is not None:
         return parsed
     for holder in (exc, getattr(exc, "response", None)):
@@ -444,7 +457,7 @@ def retry_after_of(exc: BaseException) -> float | None:
                 value = headers.get("Retry-After") or headers.get("retry-after")
             except Exception:  # a foreign headers object misbehaving is not our failure
                 value = None
-        parsed = _parse_retry_after(value)
+        parsed = _parse_retry_after(value, now)
         if parsed is not None:
             return parsed
     return None
