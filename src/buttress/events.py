@@ -92,8 +92,10 @@ class Emitter:
 
     def __init__(self) -> None:
         self._local: tuple[_Entry, ...] = ()
-        self.enabled = bool(_global)
         with _lock:
+            # Read the global listeners under the lock that registers us, so a
+            # subscribe() racing with this constructor cannot leave us disabled.
+            self.enabled = bool(_global)
             _emitters.add(self)
 
     def _refresh(self) -> None:
