@@ -107,6 +107,10 @@ class Strategy:
 
     def decorate(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Wrap ``fn`` (sync or async, function or method) so every call runs through this."""
+        if isinstance(fn, staticmethod | classmethod):
+            # Decorating above @staticmethod/@classmethod: wrap the function inside and
+            # keep the descriptor, or the wrapper would bind like an instance method.
+            return type(fn)(self.decorate(fn.__func__))
         if is_async_callable(fn):
             return self._decorate_async(fn)  # type: ignore[arg-type, return-value]
         return self._decorate_sync(fn)
