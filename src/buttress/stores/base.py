@@ -1,0 +1,178 @@
+"""The contract between rate-limit algorithms and the stores that keep their state.
+
+Stores know no algorithm. An algorithm is a pure function
+``decide(state, now, cost) -> (new_state, Decision)`` over a tiny state (a tuple of
+floats), plus a Lua twin of that function. The memory store runs ``decide`` under a
+lock; the Redis store runs the Lua twin inside one script. Both keep the state as an
+opaque tuple of numbers and drop it once it is equivalent to a fresh key.
+
+This module is the lower layer: :mod:`buttress.ratelimit` implements
+:class:`Algorithm` and re-exports :class:`Decision`, never the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
+
+from buttress.errors import ButtressError
+
+__all__ = [
+    "Algorithm",
+    "Decision",
+    "Request",
+    "State",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+State: TypeAlias = tuple[float, ...]
+"""An algorithm's per-key state: a few numbers, so it serialises to one Redis string."""
+
+
+class Decision(NamedTuple):
+    """The answer to one rate-limit request; immutable.
+
+    - ``allowed``: whether the request may proceed (its cost was taken).
+    - ``limit``: the most a key can be granted at once (burst or window limit).
+    - ``remaining``: how much more could be granted right now, after this request.
+    - ``reset_after``: seconds until the key is back to a full, fresh quota if no
+      further request comes (``0.0`` when it already is).
+    - ``retry_after``: ``0.0`` when allowed; otherwise seconds until the same request
+      could be allowed, or ``math.inf`` when its cost exceeds ``limit`` and it never
+      can be.
+
+    A ``NamedTuple`` (immutable, no ``__dict__``) rather than a frozen dataclass:
+    building one takes a third of the time, and one is built for every request.
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """What a store needs from a rate-limit algorithm (see :mod:`buttress.ratelimit`).
+
+    ``decide`` must be pure and deterministic, and ``reset_after`` of its decision
+    must be the time after which the new state behaves exactly like no state at
+    all: stores delete the state then (memory eviction, Redis TTL). ``lua`` is the
+    Lua twin: a chunk defining ``local function decide(state, now, cost, args)``
+    that returns ``new_state, allowed (1/0), limit, remaining, reset_after,
+    retry_after`` computed exactly as the Python ``decide`` does, where ``state`` is
+    ``nil`` or the list of numbers last stored and ``args`` is :attr:`lua_args`.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short stable name of the algorithm kind (``"tb"``), part of storage keys."""
+        ...
+
+    @property
+    def lua(self) -> str:
+        """Lua source of the twin of :meth:`decide` (see the class docstring)."""
+        ...
+
+    @property
+    def lua_args(self) -> tuple[float, ...]:
+        """The configuration numbers the Lua twin receives as ``args``."""
+        ...
+
+    def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
+        """Decide a request of ``cost`` at time ``now`` given the key's ``state``."""
+        ...
+
+
+Request: TypeAlias = tuple[str, Algorithm, int]
+"""One entry of a batched decision: ``(key, algorithm, cost)``."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where rate-limit state lives: one atomic decision per call, sync or async.
+
+    ``now`` is for tests and for callers that keep their own time: by default the
+    memory store reads its clock's monotonic time and the Redis store the Redis
+    server's time. A ``cost`` of 0 asks without taking anything. Errors talking
+    to a backend surface as :class:`StoreError` (never a driver's exception).
+    """
+
+    @property
+    def name(self) -> str:
+        """The store's name, used in events."""
+        ...
+
+    def decide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        """Atomically decide one request of ``cost`` for ``key`` under ``algorithm``."""
+        ...
+
+    async def adecide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        """The async twin of :meth:`decide`."""
+        ...
+
+    def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
+        """Decide several ``(key, algorithm, cost)`` requests, in order, in one round trip."""
+        ...
+
+    async def adecide_many(
+        self, requests: Sequence[Request], now: float | None = None
+    ) -> list[Decision]:
+        """The async twin of :meth:`decide_many`."""
+        ...
+
+    def reset(self, key: str, algorithm: Algorithm) -> None:
+        """Forget ``key``'s state under ``algorithm``: its next request finds a full quota."""
+        ...
+
+    async def areset(self, key: str, algorithm: Algorithm) -> None:
+        """The async twin of :meth:`reset`."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store opened itself (connections it created from a URL)."""
+        ...
+
+    async def aclose(self) -> None:
+        """The async twin of :meth:`close`."""
+        ...
+
+
+class StoreError(ButtressError):
+    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``."""
+
+    def __init__(self, store: str, message: str) -> None:
+        self.store = store
+        self.message = message
+        super().__init__(f"store {store!r}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.store, self.message))
+
+
+class StoreUnavailable(StoreError):
+    """The store's backend could not be reached or did not answer in time.
+
+    Transient: :func:`buttress.is_transient` says so, and
+    :class:`~buttress.stores.FallbackStore` answers from memory meanwhile.
+    """
+
+    transient = True
+
+
+def validate_cost(cost: object) -> int:
+    """``cost`` as a non-negative int, or :class:`ValueError`; shared by every store."""
+    if type(cost) is not int:
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise TypeError(f"cost must be an int, got {type(cost).__name__}")
+        cost = int(cost)
+    if cost < 0:
+        raise ValueError(f"cost must be >= 0, got {cost}")
+    return cost
