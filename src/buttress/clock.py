@@ -168,11 +168,14 @@ class FakeClock:
             loop.call_soon_threadsafe(timer.callback)
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
         if self.auto_advance:
+            self.sleeps.append(seconds)
             self.advance(max(0.0, seconds))
             return
         with self._cond:
+            # Recorded together with the deadline: a test that sees this sleep in
+            # `sleeps` can advance() knowing the deadline is already fixed.
+            self.sleeps.append(seconds)
             deadline = self._now + seconds
             while self._now < deadline:
                 self._cond.wait(0.05)
