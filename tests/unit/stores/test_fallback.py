@@ -1,0 +1,230 @@
+"""The fallback store against a primary that fails on demand (Redis itself: integration)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from buttress.clock import FakeClock
+from buttress.errors import ConfigError, is_transient
+from buttress.events import Event
+from buttress.ratelimit import Decision, FixedWindow
+from buttress.stores import (
+    FallbackStore,
+    MemoryStore,
+    Store,
+    StoreFellBack,
+    StoreRecovered,
+    StoreUnavailable,
+)
+from buttress.stores.base import Algorithm, Request
+
+
+class Flaky:
+    """A memory store that raises ``error`` while ``down`` is set, counting its calls."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.inner = MemoryStore(clock=clock, name="flaky")
+        self.name = "flaky"
+        self.down = False
+        self.error: Exception = StoreUnavailable("flaky", "connection refused")
+        self.calls = 0
+        self.entered: threading.Event | None = None
+        self.release: threading.Event | None = None
+
+    def _check(self) -> None:
+        self.calls += 1
+        entered, release = self.entered, self.release
+        if entered is not None and release is not None:
+            entered.set()
+            release.wait(5)
+        if self.down:
+            raise self.error
+
+    def decide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        self._check()
+        return self.inner.decide(key, algorithm, cost, now)
+
+    async def adecide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        self._check()
+        return self.inner.decide(key, algorithm, cost, now)
+
+    def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
+        self._check()
+        return self.inner.decide_many(requests, now)
+
+    async def adecide_many(
+        self, requests: Sequence[Request], now: float | None = None
+    ) -> list[Decision]:
+        self._check()
+        return self.inner.decide_many(requests, now)
+
+    def reset(self, key: str, algorithm: Algorithm) -> None:
+        self._check()
+        self.inner.reset(key, algorithm)
+
+    async def areset(self, key: str, algorithm: Algorithm) -> None:
+        self._check()
+        self.inner.reset(key, algorithm)
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+WINDOW = FixedWindow(2, 1000.0)
+
+
+@pytest.fixture
+def flaky(manual_clock: FakeClock) -> Flaky:
+    return Flaky(manual_clock)
+
+
+@pytest.fixture
+def store(flaky: Flaky, manual_clock: FakeClock) -> FallbackStore:
+    return FallbackStore(flaky, probe_interval=5.0, clock=manual_clock)  # type: ignore[arg-type]
+
+
+def collect(store: FallbackStore) -> list[Event]:
+    events: list[Event] = []
+    store.subscribe(events.append)
+    return events
+
+
+def test_switches_to_memory_and_back(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock
+) -> None:
+    events = collect(store)
+    assert isinstance(store, Store)
+    assert store.name == "flaky+memory"
+    assert store.decide("k", WINDOW).remaining == 1
+    assert flaky.calls == 1
+
+    flaky.down = True
+    # The failure is absorbed: the answer comes from memory, limits still enforced.
+    assert [store.decide("k", WINDOW).allowed for _ in range(3)] == [True, True, False]
+    assert store.degraded
+    assert flaky.calls == 2  # only the first call tried the primary
+    assert events == [StoreFellBack("flaky+memory", flaky.error)]
+
+    manual_clock.advance(4.9)
+    assert not store.decide("k", WINDOW).allowed
+    assert flaky.calls == 2
+    manual_clock.advance(0.1)
+    # A probe fails: still degraded, no new event, next probe 5 s later.
+    assert not store.decide("k", WINDOW).allowed
+    assert flaky.calls == 3
+    assert len(events) == 1
+
+    flaky.down = False
+    manual_clock.advance(4.0)
+    store.decide("other", WINDOW)
+    assert flaky.calls == 3
+    manual_clock.advance(1.0)
+    # The probe succeeds: the primary's answer (its own count for "k": 1 used).
+    assert store.decide("k", WINDOW) == Decision(True, 2, 0, 990.0, 0.0)
+    assert not store.degraded
+    assert flaky.calls == 4
+    assert events[1:] == [StoreRecovered("flaky+memory", pytest.approx(10.0))]
+    store.decide("k", WINDOW)
+    assert flaky.calls == 5
+
+
+async def test_async_twin(store: FallbackStore, flaky: Flaky, manual_clock: FakeClock) -> None:
+    events = collect(store)
+    flaky.down = True
+    flaky.error = RuntimeError("anything at all")
+    assert [(await store.adecide("k", WINDOW)).allowed for _ in range(3)] == [True, True, False]
+    assert [type(e) for e in events] == [StoreFellBack]
+    assert events[0].error is flaky.error  # type: ignore[attr-defined]
+    flaky.down = False
+    manual_clock.advance(5.0)
+    many = await store.adecide_many([("k", WINDOW, 1), ("k", WINDOW, 1)])
+    assert [d.allowed for d in many] == [True, True]
+    assert [type(e) for e in events] == [StoreFellBack, StoreRecovered]
+    await store.areset("k", WINDOW)
+    await store.aclose()
+
+
+def test_batches_fall_back_too(store: FallbackStore, flaky: Flaky) -> None:
+    flaky.down = True
+    decisions = store.decide_many([("a", WINDOW, 2), ("a", WINDOW, 1)])
+    assert [d.allowed for d in decisions] == [True, False]
+    assert store.degraded
+
+
+def test_reset_clears_both_and_tolerates_a_dead_primary(store: FallbackStore, flaky: Flaky) -> None:
+    store.decide("k", WINDOW, cost=2)
+    flaky.down = True
+    store.decide("k", WINDOW, cost=2)
+    store.reset("k", WINDOW)  # no exception although the primary is down
+    assert store.decide("k", WINDOW, cost=2).allowed
+    store.close()
+
+
+def test_bad_cost_is_the_callers_error_not_an_outage(store: FallbackStore, flaky: Flaky) -> None:
+    with pytest.raises(ValueError, match="cost"):
+        store.decide("k", WINDOW, cost=-1)
+    with pytest.raises(TypeError):
+        store.decide_many([("k", WINDOW, 1.5)])  # type: ignore[list-item]
+    assert not store.degraded
+    assert flaky.calls == 0
+
+
+def test_only_one_caller_probes_at_a_time(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock
+) -> None:
+    flaky.down = True
+    store.decide("k", WINDOW)
+    flaky.down = False
+    manual_clock.advance(5.0)
+    entered, release = threading.Event(), threading.Event()
+    flaky.entered, flaky.release = entered, release
+    prober = threading.Thread(target=store.decide, args=("k", WINDOW))
+    prober.start()
+    assert entered.wait(5)
+    # While the probe is in flight, other callers are served from memory.
+    flaky.entered = flaky.release = None
+    store.decide("k", WINDOW)
+    assert flaky.calls == 2
+    release.set()
+    prober.join(5)
+    assert not store.degraded
+    store.decide("k", WINDOW)
+    assert flaky.calls == 3
+
+
+def test_unavailable_is_transient_and_pickles() -> None:
+    import pickle
+
+    error = StoreUnavailable("redis", "down")
+    assert is_transient(error)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.store, str(again)) == ("redis", "store 'redis': down")
+
+
+def test_probe_interval_is_validated(flaky: Flaky) -> None:
+    with pytest.raises(ConfigError) as info:
+        FallbackStore(flaky, probe_interval=-1)  # type: ignore[arg-type]
+    assert info.value.path == "probe_interval"
+
+
+def test_custom_fallback_and_name(flaky: Flaky, manual_clock: FakeClock) -> None:
+    backup = MemoryStore(clock=manual_clock, name="backup")
+    store = FallbackStore(flaky, backup, clock=manual_clock, name="limits")  # type: ignore[arg-type]
+    flaky.down = True
+    seen: list[Any] = []
+    store.subscribe(seen.append, StoreRecovered)
+    store.decide("k", WINDOW)
+    assert len(backup) == 1
+    assert seen == []
+    assert "FallbackStore(" in repr(store)
