@@ -1,0 +1,377 @@
+"""Pipelines: order, nesting, the call/acall/decorator surface, what decorating keeps."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from buttress._strategy import AsyncRunner, Strategy, SyncRunner
+from buttress.errors import ConfigError
+from buttress.pipeline import Pipeline
+
+
+class Record(Strategy):
+    """Logs ``label>`` on the way in and ``<label`` on the way out."""
+
+    __slots__ = ("label", "log")
+
+    def __init__(self, label: str, log: list[str]) -> None:
+        self.label = label
+        self.log = log
+        self._init_strategy(None, "record")
+        self._build()
+
+    def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+        label, log = self.label, self.log
+
+        def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            log.append(f"{label}>")
+            try:
+                return inner(fn, args, kwargs)
+            finally:
+                log.append(f"<{label}")
+
+        return run
+
+    def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
+        label, log = self.label, self.log
+
+        async def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            log.append(f"{label}>")
+            try:
+                return await inner(fn, args, kwargs)
+            finally:
+                log.append(f"<{label}")
+
+        return run
+
+
+class Double(Strategy):
+    """Doubles the result of everything inside it."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._init_strategy(None, "double")
+        self._build()
+
+    def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+        def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return inner(fn, args, kwargs) * 2
+
+        return run
+
+    def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
+        async def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return (await inner(fn, args, kwargs)) * 2
+
+        return run
+
+
+@pytest.fixture
+def log() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def pipeline(log: list[str]) -> Pipeline:
+    return Pipeline(Record("a", log), Record("b", log), Record("c", log))
+
+
+AROUND = ["a>", "b>", "c>", "fn", "<c", "<b", "<a"]
+
+
+def traced(log: list[str], result: Any = "result") -> Callable[..., Any]:
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        log.append("fn")
+        return (result, args, kwargs) if args or kwargs else result
+
+    return fn
+
+
+def atraced(log: list[str], result: Any = "result") -> Callable[..., Any]:
+    async def fn(*args: Any, **kwargs: Any) -> Any:
+        log.append("fn")
+        return (result, args, kwargs) if args or kwargs else result
+
+    return fn
+
+
+# ------------------------------------------------------------------------------ ordering
+
+
+def test_outermost_first(pipeline: Pipeline, log: list[str]) -> None:
+    assert pipeline.call(traced(log)) == "result"
+    assert log == AROUND
+
+
+async def test_outermost_first_async(pipeline: Pipeline, log: list[str]) -> None:
+    assert await pipeline.acall(atraced(log)) == "result"
+    assert log == AROUND
+
+
+def test_errors_unwind_through_every_strategy(pipeline: Pipeline, log: list[str]) -> None:
+    def fail() -> None:
+        log.append("fn")
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        pipeline.call(fail)
+    assert log == AROUND
+
+
+def test_order_matters() -> None:
+    assert Pipeline(Double()).call(lambda: 3) == 6
+    log: list[str] = []
+    doubled_outside = Pipeline(Double(), Record("r", log))
+    assert doubled_outside.call(lambda: "x") == "xx"
+    assert log == ["r>", "<r"]
+
+
+def test_nested_pipelines_flatten_in_order(log: list[str]) -> None:
+    inner = Pipeline(Record("b", log), Record("c", log))
+    outer = Pipeline(Record("a", log), inner, Record("d", log))
+    assert outer.call(traced(log)) == "result"
+    assert log == ["a>", "b>", "c>", "d>", "fn", "<d", "<c", "<b", "<a"]
+    assert len(outer) == 3
+    assert outer[1] is inner
+    assert list(outer) == [outer[0], inner, outer[2]]
+
+
+async def test_nested_pipelines_async(log: list[str]) -> None:
+    outer = Pipeline(Pipeline(Record("a", log)), Pipeline(Pipeline(Record("b", log))))
+    assert await outer.acall(atraced(log)) == "result"
+    assert log == ["a>", "b>", "fn", "<b", "<a"]
+
+
+def test_one_strategy_in_two_pipelines(log: list[str]) -> None:
+    shared = Record("shared", log)
+    first = Pipeline(Record("1", log), shared)
+    second = Pipeline(shared, Record("2", log))
+    first.call(lambda: None)
+    second.call(lambda: None)
+    assert log == ["1>", "shared>", "<shared", "<1", "shared>", "2>", "<2", "<shared"]
+
+
+def test_empty_pipeline_just_calls() -> None:
+    empty = Pipeline()
+    assert empty.call(lambda x, y=0: x + y, 1, y=2) == 3
+    assert len(empty) == 0
+
+
+def test_names_and_repr(log: list[str]) -> None:
+    first, second = Pipeline(), Pipeline()
+    assert first.name.startswith("pipeline-")
+    assert first.name != second.name
+    named = Pipeline(Record("a", log), name="payments")
+    assert named.name == "payments"
+    assert repr(named) == f"Pipeline(Record(name={named[0].name!r}), name='payments')"
+
+
+@pytest.mark.parametrize("bad", [None, "retry", lambda fn: fn, Record])
+def test_non_strategies_are_refused(log: list[str], bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        Pipeline(Record("a", log), bad)  # type: ignore[arg-type]
+    assert info.value.path == "strategies[1]"
+    assert str(info.value).startswith("strategies[1]: expected a policy or pipeline, got ")
+
+
+# ----------------------------------------------------------------- call / acall / __call__
+
+
+def test_call_passes_arguments(pipeline: Pipeline, log: list[str]) -> None:
+    assert pipeline.call(traced(log), 1, 2, k=3) == ("result", (1, 2), {"k": 3})
+
+
+async def test_acall_passes_arguments(pipeline: Pipeline, log: list[str]) -> None:
+    assert await pipeline.acall(atraced(log), 1, k=3) == ("result", (1,), {"k": 3})
+
+
+def test_dunder_call_with_only_a_function_decorates(pipeline: Pipeline, log: list[str]) -> None:
+    fn = traced(log)
+    wrapped = pipeline(fn)
+    assert log == []  # nothing ran yet
+    assert callable(wrapped)
+    assert wrapped() == "result"
+    assert log == AROUND
+
+
+def test_dunder_call_with_arguments_calls(pipeline: Pipeline, log: list[str]) -> None:
+    assert pipeline(traced(log), 1) == ("result", (1,), {})
+    assert log == AROUND
+    log.clear()
+    assert pipeline(traced(log), k="v") == ("result", (), {"k": "v"})
+    assert log == AROUND
+
+
+async def test_dunder_call_with_an_async_function_returns_an_awaitable(
+    pipeline: Pipeline, log: list[str]
+) -> None:
+    pending = pipeline(atraced(log), 5)
+    assert inspect.isawaitable(pending)
+    assert log == []  # not started until awaited
+    assert await pending == ("result", (5,), {})
+    assert log == AROUND
+
+
+# ---------------------------------------------------------------------------- decorating
+
+
+def test_decorates_a_function(pipeline: Pipeline, log: list[str]) -> None:
+    @pipeline
+    def add(x: int, y: int = 1) -> int:
+        log.append("fn")
+        return x + y
+
+    assert add(2, y=3) == 5
+    assert log == AROUND
+
+
+def test_decorates_methods(log: list[str]) -> None:
+    pipeline = Pipeline(Record("p", log))
+
+    class Account:
+        def __init__(self) -> None:
+            self.balance = 10
+
+        @pipeline
+        def withdraw(self, amount: int) -> int:
+            self.balance -= amount
+            return self.balance
+
+        @staticmethod
+        @pipeline
+        def static_below(x: int) -> int:
+            return x * 2
+
+        @pipeline
+        @staticmethod
+        def static_above(x: int) -> int:
+            return x * 3
+
+        @classmethod
+        @pipeline
+        def class_below(cls, x: int) -> tuple[str, int]:
+            return (cls.__name__, x)
+
+        @pipeline
+        @classmethod
+        def class_above(cls, x: int) -> tuple[str, int]:
+            return (cls.__name__, x)
+
+    account = Account()
+    assert account.withdraw(3) == 7
+    assert Account.withdraw(account, 2) == 5
+    assert (account.static_below(2), Account.static_below(2)) == (4, 4)
+    assert (account.static_above(2), Account.static_above(2)) == (6, 6)
+    assert account.class_below(1) == Account.class_below(1) == ("Account", 1)
+    assert account.class_above(1) == Account.class_above(1) == ("Account", 1)
+    assert log == ["p>", "<p"] * 10
+
+
+async def test_decorates_async_functions_and_methods(log: list[str]) -> None:
+    pipeline = Pipeline(Record("p", log))
+
+    @pipeline
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    class Client:
+        @pipeline
+        async def get(self, path: str) -> str:
+            return f"GET {path}"
+
+        @pipeline
+        @staticmethod
+        async def ping() -> str:
+            return "pong"
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert inspect.iscoroutinefunction(Client.get)
+    assert await fetch(1) == 2
+    assert await Client().get("/x") == "GET /x"
+    assert await Client().ping() == "pong"
+    assert log == ["p>", "<p"] * 3
+
+
+async def test_decorates_a_partial_of_an_async_function(log: list[str]) -> None:
+    pipeline = Pipeline(Record("p", log))
+
+    async def scale(factor: int, x: int) -> int:
+        return factor * x
+
+    triple = pipeline(functools.partial(scale, 3))
+    assert inspect.iscoroutinefunction(triple)
+    assert await triple(4) == 12
+    assert await pipeline(functools.partial(functools.partial(scale), 2), 5) == 10
+    assert log == ["p>", "<p"] * 2
+
+
+async def test_decorates_an_object_with_async_call(log: list[str]) -> None:
+    pipeline = Pipeline(Record("p", log))
+
+    class Handler:
+        async def __call__(self, event: str) -> str:
+            return f"handled {event}"
+
+    handle = pipeline(Handler())
+    assert inspect.iscoroutinefunction(handle)
+    assert await handle("e") == "handled e"
+    assert await pipeline.acall(Handler(), "f") == "handled f"
+    assert log == ["p>", "<p"] * 2
+
+
+def test_decorates_an_object_with_sync_call(log: list[str]) -> None:
+    pipeline = Pipeline(Record("p", log))
+
+    class Adder:
+        def __call__(self, x: int) -> int:
+            return x + 100
+
+    assert pipeline(Adder())(1) == 101
+    assert pipeline(Adder(), 2) == 102
+    assert log == ["p>", "<p"] * 2
+
+
+def test_decorating_preserves_the_signature(pipeline: Pipeline) -> None:
+    def transfer(source: str, target: str, *, amount: int = 0) -> bool:
+        """Move money."""
+        return True
+
+    wrapped = pipeline(transfer)
+    assert wrapped.__name__ == "transfer"
+    assert wrapped.__qualname__ == transfer.__qualname__
+    assert wrapped.__doc__ == "Move money."
+    assert wrapped.__module__ == transfer.__module__
+    assert wrapped.__wrapped__ is transfer  # type: ignore[attr-defined]
+    assert inspect.signature(wrapped) == inspect.signature(transfer)
+    assert not inspect.iscoroutinefunction(wrapped)
+
+
+async def test_decorating_preserves_an_async_signature(pipeline: Pipeline) -> None:
+    async def load(key: str, default: int | None = None) -> int | None:
+        return default
+
+    wrapped = pipeline(load)
+    assert wrapped.__name__ == "load"
+    assert wrapped.__wrapped__ is load  # type: ignore[attr-defined]
+    assert inspect.signature(wrapped) == inspect.signature(load)
+    assert await wrapped("k", 4) == 4
+
+
+def test_decorators_stack(log: list[str]) -> None:
+    outer, inner = Pipeline(Record("outer", log)), Pipeline(Record("inner", log))
+
+    @outer
+    @inner
+    def fn() -> str:
+        log.append("fn")
+        return "ok"
+
+    assert fn() == "ok"
+    assert log == ["outer>", "inner>", "fn", "<inner", "<outer"]
+    assert fn.__name__ == "fn"
