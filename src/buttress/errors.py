@@ -428,7 +428,7 @@ def _parse_retry_after(value: object, now: float | None = None) -> float | None:
     if when.tzinfo is None:
         # HTTP-dates are always GMT; email.utils leaves "-0000" and zone-less dates
         # naive, which .timestamp() would read as local time.
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     wall = time.time() if now is None else now
     return max(0.0, when.timestamp() - wall)
 
