@@ -328,6 +328,12 @@ class Fallback(Strategy):
     def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         # The runner above, with the call inlined: one frame on the happy path.
         plan = self._plan
+        for index, step in enumerate(plan.steps):
+            if step.is_async:  # fail at decoration, not at the first failure in production
+                raise ConfigError(
+                    f"cannot fall back on an async alternative for the sync {fn!r}",
+                    path=f"alternatives[{index}]",
+                )
         answer: Callable[[int, Exception, Any, Any], R] = self._sync_from
         rejected: Callable[[int, Any, Any, Any], R] = self._sync_rejected
         rejects = plan.rejects

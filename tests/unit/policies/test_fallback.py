@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pickle
 import traceback
 from collections.abc import Awaitable, Callable
@@ -373,12 +374,25 @@ def test_error_handler_object() -> None:
     assert repr(handler).startswith("Fallback.handler(<function")
 
 
-def test_sync_call_with_an_async_alternative_is_refused(run: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("mode", ["call", "dunder-call", "pipeline-call", "pipeline-decorated"])
+def test_sync_call_with_an_async_alternative_is_refused(mode: str) -> None:
     first = Boom("first")
+    fb = Fallback(Recorder(first), AsyncRecorder("never"))
     with pytest.raises(TypeError, match="alternative 1 is async") as info:
-        run(Fallback(Recorder(first), AsyncRecorder("never")), Recorder(Boom()))
+        SYNC_MODES[mode](fb, Recorder(Boom()), (1,), {})
     assert info.value.__context__ is first
     # No coroutine was created: an un-awaited one would fail the test (warnings are errors).
+
+
+def test_decorating_a_sync_function_with_an_async_alternative_fails_at_once() -> None:
+    async def replica() -> str:
+        return "never"
+
+    fb = Fallback(len, Fallback.handler(replica))
+    with pytest.raises(ConfigError, match="async alternative") as info:
+        fb(lambda: "sync")
+    assert info.value.path == "alternatives[1]"
+    assert inspect.iscoroutinefunction(fb(replica))  # an async function is fine
 
 
 def test_sync_call_with_an_async_handler_is_refused() -> None:
