@@ -175,10 +175,9 @@ class _Engine:
             delay = self.max_delay
         state.previous = delay
         jitter = self.jitter
-        if jitter == "full":
-            delay *= self.random()
-        elif jitter == "equal":
-            delay *= 0.5 * (1.0 + self.random())
+        if delay and jitter != "none":
+            draw = self.random()
+            delay *= draw if jitter == "full" else 0.5 * (1.0 + draw)
         if self.retry_after and error is not None:
             asked = retry_after_of(error, now=wall)
             if asked is not None:
@@ -539,6 +538,7 @@ class Retry(Strategy):
         clock = self._clock
         timed = engine.max_elapsed is not None
         honour = engine.retry_after
+        direct = inner is invoke
         retryable = self._retryable
         on_result = self._on_result
         events = self._events
@@ -558,7 +558,8 @@ class Retry(Strategy):
                 clock.sleep(delay)
             state.attempt += 1
             try:
-                result = inner(fn, args, kwargs)
+                # Straight to fn when nothing is inside us: one frame less per attempt.
+                result = fn(*args, **kwargs) if direct else inner(fn, args, kwargs)
             except Exception as exc:
                 if not retryable(exc):
                     self._not_retryable(state, exc)
@@ -587,6 +588,7 @@ class Retry(Strategy):
         clock = self._clock
         timed = engine.max_elapsed is not None
         honour = engine.retry_after
+        direct = inner is invoke
         retryable = self._retryable
         on_result = self._on_result
         events = self._events
@@ -606,7 +608,7 @@ class Retry(Strategy):
                 await clock.asleep(delay)
             state.attempt += 1
             try:
-                result = await inner(fn, args, kwargs)
+                result = await (fn(*args, **kwargs) if direct else inner(fn, args, kwargs))
             except Exception as exc:
                 if not retryable(exc):
                     self._not_retryable(state, exc)
