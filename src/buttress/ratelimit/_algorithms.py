@@ -62,10 +62,12 @@ def _count(value: object, path: str) -> int:
 class _Algorithm:
     """Frozen configuration base: equal by kind and parameters, immutable once built."""
 
-    __slots__ = ()
+    # Stores key caches by algorithm, so the hash is computed once.
+    __slots__ = ("_hash",)
 
     name: str
     _lua_file: str
+    _hash: int
 
     def _params(self) -> tuple[Any, ...]:
         raise NotImplementedError
@@ -87,7 +89,12 @@ class _Algorithm:
         return self._params() == other._params()
 
     def __hash__(self) -> int:
-        return hash((type(self), self._params()))
+        try:
+            return self._hash
+        except AttributeError:
+            value = hash((type(self), self._params()))
+            object.__setattr__(self, "_hash", value)
+            return value
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), self._params())

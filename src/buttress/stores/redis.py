@@ -56,6 +56,10 @@ DEFAULT_TIMEOUT = 0.25
 
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _decision = tuple.__new__
+_INF = float("inf")
+# Prepared (sha, source, trailing args) per algorithm; bounded in case a program
+# builds a new algorithm object per call.
+_PREPARED_MAX = 1024
 
 
 @cache
@@ -71,9 +75,17 @@ def _script(body: str) -> tuple[str, str]:
 
 
 def _parse(reply: Sequence[Any]) -> Decision:
+    # Durations arrive as whole nanoseconds (-1: never), see decide.lua.
     allowed, limit, remaining, reset_after, retry_after = reply
     return _decision(
-        Decision, (allowed == 1, limit, remaining, float(reset_after), float(retry_after))
+        Decision,
+        (
+            allowed == 1,
+            limit,
+            remaining,
+            reset_after / 1e9,
+            _INF if retry_after < 0 else retry_after / 1e9,
+        ),
     )
 
 
@@ -97,6 +109,7 @@ class RedisStore:
         "_async_client",
         "_client",
         "_owned",
+        "_prepared",
         "_timeout",
         "_url",
         "clock",
@@ -128,6 +141,7 @@ class RedisStore:
         self._url: str | None = None
         self._timeout: float | None = None
         self._owned = False
+        self._prepared: dict[Algorithm, tuple[str, str, tuple[Any, ...]]] = {}
         self.prefix = prefix
         self.time_source = time_source
         self.clock = clock
@@ -202,25 +216,34 @@ class RedisStore:
         """The Redis key holding ``key``'s state under ``algorithm``."""
         return f"{self.prefix}:{{{key}}}:{algorithm.name}"
 
+    def _prepare(self, algorithm: Algorithm) -> tuple[str, str, tuple[Any, ...]]:
+        sha, source = _script(algorithm.lua)
+        prepared = (sha, source, (round(self.ttl_slack * 1000), *algorithm.lua_args))
+        try:
+            if len(self._prepared) >= _PREPARED_MAX:
+                self._prepared.clear()
+            self._prepared[algorithm] = prepared
+        except TypeError:  # an unhashable algorithm of the caller's own: no caching
+            pass
+        return prepared
+
     def _call(
         self, key: str, algorithm: Algorithm, cost: int, now: float | None
     ) -> tuple[str, str, tuple[Any, ...]]:
         if type(cost) is not int or cost < 0:
             cost = validate_cost(cost)
-        sha, source = _script(algorithm.lua)
+        try:
+            prepared = self._prepared.get(algorithm)
+        except TypeError:
+            prepared = None
+        if prepared is None:
+            prepared = self._prepare(algorithm)
+        sha, source, tail = prepared
         if now is None:
             when: float | str = "" if self.time_source == "server" else self.clock.time()
         else:
             when = now
-        args = (
-            1,
-            f"{self.prefix}:{{{key}}}:{algorithm.name}",
-            when,
-            cost,
-            round(self.ttl_slack * 1000),
-            *algorithm.lua_args,
-        )
-        return sha, source, args
+        return sha, source, (1, f"{self.prefix}:{{{key}}}:{algorithm.name}", when, cost, *tail)
 
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, _UNAVAILABLE):

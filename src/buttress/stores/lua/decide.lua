@@ -51,6 +51,13 @@ elseif raw then
   redis.call('DEL', KEYS[1])
 end
 
--- Redis truncates Lua numbers to integers on the way out: send the floats as text.
-return {allowed, limit, remaining, string.format('%.17g', reset_after),
-  string.format('%.17g', retry_after)}
+-- Redis truncates Lua numbers to integers on the way out, and parsing 17-digit text
+-- costs more than it is worth: durations go out as whole nanoseconds, -1 for never.
+local function nanos(seconds)
+  if seconds == math.huge then
+    return -1
+  end
+  return math.floor(seconds * 1000000000 + 0.5)
+end
+
+return {allowed, limit, remaining, nanos(reset_after), nanos(retry_after)}
