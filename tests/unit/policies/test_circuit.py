@@ -178,7 +178,6 @@ ASYNC_WAYS = [avia_decorator, avia_acall, avia_pipeline, avia_with]
         ({"failure_ratio": "0.5"}, "failure_ratio"),
         ({"min_calls": 0}, "min_calls"),
         ({"min_calls": 2.0}, "min_calls"),
-        ({"min_calls": 101}, "min_calls"),
         ({"window": 0}, "window"),
         ({"window": 10.5}, "window"),
         ({"window": 10, "window_seconds": 5.0}, "window"),
@@ -238,6 +237,19 @@ def test_half_open_successes_defaults_to_half_open_calls() -> None:
 def test_time_window_option_replaces_the_count_window() -> None:
     options = CircuitBreaker(window_seconds=60, min_calls=500).options
     assert (options.window, options.window_seconds, options.min_calls) == (None, 60.0, 500)
+
+
+def test_min_calls_is_capped_at_a_count_window() -> None:
+    assert CircuitBreaker(window=5).options.min_calls == 5
+    assert CircuitBreaker(window=50, min_calls=20).options.min_calls == 20
+    assert CircuitBreaker(window_seconds=5, min_calls=500).options.min_calls == 500
+
+
+def test_small_window_with_default_min_calls_trips(clock: FakeClock) -> None:
+    breaker = CircuitBreaker(window=3, clock=clock)
+    failing(breaker, 2)
+    succeed(breaker)
+    assert breaker.state is OPEN  # 2 of 3, with min_calls capped at 3
 
 
 def test_max_open_duration_only_checked_when_the_duration_grows() -> None:

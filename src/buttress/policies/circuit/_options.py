@@ -102,7 +102,8 @@ class CircuitOptions:
     Build it through the breaker's constructor, which documents each option; the
     breaker keeps it as ``breaker.options``. ``window`` is ``None`` for a time-based
     window and ``window_seconds`` is ``None`` for a count-based one; exactly one is
-    set. ``half_open_successes`` is already resolved to its default.
+    set. ``half_open_successes`` is already resolved to its default, and for a count
+    window ``min_calls`` is at most ``window``.
     """
 
     failure_ratio: float
@@ -150,11 +151,10 @@ class CircuitOptions:
         else:
             window = _count(DEFAULT_WINDOW if window is None else window, "window")
         min_calls = _count(min_calls, "min_calls")
-        if window is not None and min_calls > window:
-            raise ConfigError(
-                f"must not exceed window ({window}), or the ratio can never trip",
-                path="min_calls",
-            )
+        if window is not None:
+            # A count window never holds more than ``window`` outcomes: a larger
+            # minimum would mean "never trip on a ratio", so it means the window.
+            min_calls = min(min_calls, window)
         open_duration = _real(open_duration, "open_duration")
         if open_duration < 0.0:
             raise ConfigError(f"must not be negative, got {open_duration!r}", path="open_duration")

@@ -102,7 +102,7 @@ class CircuitBreaker(Strategy):
         """Build a breaker; every option is checked here (:class:`ConfigError` names it).
 
         ``window`` defaults to 100 calls unless ``window_seconds`` is given; the two
-        are exclusive.
+        are exclusive. With a count window, ``min_calls`` is capped at ``window``.
         """
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"expected a string, got {name!r}", path="name")
@@ -424,4 +424,5 @@ class CircuitBreaker(Strategy):
         self.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker(name={self.name!r}, state={self._engine.state.value!r})"
+        # The stored state, without the due open-to-half-open move: a repr has no effects.
+        return f"CircuitBreaker(name={self.name!r}, state={self._engine._state.value!r})"
