@@ -203,6 +203,10 @@ _TRANSIENT_SQLSTATES = frozenset(
 
 _HTTP_STATUS_ATTRS = ("status_code", "status", "code")
 
+# A tuple built once: ``A | B`` in an isinstance call builds a union on every call,
+# and is_transient runs on every failure a retry sees.
+_NETWORK_ERRORS = (TimeoutError, ConnectionError, socket.gaierror, socket.herror)
+
 
 def _is_transient_status(status: object) -> bool:
     if isinstance(status, bool) or not isinstance(status, int):
@@ -389,7 +393,7 @@ def is_transient(exc: BaseException) -> bool:
         return own
     if isinstance(exc, ButtressError):
         return isinstance(exc, Rejected | TimeoutExceeded)
-    if isinstance(exc, TimeoutError | ConnectionError | socket.gaierror | socket.herror):
+    if isinstance(exc, _NETWORK_ERRORS):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
@@ -407,6 +411,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _parse_retry_after(value: object, now: float | None = None) -> float | None:
+    if value is None:  # the common case, on every failure a retry sees: answer it first
+        return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
