@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError, is_transient
@@ -228,3 +231,54 @@ def test_custom_fallback_and_name(flaky: Flaky, manual_clock: FakeClock) -> None
     assert len(backup) == 1
     assert seen == []
     assert "FallbackStore(" in repr(store)
+
+
+class FallbackMachine(RuleBasedStateMachine):
+    """Random outages, recoveries and clock steps: never an error, events alternate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock(auto_advance=False)
+        self.primary = Flaky(self.clock)
+        self.store = FallbackStore(self.primary, probe_interval=3.0, clock=self.clock)  # type: ignore[arg-type]
+        self.events: list[Event] = []
+        self.store.subscribe(self.events.append)
+        # Model: whether the last attempt on the primary failed, and when to probe.
+        self.degraded = False
+        self.probe_at = 0.0
+
+    @rule(down=st.booleans())
+    def set_primary(self, down: bool) -> None:
+        self.primary.down = down
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 2.9, 3.0, 10.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(cost=st.integers(0, 3))
+    def decide(self, cost: int) -> None:
+        now = self.clock.monotonic()
+        calls = self.primary.calls
+        decision = self.store.decide("k", WINDOW, cost)
+        tried = not self.degraded or now >= self.probe_at
+        assert (self.primary.calls == calls + 1) == tried
+        if tried:
+            if self.primary.down:
+                self.degraded = True
+                self.probe_at = now + 3.0
+            else:
+                self.degraded = False
+        assert decision.limit == 2
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        assert self.store.degraded == self.degraded
+        kinds = [type(e) for e in self.events]
+        assert kinds == [StoreFellBack, StoreRecovered] * (len(kinds) // 2) + (
+            [StoreFellBack] if len(kinds) % 2 else []
+        )
+        assert (len(kinds) % 2 == 1) == self.degraded
+
+
+TestFallbackMachine = FallbackMachine.TestCase
+TestFallbackMachine.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
