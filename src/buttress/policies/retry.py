@@ -462,26 +462,30 @@ class Retry(Strategy):
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)``, retrying it as configured."""
         if not self._plain:
-            return cast(R, self._sync(fn, args, kwargs))
+            outcome: R = self._sync(fn, args, kwargs)
+            return outcome
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not self._retryable(exc):
                 raise
             error = exc
-        return cast(R, self._retry_sync(invoke, fn, args, kwargs, error, None, 0.0))
+        retried: R = self._retry_sync(invoke, fn, args, kwargs, error, None, 0.0)
+        return retried
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)``, retrying it as configured."""
         if not self._plain:
-            return cast(R, await self._async(fn, args, kwargs))
+            outcome: R = await self._async(fn, args, kwargs)
+            return outcome
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:
             if not self._retryable(exc):
                 raise
             error = exc
-        return cast(R, await self._retry_async(invoke, fn, args, kwargs, error, None, 0.0))
+        retried: R = await self._retry_async(invoke, fn, args, kwargs, error, None, 0.0)
+        return retried
 
     def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         if not self._plain:
@@ -497,7 +501,8 @@ class Retry(Strategy):
                 if not retryable(exc):
                     raise
                 error = exc
-            return cast(R, retry(invoke, fn, args, kwargs, error, None, 0.0))
+            retried: R = retry(invoke, fn, args, kwargs, error, None, 0.0)
+            return retried
 
         return wrapper
 
@@ -517,7 +522,8 @@ class Retry(Strategy):
                 if not retryable(exc):
                     raise
                 error = exc
-            return cast(R, await retry(invoke, fn, args, kwargs, error, None, 0.0))
+            retried: R = await retry(invoke, fn, args, kwargs, error, None, 0.0)
+            return retried
 
         return wrapper
 
