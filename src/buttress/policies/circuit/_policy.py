@@ -77,7 +77,7 @@ class CircuitBreaker(Strategy):
     ``"circuit_open"`` or ``"half_open_full"``) on every rejection.
     """
 
-    __slots__ = ("_engine", "_entries", "_now", "options")
+    __slots__ = ("_engine", "_entries", "_now", "_options")
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class CircuitBreaker(Strategy):
             raise ConfigError(f"expected a string, got {name!r}", path="name")
         if not callable(getattr(clock, "monotonic", None)):
             raise ConfigError(f"expected a Clock, got {clock!r}", path="clock")
-        self.options = CircuitOptions.build(
+        self._options = CircuitOptions.build(
             failure_ratio=failure_ratio,
             min_calls=min_calls,
             window=window,
@@ -126,13 +126,18 @@ class CircuitBreaker(Strategy):
         )
         self._init_strategy(name, "circuit")
         self._now = clock.monotonic
-        self._engine = CircuitEngine(self.options, clock, self.name, self._events)
+        self._engine = CircuitEngine(self._options, clock, self.name, self._events)
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
             f"buttress.circuit.{self.name}", default=()
         )
         self._build()
 
     # --------------------------------------------------------------- introspection
+
+    @property
+    def options(self) -> CircuitOptions:
+        """The validated settings this breaker was built with."""
+        return self._options
 
     @property
     def state(self) -> CircuitState:
