@@ -1,8 +1,8 @@
 """buttress: resilience and reliable delivery for Python services.
 
-Policies (retry, circuit breaker, timeout, bulkhead, fallback) composed into
-pipelines, for sync and asyncio code alike. This module only re-exports; the
-logic lives in the submodules.
+Policies (retry, circuit breaker, timeout, bulkhead, fallback, rate limiter)
+composed into pipelines, for sync and asyncio code alike. This module only
+re-exports; the logic lives in the submodules.
 """
 
 from __future__ import annotations
@@ -22,26 +22,60 @@ from buttress.errors import (
 )
 from buttress.events import CallRejected, Event, subscribe
 from buttress.pipeline import Pipeline
+from buttress.policies.backoff import (
+    Backoff,
+    Constant,
+    DecorrelatedJitter,
+    Exponential,
+    Fibonacci,
+    Linear,
+)
+from buttress.policies.bulkhead import Bulkhead
+from buttress.policies.circuit import CircuitBreaker, CircuitState, CircuitStateChanged
+from buttress.policies.fallback import Fallback, FallbackUsed
+from buttress.policies.retry import Retry, RetryGaveUp, RetryRecovered, RetryScheduled
+from buttress.policies.timeout import Timeout, TimeoutOccurred, remaining
+from buttress.registry import Registry
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "MONOTONIC",
+    "Backoff",
+    "Bulkhead",
     "BulkheadFull",
     "ButtressError",
     "CallRejected",
+    "CircuitBreaker",
     "CircuitOpen",
+    "CircuitState",
+    "CircuitStateChanged",
     "Clock",
     "ConfigError",
+    "Constant",
+    "DecorrelatedJitter",
     "Event",
+    "Exponential",
     "FakeClock",
+    "Fallback",
+    "FallbackUsed",
+    "Fibonacci",
+    "Linear",
     "MonotonicClock",
     "Pipeline",
     "RateLimited",
+    "Registry",
     "Rejected",
+    "Retry",
     "RetryExhausted",
+    "RetryGaveUp",
+    "RetryRecovered",
+    "RetryScheduled",
+    "Timeout",
     "TimeoutExceeded",
+    "TimeoutOccurred",
     "is_transient",
+    "remaining",
     "retry_after_of",
     "subscribe",
 ]
