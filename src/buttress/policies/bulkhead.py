@@ -336,37 +336,25 @@ class Bulkhead(Strategy):
 
     def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
         pop = self._tokens.pop
-        append = self._tokens.append
-        waiters = self._waiters
         wait = self._acquire_wait
-        hand_over = self._hand_over
-        pump = self._pump
+        release = self._release
 
         def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
-                pop()
+                pop()  # _try_acquire, inlined
             except IndexError:
                 wait()
             try:
                 return inner(fn, args, kwargs)
             finally:
-                # _release, inlined: this is the whole cost of an uncontended call.
-                if waiters:
-                    hand_over()
-                else:
-                    append(None)
-                    if waiters:
-                        pump()
+                release()
 
         return run
 
     def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
         pop = self._tokens.pop
-        append = self._tokens.append
-        waiters = self._waiters
         wait = self._acquire_wait_async
-        hand_over = self._hand_over
-        pump = self._pump
+        release = self._release
 
         async def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
@@ -376,12 +364,7 @@ class Bulkhead(Strategy):
             try:
                 return await inner(fn, args, kwargs)
             finally:
-                if waiters:
-                    hand_over()
-                else:
-                    append(None)
-                    if waiters:
-                        pump()
+                release()
 
         return run
 
