@@ -242,6 +242,7 @@ class Timeout(Strategy):
         # Each thread runs at most one event loop at a time, so a per-thread cache
         # of the last registry finds the right one without asking for the running
         # loop (asyncio.get_running_loop() costs a getpid() system call on 3.11).
+        # It keeps the thread's last loop referenced until the thread uses another.
         self._local = threading.local()
         self._init_strategy(name, "timeout")
         self._build()
