@@ -79,7 +79,7 @@ class RetryRecovered(Event):
 
 @dataclass(frozen=True, slots=True)
 class RetryGaveUp(Event):
-    """A retried call ended in failure after ``attempts`` attempts.
+    """Retry gave up on a call after ``attempts`` attempts; the call failed.
 
     ``reason`` is short and stable, fit for a metric label: ``"max_attempts"``,
     ``"max_elapsed"``, ``"retry_after"`` (the server asked for a wait longer than
