@@ -1312,3 +1312,33 @@ async def test_async_with_in_concurrent_tasks_keep_their_own_tickets(clock: Fake
     with pytest.raises(Down):
         await first
     assert breaker.state is OPEN
+
+
+# ----------------------------------------------------- rejections from inner policies
+
+
+def test_inner_rejections_are_not_failures_by_default(clock: FakeClock) -> None:
+    from buttress import Bulkhead, BulkheadFull, Pipeline
+
+    breaker = CircuitBreaker(consecutive_failures=1, window=5, min_calls=1, clock=clock)
+    bulkhead = Bulkhead(1)
+    pipeline = Pipeline(breaker, bulkhead)
+    with bulkhead:  # the only slot is taken: the inner bulkhead rejects
+        for _ in range(3):
+            with pytest.raises(BulkheadFull):
+                pipeline.call(lambda: "never runs")
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.metrics.failures == 0
+    assert breaker.metrics.calls == 0
+
+
+def test_inner_rejections_count_when_named_in_failure_on(clock: FakeClock) -> None:
+    from buttress import Bulkhead, BulkheadFull, Pipeline
+
+    breaker = CircuitBreaker(
+        consecutive_failures=1, failure_on=(BulkheadFull, ConnectionError), clock=clock
+    )
+    bulkhead = Bulkhead(1)
+    with bulkhead, pytest.raises(BulkheadFull):
+        Pipeline(breaker, bulkhead).call(lambda: "never runs")
+    assert breaker.state is CircuitState.OPEN

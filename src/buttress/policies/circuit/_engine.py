@@ -46,7 +46,7 @@ import math
 import threading
 
 from buttress.clock import Clock
-from buttress.errors import CircuitOpen
+from buttress.errors import CircuitOpen, Rejected
 from buttress.events import CallRejected, Emitter
 
 from ._events import CircuitState, CircuitStateChanged
@@ -156,8 +156,15 @@ class CircuitEngine:
         ignored exceptions count as nothing; they only give back a trial permit.
         An exception that ``failure_on`` does not match counts as a success: the
         protected service answered, the answer was just not what the caller liked.
+
+        With the default ``failure_on``, a buttress :class:`~buttress.errors.Rejected`
+        (an inner bulkhead, rate limiter or breaker turning the call away) counts as
+        nothing too: the protected service was never called, so its health is
+        unknown. Name such an error in ``failure_on`` to count it anyway.
         """
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or (
+            self._is_failure is None and isinstance(exc, Rejected)
+        ):
             self.release(ticket)
             return
         try:

@@ -61,7 +61,9 @@ class CircuitBreaker(Strategy):
     (back to ``open_duration`` once it closes).
 
     Which outcomes count: an exception matching ``failure_on`` (types, a tuple or
-    a predicate; default every :class:`Exception`) is a failure; one matching
+    a predicate; default every :class:`Exception` except buttress's own
+    :class:`~buttress.errors.Rejected` raised by an inner policy, since then the
+    dependency was never called) is a failure; one matching
     ``ignore`` counts as nothing; any other exception counts as a success (the
     dependency answered). ``CancelledError``, ``KeyboardInterrupt`` and other
     BaseExceptions never count; a trial they interrupt gives its permit back.
