@@ -121,7 +121,7 @@ async def _call(
 async def run(console: Console, *, speed: float = 1.0) -> Counter[str]:
     """Play the five phases; ``speed`` > 1 shortens every real wait."""
     breaker = CircuitBreaker(
-        name="breaker", window=10, min_calls=5, failure_ratio=0.5, open_duration=1.0 / speed
+        name="breaker", window=10, min_calls=8, failure_ratio=0.6, open_duration=1.0 / speed
     )
     pipeline = Pipeline(
         Timeout(0.25 / speed, name="timeout"),
@@ -135,8 +135,8 @@ async def run(console: Console, *, speed: float = 1.0) -> Counter[str]:
     service = FlakyService(latency=0.01 / speed)
     outcomes: Counter[str] = Counter()
     try:
-        console.rule("[bold]1. steady traffic: 15% of calls fail, retries absorb them")
-        service.failure_rate = 0.15
+        console.rule("[bold]1. steady traffic: 10% of calls fail, retries absorb them")
+        service.failure_rate = 0.1
         for item in range(12):
             await _call(pipeline, service, item, outcomes)
 
