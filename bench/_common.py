@@ -43,25 +43,29 @@ def baseline(group: str, *, is_async: bool = False) -> list[Case]:
     ]
 
 
-class FailTwice:
-    """Raises ConnectionError on the first two calls of every three; then returns."""
+def fail_twice() -> Callable[[], int]:
+    """A function that raises ConnectionError twice in every three calls, then returns."""
+    count = 0
 
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> int:
-        self.n += 1
-        if self.n % 3:
+    def flaky() -> int:
+        nonlocal count
+        count += 1
+        if count % 3:
             raise ConnectionError("flaky")
         return 1
 
+    return flaky
 
-class AFailTwice:
-    def __init__(self) -> None:
-        self.n = 0
 
-    async def __call__(self) -> int:
-        self.n += 1
-        if self.n % 3:
+def afail_twice() -> Callable[[], Any]:
+    """The async twin of :func:`fail_twice`."""
+    count = 0
+
+    async def flaky() -> int:
+        nonlocal count
+        count += 1
+        if count % 3:
             raise ConnectionError("flaky")
         return 1
+
+    return flaky

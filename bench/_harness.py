@@ -82,7 +82,12 @@ def metadata(case: Case) -> dict[str, str]:
 
 def main(cases: list[Case]) -> None:
     """Run ``cases`` under pyperf (accepts pyperf's command line: -o, --fast, ...)."""
-    runner = pyperf.Runner()
+
+    def forward(cmd: list[str], args: Any) -> None:
+        if args.only:
+            cmd.extend(["--only", args.only])
+
+    runner = pyperf.Runner(add_cmdline_args=forward)
     runner.argparser.add_argument("--only", default="", help="substring filter on names")
     args = runner.parse_args()
     for case in cases:

@@ -23,6 +23,7 @@ from buttress.policies.retry import Retry
 from buttress.policies.timeout import Timeout
 
 CALLS = 1_000_000
+SLACK = 1024
 SRC = str(Path(buttress.__file__).resolve().parent)
 
 
@@ -105,9 +106,10 @@ def main() -> None:
         "## Allocations on the happy path (no listener registered)",
         "",
         f"{CALLS:,} calls each under tracemalloc; *growth* is memory still held by "
-        "allocations made in buttress's source files after the run (0 means no "
-        "per-call object outlives its call); *peak* is tracemalloc's peak during the run, "
-        "for all code.",
+        "allocations made in buttress's source files after the run; *peak* is "
+        "tracemalloc's peak during the run, for all code. A per-call leak would show as "
+        f"at least {CALLS:,} B; the verdict allows {SLACK} B of one-time growth (a dict "
+        "table resized once by insert/delete churn, as the async timeout registry's is).",
         "",
         "| case | growth | peak | verdict |",
         "|---|---:|---:|---|",
@@ -115,7 +117,7 @@ def main() -> None:
     failed = False
     for name, run in cases():
         growth, peak = run()
-        ok = growth <= 0
+        ok = growth <= SLACK
         failed |= not ok
         lines.append(f"| {name} | {growth:+,} B | {peak:,} B | {'ok' if ok else 'GROWS'} |")
     print("\n".join(lines) + "\n")

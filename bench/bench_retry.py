@@ -8,7 +8,7 @@ from typing import Any
 
 from buttress.policies.retry import Retry
 
-from _common import AFailTwice, FailTwice, awork, baseline, work
+from _common import afail_twice, awork, baseline, fail_twice, work
 from _harness import Case, check_works, main
 
 HAPPY = "retry happy path (sync)"
@@ -52,7 +52,7 @@ def pyresilience_retry(fn: Any) -> Any:
 
 
 def hand_loop() -> Any:
-    fn = FailTwice()
+    fn = fail_twice()
 
     def call() -> Any:
         for attempt in range(3):
@@ -86,11 +86,11 @@ CASES = [
     *[Case(AHAPPY, n, lambda f=f: f(awork), is_async=True, peer=True) for n, f in PEERS],
     Case(FLAKY, "bare", lambda: work),
     Case(FLAKY, "hand-written loop", hand_loop),
-    Case(FLAKY, "buttress", lambda: zero()(FailTwice()), target_ns=5000),
-    *[Case(FLAKY, n, lambda f=f: f(FailTwice()), peer=True) for n, f in PEERS],
+    Case(FLAKY, "buttress", lambda: zero()(fail_twice()), target_ns=5000),
+    *[Case(FLAKY, n, lambda f=f: f(fail_twice()), peer=True) for n, f in PEERS],
     Case(AFLAKY, "bare", lambda: awork, is_async=True),
-    Case(AFLAKY, "buttress", lambda: zero()(AFailTwice()), is_async=True, target_ns=5000),
-    *[Case(AFLAKY, n, lambda f=f: f(AFailTwice()), is_async=True, peer=True) for n, f in PEERS],
+    Case(AFLAKY, "buttress", lambda: zero()(afail_twice()), is_async=True, target_ns=5000),
+    *[Case(AFLAKY, n, lambda f=f: f(afail_twice()), is_async=True, peer=True) for n, f in PEERS],
 ]
 
 if __name__ == "__main__":
