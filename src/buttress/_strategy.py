@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeAlias, TypeVar, overload
 
@@ -44,8 +45,17 @@ def default_name(kind: str) -> str:
     return f"{kind}-{next(counter)}"
 
 
+_CO_COROUTINE = inspect.CO_COROUTINE
+_FunctionType = types.FunctionType
+
+
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` returns a coroutine (functions, methods, partials, objects)."""
+    # A plain function with an empty __dict__ carries no marker that could make it
+    # count as async (3.12's markcoroutinefunction, functools.wraps): its code
+    # flags answer, in a few dozen nanoseconds rather than inspect's hundreds.
+    if type(fn) is _FunctionType and not fn.__dict__:
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):

@@ -216,11 +216,11 @@ def _is_transient_status(status: object) -> bool:
 
 def http_status_of(exc: BaseException) -> int | None:
     """The HTTP status an exception carries, if any (itself or on its ``response``)."""
-    for holder in (exc, getattr(exc, "response", None)):
+    for holder in (exc, _attr(exc, "response")):
         if holder is None:
             continue
         for attr in _HTTP_STATUS_ATTRS:
-            value = getattr(holder, attr, None)
+            value = _attr(holder, attr)
             if isinstance(value, int) and not isinstance(value, bool):
                 if 100 <= value <= 599:
                     return value
@@ -233,16 +233,38 @@ def http_status_of(exc: BaseException) -> int | None:
 
 def _sqlstate_of(exc: BaseException) -> str | None:
     for attr in ("sqlstate", "pgcode"):
-        value = getattr(exc, attr, None)
+        value = _attr(exc, attr)
         if isinstance(value, str) and len(value) == 5:
             return value
     return None
 
 
+def _attr(obj: object, name: str) -> Any:
+    """``getattr(obj, name, None)`` that also survives a property raising something else.
+
+    Exceptions come from anywhere; a faulty property on one must not turn the
+    classifier itself into the failure.
+    """
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+_checks_cache: tuple[int, list[Callable[[BaseException], bool | None]]] = (-1, [])
+
+
 def _driver_checks() -> list[Callable[[BaseException], bool | None]]:
-    """Checks for drivers that are imported right now; each answers True/False/None."""
-    checks: list[Callable[[BaseException], bool | None]] = []
+    """Checks for drivers that are imported right now; each answers True/False/None.
+
+    Cached by the number of loaded modules: importing a driver changes it.
+    """
+    global _checks_cache
     modules = sys.modules
+    count, cached = _checks_cache
+    if count == len(modules):
+        return cached
+    checks: list[Callable[[BaseException], bool | None]] = []
     if "httpx" in modules:
         checks.append(_httpx_check)
     if "aiohttp" in modules:
@@ -257,6 +279,7 @@ def _driver_checks() -> list[Callable[[BaseException], bool | None]]:
         checks.append(_amqp_check)
     if "nats" in modules:
         checks.append(_nats_check)
+    _checks_cache = (len(modules), checks)
     return checks
 
 
@@ -338,15 +361,30 @@ def _pg_check(exc: BaseException) -> bool | None:
 def _sqlalchemy_check(exc: BaseException) -> bool | None:
     dbapi = _classes("sqlalchemy.exc", "DBAPIError")
     if dbapi and isinstance(exc, dbapi):
-        if getattr(exc, "connection_invalidated", False):
+        if _attr(exc, "connection_invalidated"):
             return True
-        orig = getattr(exc, "orig", None)
+        orig = _attr(exc, "orig")
         if isinstance(orig, BaseException) and orig is not exc:
             return is_transient(orig)
     return None
 
 
 def _amqp_check(exc: BaseException) -> bool | None:
+    # Refused credentials, vhost access or protocol mismatches subclass the built-in
+    # ConnectionError in aiormq, but retrying them cannot help.
+    refused = (
+        "AuthenticationError",
+        "ProbableAuthenticationError",
+        "IncompatibleProtocolError",
+        "ConnectionNotAllowed",
+        "ConnectionCommandInvalid",
+        "ConnectionSyntaxError",
+        "ConnectionNotImplemented",
+        "ConnectionFrameError",
+    )
+    permanent = _classes("aiormq.exceptions", *refused)
+    if permanent and isinstance(exc, permanent):
+        return False
     names = ("AMQPConnectionError", "ConnectionClosed", "ChannelInvalidStateError")
     transient = _classes("aiormq.exceptions", *names) + _classes("aio_pika.exceptions", *names)
     if transient and isinstance(exc, transient):
@@ -371,6 +409,9 @@ def _nats_check(exc: BaseException) -> bool | None:
     return None
 
 
+_BUTTRESS_TRANSIENT = (Rejected, TimeoutExceeded)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure that may well go away if the call is tried again.
 
@@ -388,11 +429,17 @@ def is_transient(exc: BaseException) -> bool:
     An exception can settle the question itself with a boolean ``transient``
     attribute.
     """
-    own = getattr(exc, "transient", None)
+    own = _attr(exc, "transient")
     if isinstance(own, bool):
         return own
     if isinstance(exc, ButtressError):
-        return isinstance(exc, Rejected | TimeoutExceeded)
+        return isinstance(exc, _BUTTRESS_TRANSIENT)
+    # Drivers first: some subclass the built-in ConnectionError for failures that
+    # are permanent (refused credentials, bad certificates).
+    for check in _driver_checks():
+        verdict = check(exc)
+        if verdict is not None:
+            return verdict
     if isinstance(exc, _NETWORK_ERRORS):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
@@ -403,10 +450,6 @@ def is_transient(exc: BaseException) -> bool:
     status = http_status_of(exc)
     if status is not None:
         return _is_transient_status(status)
-    for check in _driver_checks():
-        verdict = check(exc)
-        if verdict is not None:
-            return verdict
     return False
 
 
@@ -449,12 +492,12 @@ def retry_after_of(exc: BaseException, *, now: float | None = None) -> float | N
     by default the current time. Negative waits read as 0; NaN, infinity and
     unparseable values as no answer (``None``).
     """
-    own = getattr(exc, "retry_after", None)
+    own = _attr(exc, "retry_after")
     parsed = _parse_retry_after(own, now)
     if parsed is not None:
         return parsed
-    for holder in (exc, getattr(exc, "response", None)):
-        headers = getattr(holder, "headers", None) if holder is not None else None
+    for holder in (exc, _attr(exc, "response")):
+        headers = _attr(holder, "headers") if holder is not None else None
         if headers is None:
             continue
         value: object = None

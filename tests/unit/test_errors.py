@@ -502,3 +502,45 @@ def test_misbehaving_headers_are_no_answer() -> None:
     assert retry_after_of(Failure(headers=Broken())) is None
     assert retry_after_of(Failure(headers=None, response=None)) is None
     assert retry_after_of(Failure(headers={"Other": "1"})) is None
+
+
+# ------------------------------------------------------------ review follow-ups
+
+
+def test_amqp_refusals_are_permanent_although_they_are_connection_errors() -> None:
+    import aiormq.exceptions as amqp
+
+    assert issubclass(amqp.ProbableAuthenticationError, ConnectionError)
+    assert not is_transient(amqp.ProbableAuthenticationError("ACCESS_REFUSED"))
+    assert not is_transient(amqp.AuthenticationError("bad credentials"))
+    assert not is_transient(amqp.IncompatibleProtocolError())
+    assert is_transient(amqp.ConnectionClosed(320, "CONNECTION_FORCED"))
+
+
+def test_a_property_that_raises_does_not_break_the_classifier() -> None:
+    class Weird(Exception):
+        @property
+        def response(self) -> object:
+            raise RuntimeError("lazy response failed to load")
+
+        @property
+        def retry_after(self) -> float:
+            raise LookupError("no header")
+
+    assert is_transient(Weird()) is False
+    assert retry_after_of(Weird()) is None
+
+
+def test_driver_checks_follow_imports() -> None:
+    from buttress import errors
+
+    first = errors._driver_checks()
+    assert errors._driver_checks() is first  # cached while no module is imported
+    import sys
+    import types
+
+    sys.modules["_buttress_probe_module"] = types.ModuleType("_buttress_probe_module")
+    try:
+        assert errors._driver_checks() is not first
+    finally:
+        del sys.modules["_buttress_probe_module"]

@@ -375,3 +375,30 @@ def test_decorators_stack(log: list[str]) -> None:
     assert fn() == "ok"
     assert log == ["outer>", "inner>", "fn", "<inner", "<outer"]
     assert fn.__name__ == "fn"
+
+
+def test_calling_decides_sync_or_async_per_callable() -> None:
+    import functools as _functools
+
+    from buttress._strategy import is_async_callable
+
+    async def coro() -> int:
+        return 1
+
+    def plain() -> int:
+        return 1
+
+    @_functools.wraps(coro)
+    def wrapped_sync() -> int:
+        return 1
+
+    class Obj:
+        async def __call__(self) -> int:
+            return 1
+
+    assert is_async_callable(coro) is True
+    assert is_async_callable(plain) is False
+    assert is_async_callable(wrapped_sync) is False
+    assert is_async_callable(_functools.partial(coro)) is True
+    assert is_async_callable(Obj()) is True
+    assert is_async_callable(Obj().__call__) is True
