@@ -75,8 +75,10 @@ class CircuitEngine:
         "_now",
         "_open_for",
         "_options",
+        "_starved",
         "_state",
         "_successes",
+        "_trial_cap",
         "_trials",
         "_until",
         "_window",
@@ -112,6 +114,8 @@ class CircuitEngine:
         self._until = 0.0
         self._open_for = options.open_duration
         self._trials = 0
+        self._trial_cap = options.half_open_calls
+        self._starved = False
         self._successes = 0
         self._consecutive = 0
 
@@ -130,9 +134,11 @@ class CircuitEngine:
                 if state is _CLOSED:
                     return self._gen
             if state is _HALF_OPEN:
-                if self._trials < self._options.half_open_calls:
+                if self._trials < self._trial_cap:
                     self._trials += 1
                     return self._gen
+                # Remembered for a shared breaker, whose syncer then asks for the trials.
+                self._starved = True
                 reason = "half_open_full"
                 # Nothing to wait for on the breaker's side: a running trial decides.
                 until = now
@@ -240,6 +246,7 @@ class CircuitEngine:
         elif new is _HALF_OPEN:
             self._trials = 0
             self._successes = 0
+            self._trial_cap = self._trial_permits()
         elif new is _CLOSED:
             self._window.clear()
             self._consecutive = 0
@@ -247,6 +254,10 @@ class CircuitEngine:
             self._until = math.inf
         if old is not new and self._events.enabled:
             self._events.emit(CircuitStateChanged(self._name, old, new, reason))
+
+    def _trial_permits(self) -> int:
+        """How many trials may run at once in the half-open period being entered."""
+        return self._options.half_open_calls
 
     def _poll(self) -> None:
         """Under the lock: make the due open-to-half-open move."""

@@ -22,7 +22,7 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.clock import MONOTONIC, Clock
@@ -32,6 +32,9 @@ from ._engine import CircuitEngine
 from ._events import CircuitState
 from ._options import CircuitOptions, ExceptionFilter
 from ._window import CircuitMetrics
+
+if TYPE_CHECKING:
+    from ._sync import BreakerSync
 
 __all__ = ["CircuitBreaker"]
 
@@ -77,9 +80,24 @@ class CircuitBreaker(Strategy):
     breaker may guard several call sites. Events: :class:`CircuitStateChanged` on
     every transition and :class:`~buttress.events.CallRejected` (reason
     ``"circuit_open"`` or ``"half_open_full"``) on every rejection.
+
+    With ``sync=`` (a :class:`~buttress.policies.circuit.BreakerSync`) and a
+    ``name``, the breaker is *shared*: every process whose breaker has that name
+    and the same options on the same Redis trips, probes and recovers together.
+    Calls are still decided locally, without a round trip; the state and window
+    counts are synchronised in the background (see the docs for the consistency
+    bound), and a Redis outage leaves the breaker working alone.
     """
 
-    __slots__ = ("_engine", "_entries", "_now", "_options")
+    __slots__ = ("_engine", "_entries", "_now", "_options", "_shared_by")
+
+    def __new__(cls, *args: Any, sync: BreakerSync | None = None, **kwargs: Any) -> CircuitBreaker:
+        """A shared breaker (``sync=`` given) gets the drivers that count for the sync."""
+        if sync is not None and cls is CircuitBreaker:
+            from ._shared_policy import SharedCircuitBreaker  # noqa: PLC0415 - import cycle
+
+            return super().__new__(SharedCircuitBreaker)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -100,14 +118,20 @@ class CircuitBreaker(Strategy):
         ignore: ExceptionFilter | None = None,
         name: str | None = None,
         clock: Clock = MONOTONIC,
+        sync: BreakerSync | None = None,
     ) -> None:
         """Build a breaker; every option is checked here (:class:`ConfigError` names it).
 
         ``window`` defaults to 100 calls unless ``window_seconds`` is given; the two
         are exclusive. With a count window, ``min_calls`` is capped at ``window``.
+        A shared breaker (``sync=``) needs a ``name``: it is the shared key.
         """
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"expected a string, got {name!r}", path="name")
+        if sync is not None and name is None:
+            raise ConfigError(
+                "a shared breaker needs a name: processes find each other by it", path="name"
+            )
         if not callable(getattr(clock, "monotonic", None)):
             raise ConfigError(f"expected a Clock, got {clock!r}", path="clock")
         self._options = CircuitOptions.build(
@@ -128,7 +152,12 @@ class CircuitBreaker(Strategy):
         )
         self._init_strategy(name, "circuit")
         self._now = clock.monotonic
-        self._engine = CircuitEngine(self._options, clock, self.name, self._events)
+        self._shared_by = sync
+        self._engine: CircuitEngine = (
+            CircuitEngine(self._options, clock, self.name, self._events)
+            if sync is None
+            else sync.attach(self._options, clock, self.name, self._events)
+        )
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
             f"buttress.circuit.{self.name}", default=()
         )
@@ -162,13 +191,29 @@ class CircuitBreaker(Strategy):
         """
         return self._engine.metrics()
 
+    @property
+    def sync(self) -> BreakerSync | None:
+        """The :class:`~buttress.policies.circuit.BreakerSync` sharing this breaker, if any."""
+        return self._shared_by
+
+    @property
+    def shared_metrics(self) -> CircuitMetrics | None:
+        """The window of every process sharing this breaker, as of the last sync.
+
+        ``None`` for a local breaker, and for a shared one until its first sync or
+        while Redis is unreachable. ``metrics`` stays this process's own window.
+        """
+        return None
+
     def isolate(self) -> None:
-        """Open the breaker by hand and keep it open (state ``ISOLATED``) until :meth:`reset`."""
+        """Open the breaker by hand and keep it open (state ``ISOLATED``) until :meth:`reset`.
+
+        A shared breaker is isolated in every process, within one sync."""
         self._engine.isolate()
 
     def reset(self) -> None:
         """Close the breaker by hand and clear its window; outcomes of calls still
-        running are then not counted."""
+        running are then not counted. A shared breaker is reset in every process."""
         self._engine.reset()
 
     # --------------------------------------------------------------------- drivers

@@ -1,0 +1,299 @@
+"""The driver that shares circuit breakers between processes: :class:`BreakerSync`.
+
+Breakers built with ``CircuitBreaker(name=..., sync=sync)`` decide every call
+locally; a :class:`BreakerSync` synchronises all of them with a
+:class:`~buttress.stores.breaker.BreakerStore` (Redis) from one daemon thread: one
+pipelined round trip per ``interval``, plus one at once whenever a breaker of this
+process trips, closes, is isolated or reset. The thread serves sync and async
+programs alike, since no call ever waits for it.
+
+When the store fails, every breaker of the sync goes on alone (a plain local
+breaker), :class:`~buttress.stores.StoreFellBack` is emitted once, and the next
+sync that gets through re-joins them and emits
+:class:`~buttress.stores.StoreRecovered`. The caller never sees a store error.
+
+Tests drive it by hand: ``background=False`` starts no thread, and
+:meth:`BreakerSync.sync_once` runs one sync now.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Literal
+
+from buttress.clock import MONOTONIC, Clock
+from buttress.errors import ConfigError
+from buttress.events import Emitter, Event, Listener
+from buttress.stores.breaker import BreakerStore
+from buttress.stores.fallback import StoreFellBack, StoreRecovered
+
+from ._options import CircuitOptions
+from ._shared import SharedCircuitEngine
+
+__all__ = ["BreakerSync"]
+
+_log = logging.getLogger("buttress.circuit")
+
+DEFAULT_INTERVAL = 0.1
+
+
+def _seconds(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"expected a number of seconds, got {value!r}", path=path)
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"must be a finite number > 0, got {value!r}", path=path)
+    return number
+
+
+class BreakerSync:
+    """Share circuit breakers' state and window counts between processes, through Redis.
+
+    ``store`` is a ``redis://`` URL (``rediss://``, ``unix://``), a ``redis.Redis``
+    client, or any :class:`~buttress.stores.breaker.BreakerStore`. Give it to
+    breakers as ``CircuitBreaker(name="payments", sync=sync)``; every process that
+    builds a breaker of the same name with the same options on the same Redis shares
+    it. Create it after forking (in each worker), and :meth:`close` it at shutdown.
+
+    - ``interval``: seconds between syncs; the consistency bound in the docs is
+      stated in terms of it. Each sync is one pipelined round trip for all breakers.
+    - ``lease``: seconds the right to run half-open trials stays with a process that
+      stops renewing it (it renews while its trials run); default
+      ``max(5 * interval, 0.5)``.
+    - ``prefix``, ``timeout``, ``ttl``, ``time_source``: for a store built from a URL
+      (see :class:`~buttress.stores.breaker_redis.RedisBreakerStore`): key prefix,
+      socket timeout, seconds an idle breaker's keys are kept, and whose clock
+      (``"server"``: Redis ``TIME``; ``"client"``: ``clock.time()``).
+    - ``background``: start the syncing thread with the first breaker (default);
+      ``False`` for tests that call :meth:`sync_once` themselves.
+    - ``clock``: waits between syncs, outage durations, and client time.
+
+    ``degraded`` tells whether the last sync failed. Events: :class:`StoreFellBack`
+    when a sync fails after one that worked (or the first one fails) and
+    :class:`StoreRecovered` when one works again, with this sync's ``name`` as
+    ``policy``. Listeners run on the syncing thread.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_closed",
+        "_down_since",
+        "_engines",
+        "_events",
+        "_owned",
+        "_stop",
+        "_store",
+        "_sync_lock",
+        "_thread",
+        "_wake",
+        "background",
+        "degraded",
+        "interval",
+        "lease",
+        "name",
+        "owner",
+    )
+
+    def __init__(
+        self,
+        store: str | BreakerStore | Any,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        lease: float | None = None,
+        prefix: str = "buttress",
+        timeout: float | None = 0.25,
+        ttl: float = 86_400.0,
+        time_source: Literal["server", "client"] = "server",
+        background: bool = True,
+        clock: Clock = MONOTONIC,
+        name: str = "breaker-sync",
+    ) -> None:
+        self.interval = _seconds(interval, "interval")
+        self.lease = max(5 * self.interval, 0.5) if lease is None else _seconds(lease, "lease")
+        if self.lease <= self.interval:
+            raise ConfigError(
+                f"must be longer than interval ({self.interval:g}s), or a lease lapses "
+                "between two renewals",
+                path="lease",
+            )
+        if not callable(getattr(clock, "monotonic", None)):
+            raise ConfigError(f"expected a Clock, got {clock!r}", path="clock")
+        self._clock = clock
+        self._owned = False
+        if isinstance(store, str):
+            from buttress.stores.breaker_redis import RedisBreakerStore  # noqa: PLC0415
+
+            store = RedisBreakerStore.from_url(
+                store, timeout=timeout, prefix=prefix, ttl=ttl, time_source=time_source, clock=clock
+            )
+            self._owned = True
+        elif callable(getattr(store, "evalsha", None)) and callable(
+            getattr(store, "pipeline", None)
+        ):
+            from buttress.stores.breaker_redis import RedisBreakerStore  # noqa: PLC0415
+
+            store = RedisBreakerStore(
+                store, prefix=prefix, ttl=ttl, time_source=time_source, clock=clock
+            )
+        elif not isinstance(store, BreakerStore):
+            raise ConfigError(
+                f"expected a redis:// URL, a redis.Redis client or a BreakerStore, got {store!r}",
+                path="store",
+            )
+        self._store: BreakerStore = store
+        self.name = name
+        self.background = bool(background)
+        self.owner = uuid.uuid4().hex
+        """This sync's identity in the store (who holds a trial lease)."""
+        self.degraded = False
+        self._down_since = 0.0
+        self._engines: dict[str, weakref.ref[SharedCircuitEngine]] = {}
+        self._events = Emitter()
+        # Re-entrant: listeners run under it (on the syncing thread) and may close().
+        self._sync_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------- registration
+
+    def attach(
+        self, options: CircuitOptions, clock: Clock, name: str, events: Emitter
+    ) -> SharedCircuitEngine:
+        """Build the engine of a shared breaker called ``name`` (the breaker calls this)."""
+        with self._sync_lock:
+            if self._closed:
+                raise ConfigError("this BreakerSync is closed", path="sync")
+            ref = self._engines.get(name)
+            if ref is not None and ref() is not None:
+                raise ConfigError(f"a breaker named {name!r} already uses this sync", path="name")
+            engine = SharedCircuitEngine(options, clock, name, events, self._wake.set)
+            self._engines[name] = weakref.ref(engine)
+            if self.background and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"buttress-{self.name}", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()  # join the shared state now rather than after one interval
+        return engine
+
+    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
+        """Send this sync's events to ``listener``; returns the unsubscribe function."""
+        return self._events.subscribe(listener, *types)
+
+    # ------------------------------------------------------------------ syncing
+
+    def _live(self) -> list[SharedCircuitEngine]:
+        engines = []
+        for name, ref in list(self._engines.items()):
+            engine = ref()
+            if engine is None:
+                del self._engines[name]
+            else:
+                engines.append(engine)
+        return engines
+
+    def sync_once(self) -> bool:
+        """Synchronise every breaker now, in one round trip; whether the store answered.
+
+        Never raises for a store failure: the breakers go on alone and
+        :class:`StoreFellBack` is emitted (once per outage).
+        """
+        with self._sync_lock:
+            if self._closed:
+                return False
+            engines = self._live()
+            if not engines:
+                return not self.degraded
+            reports = [engine.report() for engine in engines]
+            try:
+                replies = self._store.sync(self.owner, reports, self.lease)
+                if len(replies) != len(reports):
+                    raise RuntimeError(
+                        f"the store answered {len(replies)} of {len(reports)} breakers"
+                    )
+            except Exception as exc:
+                for engine in engines:
+                    engine.go_local()
+                self._fell_back(exc)
+                return False
+            for engine, reply in zip(engines, replies, strict=True):
+                engine.adopt(reply)
+            if self.closed:  # a listener closed the sync meanwhile
+                for engine in engines:
+                    engine.go_local()
+                return False
+            self._recovered()
+            return True
+
+    def _fell_back(self, error: Exception) -> None:
+        if self.degraded:
+            return
+        self.degraded = True
+        self._down_since = self._clock.monotonic()
+        if self._events.enabled:
+            self._events.emit(StoreFellBack(self.name, error))
+
+    def _recovered(self) -> None:
+        if not self.degraded:
+            return
+        self.degraded = False
+        if self._events.enabled:
+            self._events.emit(StoreRecovered(self.name, self._clock.monotonic() - self._down_since))
+
+    def _run(self) -> None:
+        wake, stop, wait, interval = self._wake, self._stop, self._clock.wait, self.interval
+        while not stop.is_set():
+            wake.clear()  # a transition from now on asks for another sync
+            try:
+                self.sync_once()
+            except Exception:  # a bug must not silently end the sharing
+                _log.exception("buttress breaker sync %r failed", self.name)
+            wait(wake, interval)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop syncing; the breakers go on as local breakers. Idempotent."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        with self._sync_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for engine in self._live():
+                engine.go_local()
+            if self._owned:
+                self._store.close()
+
+    def __enter__(self) -> BreakerSync:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"BreakerSync(name={self.name!r}, interval={self.interval!r}, "
+            f"breakers={len(self._engines)}, degraded={self.degraded!r})"
+        )
