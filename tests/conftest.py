@@ -11,8 +11,20 @@ import os
 import socket
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from buttress.clock import FakeClock
+
+# Time in these tests is fake; wall-clock deadlines would only measure how busy the
+# machine is (CI shares two cores), so they are off. print_blob lets a CI failure be
+# replayed exactly.
+settings.register_profile(
+    "buttress",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("buttress")
 
 SERVICES = {
     "postgres": 5432,
