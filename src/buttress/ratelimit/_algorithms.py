@@ -142,7 +142,6 @@ class TokenBucket(_Algorithm):
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Take ``cost`` tokens if the bucket, refilled up to ``now``, holds them."""
         capacity = self._capacity
-        refill = self._refill
         if state is None:
             tokens = capacity
         else:
@@ -151,26 +150,27 @@ class TokenBucket(_Algorithm):
                 # Time went backwards (client clocks disagree): treat it as `last`.
                 now = last
             else:
-                tokens += (now - last) * refill
+                tokens += (now - last) * self._refill
                 if tokens > capacity:  # noqa: PLR1730 - a compare is cheaper than min()
                     tokens = capacity
+        # The allowed path returns on its own: it runs on nearly every request.
         if cost <= tokens + _EPS:
             tokens -= cost
             if tokens < 0:
                 tokens = 0.0
-            allowed = True
-            retry_after = 0.0
-        else:
-            allowed = False
-            retry_after = _INF if cost > capacity else (cost - tokens) / refill
+            return (tokens, now), _decision(
+                Decision,
+                (True, self.burst, _floor(tokens + _EPS), (capacity - tokens) / self._refill, 0.0),
+            )
+        refill = self._refill
         return (tokens, now), _decision(
             Decision,
             (
-                allowed,
+                False,
                 self.burst,
                 _floor(tokens + _EPS),
                 (capacity - tokens) / refill,
-                retry_after,
+                _INF if cost > capacity else (cost - tokens) / refill,
             ),
         )
 
@@ -222,7 +222,6 @@ class GCRA(_Algorithm):
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Admit ``cost`` cells if the theoretical arrival time allows them at ``now``."""
         interval = self._interval
-        burst = self.burst
         if state is None:
             tat = now
         else:
@@ -235,14 +234,19 @@ class GCRA(_Algorithm):
             available -= cost
             if available < 0:
                 available = 0.0
-            allowed = True
-            retry_after = 0.0
-        else:
-            allowed = False
-            retry_after = _INF if cost > burst else (cost - available) * interval
+            return (tat,), _decision(
+                Decision, (True, self.burst, _floor(available + _EPS), tat - now, 0.0)
+            )
+        burst = self.burst
         return (tat,), _decision(
             Decision,
-            (allowed, burst, _floor(available + _EPS), tat - now, retry_after),
+            (
+                False,
+                burst,
+                _floor(available + _EPS),
+                tat - now,
+                _INF if cost > burst else (cost - available) * interval,
+            ),
         )
 
     def __repr__(self) -> str:

@@ -6,6 +6,11 @@ floats), plus a Lua twin of that function. The memory store runs ``decide`` unde
 lock; the Redis store runs the Lua twin inside one script. Both keep the state as an
 opaque tuple of numbers and drop it once it is equivalent to a fresh key.
 
+Several limits on one key (10 a second *and* 1,000 an hour) are decided together
+by ``decide_all``: all or nothing, so a request refused by one limit takes nothing
+from the others. Each limit keeps its own state under a *slot* named after its
+algorithm (:func:`slot_names`).
+
 This module is the lower layer: :mod:`buttress.ratelimit` implements
 :class:`Algorithm` and re-exports :class:`Decision`, never the other way round.
 """
@@ -20,11 +25,13 @@ from buttress.errors import ButtressError
 __all__ = [
     "Algorithm",
     "Decision",
+    "MultiRequest",
     "Request",
     "State",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "slot_names",
 ]
 
 State: TypeAlias = tuple[float, ...]
@@ -90,6 +97,26 @@ class Algorithm(Protocol):
 Request: TypeAlias = tuple[str, Algorithm, int]
 """One entry of a batched decision: ``(key, algorithm, cost)``."""
 
+MultiRequest: TypeAlias = tuple[str, Sequence[Algorithm], int]
+"""One entry of a batched all-limits decision: ``(key, algorithms, cost)``."""
+
+
+def slot_names(algorithms: Sequence[Algorithm]) -> tuple[str, ...]:
+    """The state slot of each limit in ``algorithms``, for one key.
+
+    A limit's slot is its algorithm's ``name`` (``"tb"``), the same slot a single
+    ``decide`` uses; a second or third limit of the same kind gets ``"tb.2"``,
+    ``"tb.3"``, so ``TokenBucket(10, 1)`` and ``TokenBucket(1000, 3600)`` on one key
+    keep separate states. Slots follow the order of the limits.
+    """
+    seen: dict[str, int] = {}
+    slots = []
+    for algorithm in algorithms:
+        name = algorithm.name
+        count = seen[name] = seen.get(name, 0) + 1
+        slots.append(name if count == 1 else f"{name}.{count}")
+    return tuple(slots)
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -128,12 +155,60 @@ class Store(Protocol):
         """The async twin of :meth:`decide_many`."""
         ...
 
+    def decide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """Atomically decide one request of ``cost`` for ``key`` under every limit at once.
+
+        All or nothing: every limit decides on its current state; only if all allow
+        is the cost taken from each. When one refuses, nothing is taken anywhere,
+        and the limits that would have allowed report their standing as a cost-0
+        ask would. Decisions come back in the order of ``algorithms``; each limit
+        keeps its state in its own slot (:func:`slot_names`). On Redis this is one
+        script and one round trip (the keys share one Cluster slot).
+        """
+        ...
+
+    async def adecide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """The async twin of :meth:`decide_all`."""
+        ...
+
+    def decide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """Several ``(key, algorithms, cost)`` all-limits decisions in one round trip."""
+        ...
+
+    async def adecide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """The async twin of :meth:`decide_all_many`."""
+        ...
+
     def reset(self, key: str, algorithm: Algorithm) -> None:
         """Forget ``key``'s state under ``algorithm``: its next request finds a full quota."""
         ...
 
     async def areset(self, key: str, algorithm: Algorithm) -> None:
         """The async twin of :meth:`reset`."""
+        ...
+
+    def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """Forget ``key``'s state under every limit of ``algorithms`` (see :meth:`decide_all`)."""
+        ...
+
+    async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """The async twin of :meth:`reset_all`."""
         ...
 
     def close(self) -> None:

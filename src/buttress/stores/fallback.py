@@ -21,11 +21,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
 from buttress.events import Emitter, Event, Listener
-from buttress.stores.base import Algorithm, Decision, Request, Store, validate_cost
+from buttress.stores.base import (
+    Algorithm,
+    Decision,
+    MultiRequest,
+    Request,
+    Store,
+    validate_cost,
+)
 from buttress.stores.memory import MemoryStore
 
 __all__ = ["FallbackStore", "StoreFellBack", "StoreRecovered"]
@@ -148,6 +156,30 @@ class FallbackStore:
         if self._events.enabled:
             self._events.emit(StoreRecovered(self.name, down_for))
 
+    def _forward(self, method: str, *args: Any) -> Any:
+        """``primary.<method>(*args)``, or the fallback's while the primary is down."""
+        if self._try_primary():
+            try:
+                result = getattr(self.primary, method)(*args)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                return result
+        return getattr(self.fallback, method)(*args)
+
+    async def _aforward(self, method: str, *args: Any) -> Any:
+        """The async twin of :meth:`_forward`."""
+        if self._try_primary():
+            try:
+                result = await getattr(self.primary, method)(*args)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                return result
+        return await getattr(self.fallback, method)(*args)
+
     # ------------------------------------------------------------------- store
 
     def decide(
@@ -213,6 +245,52 @@ class FallbackStore:
                 return decisions
         return await self.fallback.adecide_many(requests, now)
 
+    def decide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """All limits at once, all or nothing, on the primary store or on the fallback."""
+        cost = validate_cost(cost)
+        decisions: tuple[Decision, ...] = self._forward("decide_all", key, algorithms, cost, now)
+        return decisions
+
+    async def adecide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """The async twin of :meth:`decide_all`."""
+        cost = validate_cost(cost)
+        decisions: tuple[Decision, ...] = await self._aforward(
+            "adecide_all", key, algorithms, cost, now
+        )
+        return decisions
+
+    def decide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """The all-limits batch on the primary store, or on the fallback."""
+        for _, _, cost in requests:
+            validate_cost(cost)
+        decisions: list[tuple[Decision, ...]] = self._forward("decide_all_many", requests, now)
+        return decisions
+
+    async def adecide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """The async twin of :meth:`decide_all_many`."""
+        for _, _, cost in requests:
+            validate_cost(cost)
+        decisions: list[tuple[Decision, ...]] = await self._aforward(
+            "adecide_all_many", requests, now
+        )
+        return decisions
+
     def reset(self, key: str, algorithm: Algorithm) -> None:
         """Forget ``key`` in both stores (a primary that is down is skipped)."""
         self.fallback.reset(key, algorithm)
@@ -226,6 +304,22 @@ class FallbackStore:
         await self.fallback.areset(key, algorithm)
         try:
             await self.primary.areset(key, algorithm)
+        except Exception as exc:
+            self._failed(exc)
+
+    def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """Forget ``key`` under every limit, in both stores (a primary that is down is skipped)."""
+        self.fallback.reset_all(key, algorithms)
+        try:
+            self.primary.reset_all(key, algorithms)
+        except Exception as exc:
+            self._failed(exc)
+
+    async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """The async twin of :meth:`reset_all`."""
+        await self.fallback.areset_all(key, algorithms)
+        try:
+            await self.primary.areset_all(key, algorithms)
         except Exception as exc:
             self._failed(exc)
 

@@ -3,14 +3,17 @@
 The script is the algorithm's Lua twin followed by the store's frame
 (``stores/lua/decide.lua``), which knows no algorithm: it reads the time, loads the
 key's state, calls the twin, stores the new state with a TTL and returns the
-decision. Scripts are loaded with ``SCRIPT LOAD`` and called with ``EVALSHA``; after
-a ``SCRIPT FLUSH`` or a failover (``NOSCRIPT``) they are loaded again and the call
-repeated.
+decision. Several limits on one key (``decide_all``) are one script too: the twins
+of every limit, each in its own block, then ``stores/lua/decide_all.lua``, which
+decides them all and writes only if all allow. Scripts are loaded with
+``SCRIPT LOAD`` and called with ``EVALSHA``; after a ``SCRIPT FLUSH`` or a failover
+(``NOSCRIPT``) they are loaded again and the call repeated.
 
 Time is the Redis server's (``TIME`` inside the script) so every process sharing
 the server agrees; ``time_source="client"`` sends ``clock.time()`` instead, and a
 ``now=`` passed to a call always wins. Keys look like ``buttress:{user:42}:tb``:
-the hash tag keeps every key of one user key on one Cluster slot.
+the hash tag keeps every key of one user key on one Cluster slot, which is what
+lets one script touch all of a key's limits.
 
 Only this module imports ``redis``; driver errors are mapped to
 :class:`~buttress.stores.StoreUnavailable` / :class:`~buttress.stores.StoreError`.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -43,9 +46,11 @@ from buttress.errors import ConfigError
 from buttress.stores.base import (
     Algorithm,
     Decision,
+    MultiRequest,
     Request,
     StoreError,
     StoreUnavailable,
+    slot_names,
     validate_cost,
 )
 
@@ -74,6 +79,26 @@ def _script(body: str) -> tuple[str, str]:
     return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
 
 
+@cache
+def _frame_all() -> str:
+    return resources.files("buttress.stores").joinpath("lua/decide_all.lua").read_text("utf-8")
+
+
+@lru_cache(maxsize=256)
+def _script_all(bodies: tuple[str, ...]) -> tuple[str, str]:
+    """``(sha1, source)`` of the script deciding limits with these Lua twins, in order."""
+    # Each twin in its own block: they all define `local function decide`.
+    blocks = "".join(
+        f"do\n{body}\ndeciders[{i}] = decide\nend\n" for i, body in enumerate(bodies, 1)
+    )
+    source = f"local deciders = {{}}\n{blocks}{_frame_all()}"
+    return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
+
+
+# What a call needs: (sha, source, the EVALSHA arguments after the sha).
+_Call = tuple[str, str, tuple[Any, ...]]
+
+
 def _parse(reply: Sequence[Any]) -> Decision:
     # Durations arrive as whole nanoseconds (-1: never), see decide.lua.
     allowed, limit, remaining, reset_after, retry_after = reply
@@ -87,6 +112,10 @@ def _parse(reply: Sequence[Any]) -> Decision:
             _INF if retry_after < 0 else retry_after / 1e9,
         ),
     )
+
+
+def _parse_all(reply: Sequence[Any]) -> tuple[Decision, ...]:
+    return tuple(_parse(reply[at : at + 5]) for at in range(0, len(reply), 5))
 
 
 class RedisStore:
@@ -110,6 +139,7 @@ class RedisStore:
         "_client",
         "_owned",
         "_prepared",
+        "_prepared_all",
         "_timeout",
         "_url",
         "clock",
@@ -142,6 +172,10 @@ class RedisStore:
         self._timeout: float | None = None
         self._owned = False
         self._prepared: dict[Algorithm, tuple[str, str, tuple[Any, ...]]] = {}
+        # algorithms -> (sha, source, key suffixes, trailing args)
+        self._prepared_all: dict[
+            tuple[Algorithm, ...], tuple[str, str, tuple[str, ...], tuple[Any, ...]]
+        ] = {}
         self.prefix = prefix
         self.time_source = time_source
         self.clock = clock
@@ -227,9 +261,12 @@ class RedisStore:
             pass
         return prepared
 
-    def _call(
-        self, key: str, algorithm: Algorithm, cost: int, now: float | None
-    ) -> tuple[str, str, tuple[Any, ...]]:
+    def _when(self, now: float | None) -> float | str:
+        if now is not None:
+            return now
+        return "" if self.time_source == "server" else self.clock.time()
+
+    def _call(self, key: str, algorithm: Algorithm, cost: int, now: float | None) -> _Call:
         if type(cost) is not int or cost < 0:
             cost = validate_cost(cost)
         try:
@@ -239,78 +276,125 @@ class RedisStore:
         if prepared is None:
             prepared = self._prepare(algorithm)
         sha, source, tail = prepared
-        if now is None:
-            when: float | str = "" if self.time_source == "server" else self.clock.time()
-        else:
-            when = now
-        return sha, source, (1, f"{self.prefix}:{{{key}}}:{algorithm.name}", when, cost, *tail)
+        key = f"{self.prefix}:{{{key}}}:{algorithm.name}"
+        return sha, source, (1, key, self._when(now), cost, *tail)
+
+    def _prepare_all(
+        self, algorithms: tuple[Algorithm, ...]
+    ) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
+        if not algorithms:
+            raise ValueError("decide_all needs at least one algorithm")
+        sha, source = _script_all(tuple(algorithm.lua for algorithm in algorithms))
+        tail: list[Any] = [round(self.ttl_slack * 1000)]
+        for algorithm in algorithms:
+            args = algorithm.lua_args
+            tail += (len(args), *args)
+        suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
+        prepared = (sha, source, suffixes, tuple(tail))
+        try:
+            if len(self._prepared_all) >= _PREPARED_MAX:
+                self._prepared_all.clear()
+            self._prepared_all[algorithms] = prepared
+        except TypeError:
+            pass
+        return prepared
+
+    def _call_all(
+        self, key: str, algorithms: Sequence[Algorithm], cost: int, now: float | None
+    ) -> _Call:
+        if type(cost) is not int or cost < 0:
+            cost = validate_cost(cost)
+        limits = tuple(algorithms)
+        try:
+            prepared = self._prepared_all.get(limits)
+        except TypeError:
+            prepared = None
+        if prepared is None:
+            prepared = self._prepare_all(limits)
+        sha, source, suffixes, tail = prepared
+        head = f"{self.prefix}:{{{key}"
+        keys = [head + suffix for suffix in suffixes]
+        return sha, source, (len(keys), *keys, self._when(now), cost, *tail)
 
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, _UNAVAILABLE):
             return StoreUnavailable(self.name, f"Redis is unavailable: {exc}")
         return StoreError(self.name, f"Redis failed: {exc}")
 
+    def _eval(self, call: _Call) -> Any:
+        sha, source, args = call
+        client = self._sync_client()
+        try:
+            try:
+                return client.evalsha(sha, *args)
+            except NoScriptError:
+                client.script_load(source)
+                return client.evalsha(sha, *args)
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    async def _aeval(self, call: _Call) -> Any:
+        sha, source, args = call
+        client = self._async_client_()
+        try:
+            try:
+                return await client.evalsha(sha, *args)
+            except NoScriptError:
+                await client.script_load(source)
+                return await client.evalsha(sha, *args)
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
     def decide(
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
     ) -> Decision:
         """Atomically decide one request of ``cost`` for ``key``: one ``EVALSHA``."""
-        sha, source, args = self._call(key, algorithm, cost, now)
-        client = self._sync_client()
-        try:
-            try:
-                reply = client.evalsha(sha, *args)
-            except NoScriptError:
-                client.script_load(source)
-                reply = client.evalsha(sha, *args)
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from exc
-        return _parse(reply)
+        return _parse(self._eval(self._call(key, algorithm, cost, now)))
 
     async def adecide(
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
     ) -> Decision:
         """The async twin of :meth:`decide`."""
-        sha, source, args = self._call(key, algorithm, cost, now)
-        client = self._async_client_()
-        try:
-            try:
-                reply = await client.evalsha(sha, *args)
-            except NoScriptError:
-                await client.script_load(source)
-                reply = await client.evalsha(sha, *args)
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from exc
-        return _parse(reply)
+        return _parse(await self._aeval(self._call(key, algorithm, cost, now)))
 
-    def _batch(
-        self, requests: Sequence[Request], now: float | None
-    ) -> list[tuple[str, str, tuple[Any, ...]]]:
+    def decide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """Every limit on ``key`` at once, all or nothing: one script, one ``EVALSHA``.
+
+        The limits' keys (``buttress:{key}:tb``, ``buttress:{key}:fw``, ...) share
+        the ``{key}`` hash tag, so on a Cluster they live in one slot.
+        """
+        return _parse_all(self._eval(self._call_all(key, algorithms, cost, now)))
+
+    async def adecide_all(
+        self,
+        key: str,
+        algorithms: Sequence[Algorithm],
+        cost: int = 1,
+        now: float | None = None,
+    ) -> tuple[Decision, ...]:
+        """The async twin of :meth:`decide_all`."""
+        return _parse_all(await self._aeval(self._call_all(key, algorithms, cost, now)))
+
+    def _one_instant(self, now: float | None) -> float | None:
         if now is None and self.time_source == "client":
             # One instant for the whole batch, as in the memory store.
-            now = self.clock.time()
-        return [self._call(key, algorithm, cost, now) for key, algorithm, cost in requests]
+            return self.clock.time()
+        return now
 
-    def _parse_all(self, replies: list[Any]) -> list[Decision]:
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise self._error(reply) from reply
-        return [_parse(reply) for reply in replies]
-
-    def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
-        """Decide several ``(key, algorithm, cost)`` requests in one pipelined round trip.
-
-        Each decision is atomic on its own; the batch is not a transaction (so keys
-        may live on different Cluster slots).
-        """
-        calls = self._batch(requests, now)
-        if not calls:
-            return []
+    def _pipeline(self, calls: list[_Call]) -> list[Any]:
+        """Every call in one pipelined round trip (plus one more after a NOSCRIPT)."""
         client = self._sync_client()
         try:
             pipe = client.pipeline(transaction=False)
             for sha, _, args in calls:
                 pipe.evalsha(sha, *args)
-            replies = pipe.execute(raise_on_error=False)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
                 for source in {calls[i][1] for i in missing}:
@@ -322,21 +406,16 @@ class RedisStore:
                     replies[i] = reply
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
-        return self._parse_all(replies)
+        return self._checked(replies)
 
-    async def adecide_many(
-        self, requests: Sequence[Request], now: float | None = None
-    ) -> list[Decision]:
-        """The async twin of :meth:`decide_many`."""
-        calls = self._batch(requests, now)
-        if not calls:
-            return []
+    async def _apipeline(self, calls: list[_Call]) -> list[Any]:
+        """The async twin of :meth:`_pipeline`."""
         client = self._async_client_()
         try:
             pipe = client.pipeline(transaction=False)
             for sha, _, args in calls:
                 pipe.evalsha(sha, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
                 for source in {calls[i][1] for i in missing}:
@@ -349,7 +428,59 @@ class RedisStore:
                     replies[i] = reply
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
-        return self._parse_all(replies)
+        return self._checked(replies)
+
+    def _checked(self, replies: list[Any]) -> list[Any]:
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise self._error(reply) from reply
+        return replies
+
+    def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
+        """Decide several ``(key, algorithm, cost)`` requests in one pipelined round trip.
+
+        Each decision is atomic on its own; the batch is not a transaction (so keys
+        may live on different Cluster slots).
+        """
+        now = self._one_instant(now)
+        calls = [self._call(key, algorithm, cost, now) for key, algorithm, cost in requests]
+        if not calls:
+            return []
+        return [_parse(reply) for reply in self._pipeline(calls)]
+
+    async def adecide_many(
+        self, requests: Sequence[Request], now: float | None = None
+    ) -> list[Decision]:
+        """The async twin of :meth:`decide_many`."""
+        now = self._one_instant(now)
+        calls = [self._call(key, algorithm, cost, now) for key, algorithm, cost in requests]
+        if not calls:
+            return []
+        return [_parse(reply) for reply in await self._apipeline(calls)]
+
+    def decide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """Several ``(key, algorithms, cost)`` all-limits decisions in one pipelined round trip.
+
+        Each key's decision is atomic and all or nothing; the batch is not a
+        transaction.
+        """
+        now = self._one_instant(now)
+        calls = [self._call_all(key, limits, cost, now) for key, limits, cost in requests]
+        if not calls:
+            return []
+        return [_parse_all(reply) for reply in self._pipeline(calls)]
+
+    async def adecide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """The async twin of :meth:`decide_all_many`."""
+        now = self._one_instant(now)
+        calls = [self._call_all(key, limits, cost, now) for key, limits, cost in requests]
+        if not calls:
+            return []
+        return [_parse_all(reply) for reply in await self._apipeline(calls)]
 
     def reset(self, key: str, algorithm: Algorithm) -> None:
         """Delete ``key``'s state under ``algorithm``."""
@@ -362,6 +493,24 @@ class RedisStore:
         """The async twin of :meth:`reset`."""
         try:
             await self._async_client_().delete(self.key(key, algorithm))
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def keys_of(self, key: str, algorithms: Sequence[Algorithm]) -> list[str]:
+        """The Redis keys holding ``key``'s states under each of ``algorithms``."""
+        return [f"{self.prefix}:{{{key}}}:{slot}" for slot in slot_names(algorithms)]
+
+    def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """Delete ``key``'s states under every limit of ``algorithms`` (one ``DEL``)."""
+        try:
+            self._sync_client().delete(*self.keys_of(key, algorithms))
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """The async twin of :meth:`reset_all`."""
+        try:
+            await self._async_client_().delete(*self.keys_of(key, algorithms))
         except (RedisError, OSError) as exc:
             raise self._error(exc) from exc
 

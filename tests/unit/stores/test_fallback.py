@@ -23,7 +23,7 @@ from buttress.stores import (
     StoreRecovered,
     StoreUnavailable,
 )
-from buttress.stores.base import Algorithm, Request
+from buttress.stores.base import Algorithm, MultiRequest, Request
 
 
 class Flaky:
@@ -69,9 +69,41 @@ class Flaky:
         self._check()
         return self.inner.decide_many(requests, now)
 
+    def decide_all(
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
+    ) -> tuple[Decision, ...]:
+        self._check()
+        return self.inner.decide_all(key, algorithms, cost, now)
+
+    async def adecide_all(
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
+    ) -> tuple[Decision, ...]:
+        self._check()
+        return self.inner.decide_all(key, algorithms, cost, now)
+
+    def decide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        self._check()
+        return self.inner.decide_all_many(requests, now)
+
+    async def adecide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        self._check()
+        return self.inner.decide_all_many(requests, now)
+
     def reset(self, key: str, algorithm: Algorithm) -> None:
         self._check()
         self.inner.reset(key, algorithm)
+
+    def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        self._check()
+        self.inner.reset_all(key, algorithms)
+
+    async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        self._check()
+        self.inner.reset_all(key, algorithms)
 
     async def areset(self, key: str, algorithm: Algorithm) -> None:
         self._check()

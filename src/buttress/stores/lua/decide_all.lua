@@ -1,0 +1,116 @@
+-- buttress: several rate limits on one key, decided together, atomically, all or
+-- nothing, in one round trip.
+--
+-- The store prepends one block per limit, each defining that limit's Lua twin and
+-- registering it:
+--   do
+--     local function decide(state, now, cost, args) ... end
+--     deciders[i] = decide
+--   end
+-- so `deciders` (declared before those blocks) holds one decide per key. This frame
+-- knows no algorithm. Every limit decides on its current state; only when all allow
+-- are the new states stored (each with a TTL of its reset_after, as decide.lua
+-- does). When one refuses, nothing is written, and the limits that would have
+-- allowed report their standing as a cost-0 ask would.
+--
+-- KEYS[i]  the state key of limit i (all share the caller's {hash tag}: one slot)
+-- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
+-- ARGV[2]  cost
+-- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
+-- ARGV[4…] per limit, in KEYS order: the count of its configuration numbers, then them
+local now = tonumber(ARGV[1])
+if now == nil then
+  if redis.replicate_commands then
+    redis.replicate_commands()
+  end
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local cost = tonumber(ARGV[2])
+local slack = tonumber(ARGV[3])
+
+local n = #KEYS
+local args, raws, states = {}, {}, {}
+local pos = 4
+for i = 1, n do
+  local count = tonumber(ARGV[pos])
+  local a = {}
+  for j = 1, count do
+    a[j] = tonumber(ARGV[pos + j])
+  end
+  args[i] = a
+  pos = pos + count + 1
+  local raw = redis.call('GET', KEYS[i])
+  raws[i] = raw
+  if raw then
+    local state = {}
+    for word in string.gmatch(raw, '%S+') do
+      state[#state + 1] = tonumber(word)
+    end
+    states[i] = state
+  else
+    states[i] = false
+  end
+end
+
+local function state_of(i)
+  if states[i] then
+    return states[i]
+  end
+  return nil
+end
+
+-- outcomes[i] = {new_state, allowed, limit, remaining, reset_after, retry_after}
+local outcomes = {}
+local all = true
+for i = 1, n do
+  local outcome = {deciders[i](state_of(i), now, cost, args[i])}
+  outcomes[i] = outcome
+  if outcome[2] ~= 1 then
+    all = false
+  end
+end
+
+if all then
+  for i = 1, n do
+    local outcome = outcomes[i]
+    local reset_after = outcome[5]
+    if reset_after > 0 then
+      local parts = {}
+      for k, value in ipairs(outcome[1]) do
+        -- %.17g round-trips a double exactly, so the next decision sees what Python would.
+        parts[k] = string.format('%.17g', value)
+      end
+      redis.call('SET', KEYS[i], table.concat(parts, ' '),
+        'PX', math.ceil(reset_after * 1000) + slack)
+    elseif raws[i] then
+      redis.call('DEL', KEYS[i])
+    end
+  end
+else
+  for i = 1, n do
+    if outcomes[i][2] == 1 then
+      outcomes[i] = {deciders[i](state_of(i), now, 0, args[i])}
+    end
+  end
+end
+
+-- Durations go out as whole nanoseconds, -1 for never (see decide.lua).
+local function nanos(seconds)
+  if seconds == math.huge then
+    return -1
+  end
+  return math.floor(seconds * 1000000000 + 0.5)
+end
+
+local reply = {}
+for i = 1, n do
+  local o = outcomes[i]
+  local at = (i - 1) * 5
+  reply[at + 1] = o[2]
+  reply[at + 2] = o[3]
+  reply[at + 3] = o[4]
+  reply[at + 4] = nanos(o[5])
+  reply[at + 5] = nanos(o[6])
+end
+return reply
