@@ -238,6 +238,57 @@ def test_only_one_caller_probes_at_a_time(
     assert flaky.calls == 3
 
 
+def test_several_limits_fall_back_and_come_back(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock
+) -> None:
+    events = collect(store)
+    limits = (WINDOW, FixedWindow(1, 60.0))
+    assert [d.allowed for d in store.decide_all("k", limits)] == [True, True]
+    assert flaky.calls == 1
+    flaky.down = True
+    # Memory starts afresh, all or nothing, like the primary.
+    assert [d.allowed for d in store.decide_all("k", limits)] == [True, True]
+    refused = store.decide_all("k", limits)
+    assert [d.allowed for d in refused] == [True, False]
+    assert refused[0].remaining == 1  # not taken
+    batch = store.decide_all_many([("j", limits, 1), ("j", limits, 1)])
+    assert [[d.allowed for d in decisions] for decisions in batch] == [[True, True], [True, False]]
+    assert [type(e) for e in events] == [StoreFellBack]
+    store.reset_all("k", limits)  # a dead primary is skipped
+    assert store.decide_all("k", limits)[1].allowed
+    flaky.down = False
+    manual_clock.advance(5.0)
+    back = store.decide_all("k", limits)  # the primary's own count: the window is used
+    assert [d.allowed for d in back] == [True, False]
+    assert [type(e) for e in events] == [StoreFellBack, StoreRecovered]
+    with pytest.raises(ValueError, match="cost"):
+        store.decide_all("k", limits, -1)
+    with pytest.raises(TypeError):
+        store.decide_all_many([("k", limits, 1.5)])  # type: ignore[list-item]
+
+
+async def test_several_limits_async(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock
+) -> None:
+    limits = (WINDOW, FixedWindow(1, 60.0))
+    flaky.down = True
+    assert [d.allowed for d in await store.adecide_all("k", limits)] == [True, True]
+    many = await store.adecide_all_many([("k", limits, 1)])
+    assert [d.allowed for d in many[0]] == [True, False]
+    await store.areset_all("k", limits)
+    assert store.degraded
+    flaky.down = False
+    manual_clock.advance(5.0)
+    assert [d.allowed for d in await store.adecide_all("k", limits)] == [True, True]
+    assert not store.degraded
+    with pytest.raises(ValueError, match="cost"):
+        await store.adecide_all("k", limits, -1)
+    with pytest.raises(TypeError):
+        await store.adecide_all_many([("k", limits, 1.5)])  # type: ignore[list-item]
+    await store.areset_all("k", limits)
+    assert flaky.calls == 4  # resets always try the primary
+
+
 def test_unavailable_is_transient_and_pickles() -> None:
     import pickle
 
