@@ -1,6 +1,15 @@
-"""Rate limiting: sans-I/O algorithms and the decisions they make.
+"""Rate limiting: the :class:`RateLimiter` policy, sans-I/O algorithms, their decisions.
 
-The algorithms — :class:`TokenBucket`, :class:`GCRA`, :class:`SlidingWindow`,
+:class:`RateLimiter` applies one or more limits per key, atomically, from memory or
+Redis (see ``docs/rate-limiting.md``)::
+
+    from buttress.ratelimit import RateLimiter, TokenBucket
+
+    limiter = RateLimiter(TokenBucket(10, 1.0), name="api")
+    if not limiter.hit("user:42").allowed:
+        ...
+
+Underneath, the algorithms — :class:`TokenBucket`, :class:`GCRA`, :class:`SlidingWindow`,
 :class:`FixedWindow` — are frozen configurations with a pure
 ``decide(state, now, cost) -> (new_state, Decision)``. A store
 (:mod:`buttress.stores`) keeps each key's state and makes one decision atomic::
@@ -17,6 +26,7 @@ The algorithms — :class:`TokenBucket`, :class:`GCRA`, :class:`SlidingWindow`,
 from __future__ import annotations
 
 from buttress.ratelimit._algorithms import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from buttress.ratelimit.limiter import RateLimiter, RateLimitResult
 from buttress.stores.base import Algorithm, Decision, State
 
 __all__ = [
@@ -24,6 +34,8 @@ __all__ = [
     "Algorithm",
     "Decision",
     "FixedWindow",
+    "RateLimitResult",
+    "RateLimiter",
     "SlidingWindow",
     "State",
     "TokenBucket",
