@@ -241,6 +241,200 @@ async def test_async_twin_agrees(
     assert not client.exists(remote.key("k", FixedWindow(3, 10.0)))
 
 
+# ------------------------------------------------ the shared suite, several limits
+
+# (limits, [(now, cost, expected decisions)]): all or nothing, on every store.
+SEQUENCES_ALL: list[tuple[tuple[Algorithm, ...], list[tuple[float, int, tuple[Decision, ...]]]]] = [
+    (
+        (TokenBucket(rate=2, period=1.0, burst=2), FixedWindow(limit=3, period=10.0)),
+        [
+            (12.0, 1, (Decision(True, 2, 1, 0.5, 0.0), Decision(True, 3, 2, 8.0, 0.0))),
+            (12.0, 1, (Decision(True, 2, 0, 1.0, 0.0), Decision(True, 3, 1, 8.0, 0.0))),
+            # The bucket refuses: the window reports its standing and keeps its count.
+            (12.0, 1, (Decision(False, 2, 0, 1.0, 0.5), Decision(True, 3, 1, 8.0, 0.0))),
+            (13.0, 1, (Decision(True, 2, 1, 0.5, 0.0), Decision(True, 3, 0, 7.0, 0.0))),
+            # Now the window refuses, and the bucket keeps its token.
+            (13.0, 1, (Decision(True, 2, 1, 0.5, 0.0), Decision(False, 3, 0, 7.0, 7.0))),
+            (20.0, 2, (Decision(True, 2, 0, 1.0, 0.0), Decision(True, 3, 1, 10.0, 0.0))),
+            (20.0, 3, (Decision(False, 2, 0, 1.0, INF), Decision(False, 3, 1, 10.0, 10.0))),
+        ],
+    ),
+    (
+        # Two limits of one kind keep separate states (slots tb and tb.2), plus GCRA.
+        (TokenBucket(rate=1, period=1.0, burst=2), TokenBucket(rate=3, period=60.0), GCRA(10)),
+        [
+            (
+                0.0,
+                2,
+                (
+                    Decision(True, 2, 0, 2.0, 0.0),
+                    Decision(True, 3, 1, 40.0, 0.0),
+                    Decision(True, 10, 8, 0.2, 0.0),
+                ),
+            ),
+            (
+                1.0,
+                1,
+                (
+                    Decision(True, 2, 0, 2.0, 0.0),
+                    Decision(True, 3, 0, 59.0, 0.0),
+                    Decision(True, 10, 9, 0.1, 0.0),
+                ),
+            ),
+            (
+                3.0,
+                1,
+                (
+                    Decision(True, 2, 2, 0.0, 0.0),
+                    Decision(False, 3, 0, 57.0, 17.0),
+                    Decision(True, 10, 10, 0.0, 0.0),
+                ),
+            ),
+        ],
+    ),
+    (
+        (SlidingWindow(limit=4, period=10.0),),
+        [
+            (5.0, 4, (Decision(True, 4, 0, 15.0, 0.0),)),
+            (12.5, 1, (Decision(True, 4, 0, 17.5, 0.0),)),
+            (12.5, 1, (Decision(False, 4, 0, 17.5, 2.5),)),
+        ],
+    ),
+]
+
+
+def same_all(a: tuple[Decision, ...], b: tuple[Decision, ...]) -> bool:
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("limits", "steps"), SEQUENCES_ALL, ids=["tb+fw", "tb+tb+gcra", "sw"])
+def test_every_store_decides_several_limits_alike(
+    store: Store,
+    limits: tuple[Algorithm, ...],
+    steps: list[tuple[float, int, tuple[Decision, ...]]],
+) -> None:
+    for now, cost, expected in steps:
+        decisions = store.decide_all("k", limits, cost, now=now)
+        assert same_all(decisions, expected), (now, cost, decisions, expected)
+    # A single decision sees the first limit's slot.
+    assert same(
+        store.decide("k", limits[0], 0, now=steps[-1][0]),
+        store.decide_all("k", limits, 0, now=steps[-1][0])[0],
+    )
+    store.reset_all("k", limits)
+    fresh = store.decide_all("k", limits, 0, now=steps[-1][0])
+    assert [d.remaining for d in fresh] == [d.limit for d in fresh]
+
+
+@pytest.mark.parametrize(("limits", "steps"), SEQUENCES_ALL, ids=["tb+fw", "tb+tb+gcra", "sw"])
+def test_several_limits_in_batches(
+    store: Store,
+    limits: tuple[Algorithm, ...],
+    steps: list[tuple[float, int, tuple[Decision, ...]]],
+) -> None:
+    now = steps[0][0]
+    batch = [("k", limits, cost) for t, cost, _ in steps if t == now]
+    expected = [d for t, _, d in steps if t == now]
+    decisions = store.decide_all_many(batch, now=now)
+    assert all(same_all(d, e) for d, e in zip(decisions, expected, strict=True)), decisions
+    assert store.decide_all_many([], now=now) == []
+
+
+limit_lists = st.lists(algorithms, min_size=1, max_size=4).map(tuple)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(limits=limit_lists, steps=sequences, start=st.floats(0.0, 2e9))
+def test_memory_and_redis_agree_on_several_limits(
+    client: redis.Redis,
+    prefix: str,
+    limits: tuple[Algorithm, ...],
+    steps: list[Any],
+    start: float,
+) -> None:
+    memory = MemoryStore()
+    remote = RedisStore(client, prefix=prefix)
+    run = next(_examples)
+    now = start
+    for key, dt, cost in steps:
+        now += dt
+        mine = memory.decide_all(key, limits, cost, now=now)
+        theirs = remote.decide_all(f"{run}:{key}", limits, cost, now=now)
+        assert same_all(mine, theirs), (key, now, cost, mine, theirs)
+
+
+async def test_async_twins_agree_on_several_limits(
+    aclient: redis.asyncio.Redis, client: redis.Redis, prefix: str
+) -> None:
+    memory = MemoryStore()
+    remote = RedisStore(async_client=aclient, prefix=prefix)
+    for limits, steps in SEQUENCES_ALL:
+        for now, cost, _ in steps:
+            assert same_all(
+                await memory.adecide_all("k", limits, cost, now=now),
+                await remote.adecide_all("k", limits, cost, now=now),
+            )
+        batch = [("b", limits, 1), ("b", limits, 1)]
+        mine = await memory.adecide_all_many(batch, now=50.0)
+        theirs = await remote.adecide_all_many(batch, now=50.0)
+        assert all(same_all(m, t) for m, t in zip(mine, theirs, strict=True))
+        await remote.areset_all("k", limits)
+        assert not any(client.exists(key) for key in remote.keys_of("k", limits))
+
+
+def test_several_limits_share_one_cluster_slot_and_expire(client: redis.Redis, prefix: str) -> None:
+    store = RedisStore(client, prefix=prefix, ttl_slack=0.0)
+    limits = (
+        TokenBucket(rate=1, burst=10),
+        FixedWindow(100, 60.0),
+        TokenBucket(rate=10, period=60.0),
+    )
+    keys = store.keys_of("user:42", limits)
+    tag = f"{prefix}:{{user:42}}"
+    assert keys == [f"{tag}:tb", f"{tag}:fw", f"{tag}:tb.2"]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    store.decide_all("user:42", limits, cost=4, now=30.0)
+    assert [round(client.pttl(key) / 1000) for key in keys] == [4, 30, 24]
+    # A refusal writes nothing, not even the states it read.
+    before = [client.get(key) for key in keys]
+    refused = store.decide_all("user:42", limits, 7, now=31.0)
+    assert [d.allowed for d in refused] == [True, True, False]
+    assert [client.get(key) for key in keys] == before
+    store.reset_all("user:42", limits)
+    assert not any(client.exists(key) for key in keys)
+
+
+def test_several_limits_errors_are_mapped(client: redis.Redis, prefix: str) -> None:
+    dead = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    limits = (TokenBucket(1), FixedWindow(1))
+    with pytest.raises(StoreUnavailable):
+        dead.decide_all("k", limits)
+    with pytest.raises(StoreUnavailable):
+        dead.decide_all_many([("k", limits, 1)])
+    with pytest.raises(StoreUnavailable):
+        dead.reset_all("k", limits)
+    dead.close()
+    store = RedisStore(client, prefix=prefix)
+    with pytest.raises(ValueError, match="cost"):
+        store.decide_all("k", limits, -1)
+    with pytest.raises(ValueError, match="algorithm"):
+        store.decide_all("k", ())
+
+
+async def test_async_several_limits_errors_are_mapped() -> None:
+    dead = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    limits = (TokenBucket(1), FixedWindow(1))
+    with pytest.raises(StoreUnavailable):
+        await dead.adecide_all("k", limits)
+    with pytest.raises(StoreUnavailable):
+        await dead.adecide_all_many([("k", limits, 1)])
+    with pytest.raises(StoreUnavailable):
+        await dead.areset_all("k", limits)
+    await dead.aclose()
+
+
 # ---------------------------------------------------------- Redis specifics
 
 
@@ -432,6 +626,32 @@ def test_a_batch_of_100_is_one_round_trip(
     client.close()
 
 
+def test_several_limits_for_100_keys_are_one_round_trip(
+    private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = private_redis.client()
+    store = RedisStore(client)
+    limits = (TokenBucket(10), FixedWindow(1000, 3600))
+    store.decide_all("warm", limits)  # loads the script
+    sends = 0
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        nonlocal sends
+        sends += 1
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    batches = store.decide_all_many([(f"user:{i}", limits, 1) for i in range(100)])
+    single = store.decide_all("user:0", limits)
+    monkeypatch.undo()
+    assert sends == 2  # the batch, then the single decision: one round trip each
+    assert all([d.remaining for d in batch] == [9, 999] for batch in batches)
+    assert [d.remaining for d in single] == [8, 998]
+    assert len(client.keys("buttress:{user:*}:*")) == 200
+    client.close()
+
+
 def test_scripts_are_reloaded_after_a_flush(private_redis: PrivateRedis) -> None:
     # On a private server: SCRIPT FLUSH on the shared one would disturb other tests.
     client = private_redis.client()
@@ -443,6 +663,12 @@ def test_scripts_are_reloaded_after_a_flush(private_redis: PrivateRedis) -> None
     client.script_flush()
     batch = store.decide_many([("k", bucket, 1), ("j", GCRA(5), 1)], now=1.0)
     assert [d.remaining for d in batch] == [2, 4]
+    limits = (bucket, FixedWindow(3, 60.0))
+    client.script_flush()
+    assert [d.remaining for d in store.decide_all("k", limits, now=1.0)] == [1, 2]
+    client.script_flush()
+    many = store.decide_all_many([("k", limits, 1), ("m", limits, 1)], now=1.0)
+    assert [[d.remaining for d in decisions] for decisions in many] == [[0, 1], [4, 2]]
     client.close()
 
 
@@ -454,6 +680,12 @@ async def test_async_scripts_are_reloaded_after_a_flush(private_redis: PrivateRe
     await client.script_flush()
     batch = await store.adecide_many([("k", TokenBucket(5), 1)], now=1.0)
     assert batch[0].remaining == 3
+    limits = (TokenBucket(5), GCRA(3))
+    await client.script_flush()
+    assert [d.remaining for d in await store.adecide_all("k", limits, now=1.0)] == [2, 2]
+    await client.script_flush()
+    many = await store.adecide_all_many([("k", limits, 1)], now=1.0)
+    assert [d.remaining for d in many[0]] == [1, 1]
     await client.aclose()
 
 
