@@ -1,11 +1,13 @@
 """Circuit breaker, closed state, successful call: buttress vs pybreaker,
-circuitbreaker, aiobreaker, purgatory and pyresilience."""
+circuitbreaker, aiobreaker, purgatory and pyresilience; and a breaker shared
+through Redis (its syncing thread running) against the same breaker kept local."""
 
 from __future__ import annotations
 
+import socket
 import sys
 
-from buttress.policies.circuit import CircuitBreaker
+from buttress.policies.circuit import BreakerSync, CircuitBreaker
 
 from _common import awork, baseline, work
 from _harness import Case, check_works, main
@@ -13,6 +15,27 @@ from _harness import Case, check_works, main
 SYNC = "breaker closed, success (sync)"
 SLOW = "breaker closed, success, slow-call detection on (sync)"
 ASYNC = "breaker closed, success (async)"
+SHARED = "breaker closed, success, shared through Redis (sync)"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def shared_sync():  # type: ignore[no-untyped-def]
+    # The sync's thread runs (interval 0.1 s) while the calls are timed: its cost
+    # to the calling thread is part of the measure. Never closed: a worker exits.
+    sync = BreakerSync(REDIS, interval=0.1, prefix="buttress-bench")
+    return CircuitBreaker(name="bench", sync=sync)(work)
+
+
+def shared_baseline():  # type: ignore[no-untyped-def]
+    return CircuitBreaker(name="bench")(work)
 
 
 def pybreaker_sync():  # type: ignore[no-untyped-def]
@@ -79,6 +102,12 @@ CASES = [
     Case(ASYNC, "purgatory", purgatory_async, is_async=True, peer=True),
     Case(ASYNC, "pyresilience", pyresilience_async, is_async=True, peer=True),
 ]
+if redis_up():
+    CASES += [
+        *baseline(SHARED),
+        Case(SHARED, "buttress, local (same options)", shared_baseline),
+        Case(SHARED, "buttress, shared", shared_sync, note="target: at most 2x the local"),
+    ]
 
 if __name__ == "__main__":
     if "--check" in sys.argv:

@@ -55,6 +55,8 @@ DEFAULT_TTL = 86_400.0
 
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _INF = math.inf
+# Key names cached per breaker name; bounded in case names are made per call.
+_KEYS_MAX = 4096
 
 
 @cache
@@ -65,9 +67,9 @@ def _script() -> tuple[str, str]:
 
 
 @cache
-def _config_args(config: BreakerConfig) -> tuple[str, ...]:
+def _rules(config: BreakerConfig) -> str:
     # repr() round-trips a float exactly, and Lua's tonumber reads it back.
-    return tuple(repr(value) for value in config)
+    return " ".join(repr(value) for value in config)
 
 
 def _text(value: Any) -> str:
@@ -109,6 +111,7 @@ class RedisBreakerStore:
 
     __slots__ = (
         "_client",
+        "_keys",
         "_owned",
         "_timeout",
         "_url",
@@ -136,6 +139,7 @@ class RedisBreakerStore:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
             raise ConfigError(f"must be a number > 0, got {ttl!r}", path="ttl")
         self._client = client
+        self._keys: dict[str, tuple[str, str]] = {}
         self._url: str | None = None
         self._timeout: float | None = None
         self._owned = False
@@ -188,31 +192,33 @@ class RedisBreakerStore:
 
     def keys(self, name: str) -> tuple[str, str]:
         """The Redis keys (state hash, window) of the breaker called ``name``."""
-        tag = f"{self.prefix}:{{circuit:{name}}}"
-        return f"{tag}:state", f"{tag}:window"
+        keys = self._keys.get(name)
+        if keys is None:
+            tag = f"{self.prefix}:{{circuit:{name}}}"
+            keys = (f"{tag}:state", f"{tag}:window")
+            if len(self._keys) >= _KEYS_MAX:
+                self._keys.clear()
+            self._keys[name] = keys
+        return keys
 
-    def _args(
-        self, owner: str, report: BreakerReport, lease: str, ttl: str, when: str
-    ) -> tuple[Any, ...]:
+    def _args(self, owner: str, report: BreakerReport, tail: str, when: str) -> tuple[Any, ...]:
+        state, window = self.keys(report.name)
+        numbers = (
+            f"{report.epoch} {report.calls} {report.failures} {report.slow} "
+            f"{1 if report.had_success else 0} {report.trailing} {1 if report.forced else 0} "
+            f"{1 if report.want_trial else 0} {tail}"
+        )
         return (
             2,
-            *self.keys(report.name),
+            state,
+            window,
             when,
             owner,
-            lease,
-            ttl,
-            report.epoch,
-            report.calls,
-            report.failures,
-            report.slow,
-            1 if report.had_success else 0,
-            report.trailing,
+            numbers,
             report.proposal_from,
             report.proposal,
             report.reason,
-            1 if report.forced else 0,
-            1 if report.want_trial else 0,
-            *_config_args(report.config),
+            _rules(report.config),
         )
 
     def _error(self, exc: BaseException) -> StoreError:
@@ -233,9 +239,8 @@ class RedisBreakerStore:
         if now is None and self.time_source == "client":
             now = self.clock.time()
         when = "" if now is None else repr(float(now))
-        lease_arg = repr(float(lease))
-        ttl_arg = str(max(1, round(self.ttl * 1000)))
-        calls = [self._args(owner, report, lease_arg, ttl_arg, when) for report in reports]
+        tail = f"{float(lease)!r} {max(1, round(self.ttl * 1000))}"
+        calls = [self._args(owner, report, tail, when) for report in reports]
         sha, source = _script()
         client = self._sync_client()
         try:

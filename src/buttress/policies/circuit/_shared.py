@@ -302,6 +302,11 @@ class SharedCircuitEngine(CircuitEngine):
                 self._trial_cap = self._options.half_open_calls
 
     @property
+    def unsynced(self) -> bool:
+        """Whether this process made a transition the store has not applied yet."""
+        return self._proposal is not None
+
+    @property
     def connected(self) -> bool:
         """Whether the last sync reached the store."""
         return self._connected

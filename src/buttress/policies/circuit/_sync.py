@@ -266,7 +266,11 @@ class BreakerSync:
         return self._closed
 
     def close(self) -> None:
-        """Stop syncing; the breakers go on as local breakers. Idempotent."""
+        """Stop syncing; the breakers go on as local breakers. Idempotent.
+
+        A transition the others have not heard of yet (a trip just before shutdown)
+        is pushed first, in one last sync, unless the store is already known down.
+        """
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -275,6 +279,8 @@ class BreakerSync:
         with self._sync_lock:
             if self._closed:
                 return
+            if not self.degraded and any(engine.unsynced for engine in self._live()):
+                self.sync_once()
             self._closed = True
             for engine in self._live():
                 engine.go_local()

@@ -12,17 +12,18 @@
 -- KEYS[2]  the window: a list of "calls failures slow" chunks (count window) or a
 --          hash of bucket slot -> "calls failures slow" (time window)
 -- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
--- ARGV[2]  the reporting owner's id          ARGV[3]  trial lease, seconds
--- ARGV[4]  key TTL, milliseconds
--- ARGV[5]  the epoch the report belongs to (0: none, first contact or re-join)
--- ARGV[6..8]   calls, failures, slow since the last sync
--- ARGV[9]  1 if one of them was not a failure  ARGV[10] failures since the last success
--- ARGV[11] proposal: from state  ARGV[12] to state ("" for none)  ARGV[13] reason
--- ARGV[14] 1 if the proposal is forced (isolate / reset)
--- ARGV[15] 1 if the owner wants the trial lease
--- ARGV[16..25] window size (0: time window), bucket width (s, 0: count window),
---          buckets, min_calls, failure_ratio, slow_call_ratio, consecutive_failures
---          (0: off), open_duration, open_duration_factor, max_open_duration
+-- ARGV[2]  the reporting owner's id
+-- ARGV[3]  the report's numbers, space-separated (one argument packs faster than ten):
+--          the epoch it belongs to (0: none, first contact or re-join), calls,
+--          failures, slow since the last sync, 1 if one of them was not a failure,
+--          failures since the last success, 1 if the proposal is forced (isolate /
+--          reset), 1 if the owner wants the trial lease, the trial lease (s), the
+--          key TTL (ms)
+-- ARGV[4]  proposal: from state   ARGV[5] to state ("" for none)   ARGV[6] reason
+-- ARGV[7]  the breaker's rules, space-separated: window size (0: time window),
+--          bucket width (s, 0: count window), buckets, min_calls, failure_ratio,
+--          slow_call_ratio, consecutive_failures (0: off), open_duration,
+--          open_duration_factor, max_open_duration
 local skey, wkey = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 if now == nil then
@@ -33,25 +34,24 @@ if now == nil then
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local me = ARGV[2]
-local lease = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
-local base = tonumber(ARGV[5])
-local d_calls, d_failures, d_slow = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local had_success = ARGV[9] == '1'
-local trailing = tonumber(ARGV[10])
-local p_from, p_to, p_reason = ARGV[11], ARGV[12], ARGV[13]
-local forced = ARGV[14] == '1'
-local want = ARGV[15] == '1'
-local size = tonumber(ARGV[16])
-local width = tonumber(ARGV[17])
-local buckets = tonumber(ARGV[18])
-local min_calls = tonumber(ARGV[19])
-local failure_ratio = tonumber(ARGV[20])
-local slow_ratio = tonumber(ARGV[21])
-local max_consec = tonumber(ARGV[22])
-local open_duration = tonumber(ARGV[23])
-local factor = tonumber(ARGV[24])
-local max_open = tonumber(ARGV[25])
+
+local function numbers(text)
+  local out = {}
+  for word in string.gmatch(text, '%S+') do
+    out[#out + 1] = tonumber(word)
+  end
+  return out
+end
+
+local r = numbers(ARGV[3])
+local base, d_calls, d_failures, d_slow = r[1], r[2], r[3], r[4]
+local had_success, trailing, forced, want = r[5] == 1, r[6], r[7] == 1, r[8] == 1
+local lease, ttl = r[9], r[10]
+local p_from, p_to, p_reason = ARGV[4], ARGV[5], ARGV[6]
+local c = numbers(ARGV[7])
+local size, width, buckets, min_calls = c[1], c[2], c[3], c[4]
+local failure_ratio, slow_ratio, max_consec = c[5], c[6], c[7]
+local open_duration, factor, max_open = c[8], c[9], c[10]
 
 local function head_of(t)
   if width > 0 then
@@ -213,15 +213,27 @@ if state == 'half_open' then
   end
 end
 
-redis.call('HSET', skey,
-  'state', state, 'epoch', string.format('%.17g', epoch),
-  'until', string.format('%.17g', until_), 'open_for', string.format('%.17g', open_for),
-  'reason', reason, 'holder', holder, 'lease', string.format('%.17g', lease_until),
-  'calls', string.format('%d', calls), 'failures', string.format('%d', failures),
-  'slow', string.format('%d', slow), 'consec', string.format('%d', consec),
-  'head', string.format('%.17g', head))
-redis.call('PEXPIRE', skey, ttl)
-if redis.call('EXISTS', wkey) == 1 then
+-- 5. Write back only what changed: most syncs of a quiet breaker change nothing, and
+-- then the script only reads. The keys' TTL is renewed with every change, and
+-- otherwise once half of it has passed.
+local fields = {'state', 'epoch', 'until', 'open_for', 'reason', 'holder', 'lease', 'calls',
+  'failures', 'slow', 'consec', 'head'}
+local values = {state, string.format('%.17g', epoch), string.format('%.17g', until_),
+  string.format('%.17g', open_for), reason, holder, string.format('%.17g', lease_until),
+  string.format('%d', calls), string.format('%d', failures), string.format('%d', slow),
+  string.format('%d', consec), string.format('%.17g', head)}
+local changes = {}
+for i = 1, #fields do
+  if values[i] ~= h[i] then
+    changes[#changes + 1] = fields[i]
+    changes[#changes + 1] = values[i]
+  end
+end
+if #changes > 0 or redis.call('PTTL', skey) < ttl / 2 then
+  if #changes > 0 then
+    redis.call('HSET', skey, unpack(changes))
+  end
+  redis.call('PEXPIRE', skey, ttl)
   redis.call('PEXPIRE', wkey, ttl)
 end
 
