@@ -305,7 +305,11 @@ class RateLimiter(Strategy):
                 decision + ((decision,), self.limits),  # noqa: RUF005
             )
         else:
-            result = self._decide(skey, cost)
+            multi = self._all
+            if multi is not None:
+                result = _combine(multi(skey, cost, None), self.limits)
+            else:
+                result = self._decide(skey, cost)
         if not result[0] and self._events.enabled:
             self._events.emit(CallRejected(self.name, "rate_limited"))
         return result

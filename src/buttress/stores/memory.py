@@ -208,27 +208,38 @@ class MemoryStore:
         ``cost`` is not validated: pass a non-negative int.
         """
         limits = tuple(algorithms)
-        decides = tuple(algorithm.decide for algorithm in limits)
         tables = tuple(self._table(slot) for slot in slot_names(limits))
+        # (decide, table.get, table) per limit, looked up once.
+        steps = tuple(
+            (algorithm.decide, table.get, table)
+            for algorithm, table in zip(limits, tables, strict=True)
+        )
         monotonic = self._monotonic
         lock = self._lock
+        acquire = lock.acquire
+        release = lock.release
         added = self._added
 
         def decide_all_bound(key: str, cost: int, now: float | None = None) -> tuple[Decision, ...]:
             if now is None:
                 now = monotonic()
-            with lock:
-                entries = [table.get(key) for table in tables]
-                outcomes = [
-                    decide(None if entry is None else entry[0], now, cost)
-                    for decide, entry in zip(decides, entries, strict=True)
-                ]
-                for _, decision in outcomes:
-                    if not decision[0]:
-                        break
-                else:
-                    for table, entry, (state, decision) in zip(
-                        tables, entries, outcomes, strict=True
+            # Plain loops, not comprehensions: each comprehension is a call of its own.
+            entries: list[list[Any] | None] = []
+            outcomes: list[tuple[State, Decision]] = []
+            allowed = True
+            acquire()
+            try:
+                for decide, get, _ in steps:
+                    entry = get(key)
+                    outcome = decide(None if entry is None else entry[0], now, cost)
+                    entries.append(entry)
+                    outcomes.append(outcome)
+                    if not outcome[1][0]:
+                        allowed = False
+                decisions: list[Decision] = []
+                if allowed:
+                    for (_, _, table), entry, (state, decision) in zip(
+                        steps, entries, outcomes, strict=True
                     ):
                         reset_after = decision[3]
                         if entry is None:
@@ -241,15 +252,21 @@ class MemoryStore:
                             entry[1] = now + reset_after
                         else:
                             del table[key]
-                    return tuple(decision for _, decision in outcomes)
-                # Refused: nothing is taken anywhere. The limits that would have
-                # allowed report their standing, as an ask of cost 0 would.
-                return tuple(
-                    decision
-                    if not decision[0]
-                    else decide(None if entry is None else entry[0], now, 0)[1]
-                    for decide, entry, (_, decision) in zip(decides, entries, outcomes, strict=True)
-                )
+                        decisions.append(decision)
+                else:
+                    # Refused: nothing is taken anywhere. The limits that would have
+                    # allowed report their standing, as an ask of cost 0 would.
+                    for (decide, _, _), entry, (_, decision) in zip(
+                        steps, entries, outcomes, strict=True
+                    ):
+                        decisions.append(
+                            decide(None if entry is None else entry[0], now, 0)[1]
+                            if decision[0]
+                            else decision
+                        )
+            finally:
+                release()
+            return tuple(decisions)
 
         return decide_all_bound
 
