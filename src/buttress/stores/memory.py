@@ -238,6 +238,7 @@ class MemoryStore:
                         allowed = False
                 decisions: list[Decision] = []
                 if allowed:
+                    inserted = []
                     for (_, _, table), entry, (state, decision) in zip(
                         steps, entries, outcomes, strict=True
                     ):
@@ -246,13 +247,17 @@ class MemoryStore:
                             if reset_after > 0:
                                 fresh = [state, now + reset_after]
                                 table[key] = fresh
-                                added(table, key, fresh, now)
+                                inserted.append((table, fresh))
                         elif reset_after > 0:
                             entry[0] = state
                             entry[1] = now + reset_after
                         else:
                             del table[key]
                         decisions.append(decision)
+                    # Sweep only once every state is written: a sweep in between could
+                    # drop an entry of this key that is due now but about to be updated.
+                    for table, fresh in inserted:
+                        added(table, key, fresh, now)
                 else:
                     # Refused: nothing is taken anywhere. The limits that would have
                     # allowed report their standing, as an ask of cost 0 would.

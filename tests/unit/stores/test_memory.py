@@ -236,6 +236,21 @@ def test_decide_all_drops_states_that_turn_fresh() -> None:
     assert len(store) == 0
 
 
+def test_sweeping_never_drops_a_state_that_decide_all_is_updating() -> None:
+    # Found by the memory/Redis equivalence suite: at t=4 the buckets are re-inserted
+    # (each insertion sweeps two old entries) while the window's entry, due exactly
+    # at t=4, is about to be updated by the same decision.
+    store = MemoryStore()
+    bucket = TokenBucket(rate=1, period=1.0, burst=1)
+    window = FixedWindow(1, 4.0)
+    limits = (bucket, bucket, window, bucket)
+    store.decide_all("a", limits, 1, now=0.0)
+    store.decide_all("a", limits, 0, now=3.0)  # the buckets are full again: dropped
+    assert [d.allowed for d in store.decide_all("a", limits, 1, now=4.0)] == [True] * 4
+    assert store.peek_state("a", window) == (1.0, 1.0)
+    assert store.decide_all("a", limits, 0, now=4.0)[2] == Decision(True, 1, 0, 4.0, 0.0)
+
+
 def test_decide_all_cost_is_validated() -> None:
     store = MemoryStore()
     with pytest.raises(ValueError, match="cost"):
