@@ -73,8 +73,7 @@ async def afetch(user: str) -> str:
 
 
 assert_type(fetch("a", page=2), bytes)
-pending = afetch("a")
-assert_type(pending, Coroutine[Any, Any, str])
+pending: Coroutine[Any, Any, str] = afetch("a")
 pending.close()
 assert_type(Pipeline(limiter).call(fetch, "a"), bytes)
 
