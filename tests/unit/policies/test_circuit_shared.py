@@ -156,6 +156,21 @@ def test_a_shared_breaker_needs_a_name(sync: BreakerSync) -> None:
     assert info.value.path == "name"
 
 
+def test_sync_must_be_a_breaker_sync() -> None:
+    with pytest.raises(ConfigError) as info:
+        CircuitBreaker(name="pay", sync="redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
+    assert info.value.path == "sync"
+
+
+def test_the_constructor_keeps_its_signature() -> None:
+    import inspect
+
+    parameters = inspect.signature(CircuitBreaker).parameters
+    assert "sync" in parameters
+    assert parameters["sync"].default is None
+    assert "window" in parameters
+
+
 def test_one_name_per_sync(sync: BreakerSync, clock: FakeClock) -> None:
     first = shared(sync, clock)
     with pytest.raises(ConfigError) as info:

@@ -22,7 +22,7 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.clock import MONOTONIC, Clock
@@ -31,10 +31,8 @@ from buttress.errors import ConfigError
 from ._engine import CircuitEngine
 from ._events import CircuitState
 from ._options import CircuitOptions, ExceptionFilter
+from ._sync import BreakerSync
 from ._window import CircuitMetrics
-
-if TYPE_CHECKING:
-    from ._sync import BreakerSync
 
 __all__ = ["CircuitBreaker"]
 
@@ -91,14 +89,6 @@ class CircuitBreaker(Strategy):
 
     __slots__ = ("_engine", "_entries", "_now", "_options", "_shared_by")
 
-    def __new__(cls, *args: Any, sync: BreakerSync | None = None, **kwargs: Any) -> CircuitBreaker:
-        """A shared breaker (``sync=`` given) gets the drivers that count for the sync."""
-        if sync is not None and cls is CircuitBreaker:
-            from ._shared_policy import SharedCircuitBreaker  # noqa: PLC0415 - import cycle
-
-            return super().__new__(SharedCircuitBreaker)
-        return super().__new__(cls)
-
     def __init__(
         self,
         *,
@@ -128,6 +118,8 @@ class CircuitBreaker(Strategy):
         """
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"expected a string, got {name!r}", path="name")
+        if sync is not None and not isinstance(sync, BreakerSync):
+            raise ConfigError(f"expected a BreakerSync, got {sync!r}", path="sync")
         if sync is not None and name is None:
             raise ConfigError(
                 "a shared breaker needs a name: processes find each other by it", path="name"
@@ -153,6 +145,13 @@ class CircuitBreaker(Strategy):
         self._init_strategy(name, "circuit")
         self._now = clock.monotonic
         self._shared_by = sync
+        if sync is not None and type(self) is CircuitBreaker:
+            # A shared breaker needs drivers that count for the sync. The subclass adds
+            # no slots, so the instance can become one before its drivers are built;
+            # unlike a __new__ override, this keeps the constructor's signature.
+            from ._shared_policy import SharedCircuitBreaker  # noqa: PLC0415 - import cycle
+
+            self.__class__ = SharedCircuitBreaker
         self._engine: CircuitEngine = (
             CircuitEngine(self._options, clock, self.name, self._events)
             if sync is None
