@@ -35,11 +35,30 @@ from buttress.policies.circuit import CircuitBreaker, CircuitState, CircuitState
 from buttress.policies.fallback import Fallback, FallbackUsed
 from buttress.policies.retry import Retry, RetryGaveUp, RetryRecovered, RetryScheduled
 from buttress.policies.timeout import Timeout, TimeoutOccurred, remaining
+from buttress.ratelimit import (
+    GCRA,
+    Decision,
+    FixedWindow,
+    RateLimiter,
+    RateLimitResult,
+    SlidingWindow,
+    TokenBucket,
+)
 from buttress.registry import Registry
+from buttress.stores import (
+    FallbackStore,
+    MemoryStore,
+    StoreError,
+    StoreFellBack,
+    StoreRecovered,
+    StoreUnavailable,
+    store_from_url,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "GCRA",
     "MONOTONIC",
     "Backoff",
     "Bulkhead",
@@ -53,17 +72,23 @@ __all__ = [
     "Clock",
     "ConfigError",
     "Constant",
+    "Decision",
     "DecorrelatedJitter",
     "Event",
     "Exponential",
     "FakeClock",
     "Fallback",
+    "FallbackStore",
     "FallbackUsed",
     "Fibonacci",
+    "FixedWindow",
     "Linear",
+    "MemoryStore",
     "MonotonicClock",
     "Pipeline",
+    "RateLimitResult",
     "RateLimited",
+    "RateLimiter",
     "Registry",
     "Rejected",
     "Retry",
@@ -71,11 +96,18 @@ __all__ = [
     "RetryGaveUp",
     "RetryRecovered",
     "RetryScheduled",
+    "SlidingWindow",
+    "StoreError",
+    "StoreFellBack",
+    "StoreRecovered",
+    "StoreUnavailable",
     "Timeout",
     "TimeoutExceeded",
     "TimeoutOccurred",
+    "TokenBucket",
     "is_transient",
     "remaining",
     "retry_after_of",
+    "store_from_url",
     "subscribe",
 ]

@@ -17,6 +17,14 @@ policies can be declared in ``buttress.toml`` (or under ``[tool.buttress]`` in
     [pipelines.api]
     policies = ["api-retry", "api-breaker", { type = "bulkhead", max_concurrent = 10 }]
 
+    [policies.api-limit]
+    type = "rate_limiter"
+    store = "redis://127.0.0.1:6379/0"
+    limits = [
+        { type = "token_bucket", rate = 10 },
+        { type = "fixed_window", limit = 1000, period = 3600 },
+    ]
+
 ``BUTTRESS_POLICIES__API_RETRY__MAX_ATTEMPTS=6`` overrides one value: the variable
 name is the key path joined by ``__``, matched case-insensitively with ``-`` and
 ``_`` alike; the value is read as a TOML value (``6``, ``0.5``, ``true``,
@@ -39,7 +47,7 @@ import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from buttress._strategy import Strategy
 from buttress.errors import ConfigError
@@ -49,6 +57,8 @@ from buttress.policies.circuit import CircuitBreaker
 from buttress.policies.fallback import Fallback
 from buttress.policies.retry import Retry
 from buttress.policies.timeout import Timeout
+from buttress.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingWindow, TokenBucket
+from buttress.stores.base import Algorithm
 
 __all__ = ["Registry", "register_kind"]
 
@@ -57,7 +67,56 @@ ENV_PREFIX = "BUTTRESS_"
 # Options whose values name exception classes; TOML gives them as strings.
 _EXCEPTION_OPTIONS = frozenset({"on", "failure_on", "ignore"})
 
+_ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
+    "token_bucket": TokenBucket,
+    "gcra": GCRA,
+    "sliding_window": SlidingWindow,
+    "fixed_window": FixedWindow,
+}
+
+
+def _rate_limiter(
+    *,
+    limits: list[Any],
+    store: str = "memory://",
+    key: str = "global",
+    cost: int = 1,
+    mode: Literal["reject", "wait"] = "reject",
+    max_wait: float = 1.0,
+    name: str,
+) -> RateLimiter:
+    """``type = "rate_limiter"``: ``limits`` is a list of tables with their own ``type``."""
+    if not isinstance(limits, list) or not limits:
+        raise ConfigError("expected a non-empty list of limit tables", path="limits")
+    algorithms: list[Algorithm] = []
+    for index, table in enumerate(limits):
+        path = f"limits[{index}]"
+        options = {_norm(k): v for k, v in _table(table, path).items()}
+        kind = options.pop("type", None)
+        factory = _ALGORITHMS.get(_norm(kind)) if isinstance(kind, str) else None
+        if factory is None:
+            raise ConfigError(
+                f"expected type = one of {', '.join(sorted(_ALGORITHMS))}", path=f"{path}.type"
+            )
+        try:
+            algorithms.append(factory(**options))
+        except ConfigError as exc:
+            raise ConfigError(_strip_path(exc), path=f"{path}.{exc.path}") from exc
+        except TypeError as exc:
+            raise ConfigError(str(exc), path=path) from exc
+    return RateLimiter(
+        *algorithms, store=store, key=key, cost=cost, mode=mode, max_wait=max_wait, name=name
+    )
+
+
+def _strip_path(exc: ConfigError) -> str:
+    text = str(exc)
+    prefix = f"{exc.path}: "
+    return text[len(prefix) :] if exc.path and text.startswith(prefix) else text
+
+
 _kinds: dict[str, Callable[..., Strategy]] = {
+    "rate_limiter": _rate_limiter,
     "retry": Retry,
     "circuit_breaker": CircuitBreaker,
     "breaker": CircuitBreaker,
@@ -340,10 +399,8 @@ def _build_policy(options: dict[str, Any], path: str, name: str) -> Strategy:
     try:
         return factory(**options, name=name)
     except ConfigError as exc:
-        inner = exc.path
-        if inner:
-            message = str(exc)[len(inner) + 2 :] if str(exc).startswith(f"{inner}: ") else str(exc)
-            raise ConfigError(message, path=f"{path}.{inner}") from exc
+        if exc.path:
+            raise ConfigError(_strip_path(exc), path=f"{path}.{exc.path}") from exc
         raise ConfigError(str(exc), path=path) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc), path=path) from exc

@@ -256,3 +256,39 @@ def test_register_kind_adds_a_type(tmp_path: Path) -> None:
     bulkhead = registry.get("t")
     assert isinstance(bulkhead, Bulkhead)
     assert bulkhead.max_concurrent == 1
+
+
+def test_rate_limiter_from_toml(tmp_path: Path) -> None:
+    from buttress import FixedWindow, RateLimiter, TokenBucket
+
+    registry = load(
+        """
+[policies.limit]
+type = "rate_limiter"
+key = "tenant-a"
+limits = [
+  { type = "token_bucket", rate = 5, period = 1.0 },
+  { type = "fixed-window", limit = 100, period = 60 },
+]
+""",
+        tmp=tmp_path,
+    )
+    limiter = registry.get("limit")
+    assert isinstance(limiter, RateLimiter)
+    assert limiter.limits == (TokenBucket(5, 1.0), FixedWindow(100, 60))
+    assert limiter.hit().allowed
+
+
+@pytest.mark.parametrize(
+    ("limits", "path"),
+    [
+        ("[]", "policies.limit.limits"),
+        ("[{ type = 'leaky' }]", "policies.limit.limits[0].type"),
+        ("[{ type = 'token_bucket', rate = -1 }]", "policies.limit.limits[0].rate"),
+        ("[{ type = 'token_bucket', rat = 1 }]", "policies.limit.limits[0]"),
+    ],
+)
+def test_rate_limiter_bad_limits_name_the_path(limits: str, path: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(f"[policies.limit]\ntype = 'rate_limiter'\nlimits = {limits}\n", tmp=tmp_path)
+    assert info.value.path == path
