@@ -720,3 +720,45 @@ def test_real_processes_trip_together(client: redis.Redis, prefix: str) -> None:
     assert seen["a"] == "tripped"
     lag = seen["b"] - tripped.value
     assert lag < interval + 0.1, lag
+
+
+def test_a_forked_child_syncs_on_its_own(client: redis.Redis, prefix: str) -> None:
+    interval = 0.05
+    with (
+        BreakerSync(client, interval=interval, prefix=prefix) as parent_sync,
+        BreakerSync(client, interval=interval, prefix=prefix) as other_sync,
+    ):
+        inherited = CircuitBreaker(name="pay", window=4, min_calls=4, sync=parent_sync)
+        other = CircuitBreaker(name="pay", window=4, min_calls=4, sync=other_sync)
+        opened = threading.Event()
+        other.subscribe(lambda event: opened.set(), CircuitStateChanged)
+        context = multiprocessing.get_context("fork")
+        owners = context.Queue()
+
+        def child() -> None:
+            # The parent's thread did not come along: the child has its own sync.
+            pause = threading.Event()
+            for _ in range(500):
+                if inherited.shared_metrics is not None:
+                    break
+                pause.wait(0.01)
+            owners.put((parent_sync.owner, inherited.shared_metrics is not None))
+            for _ in range(4):
+                try:
+                    inherited.call(fail)
+                except Down:
+                    pass
+            parent_sync.close()  # pushes the trip before the child exits
+
+        parent_owner = parent_sync.owner
+        process = context.Process(target=child)
+        process.start()
+        child_owner, joined = owners.get(timeout=30)
+        process.join(30)
+        assert process.exitcode == 0
+        assert joined
+        assert child_owner != parent_owner
+        assert opened.wait(5)
+        assert other.state is OPEN
+        assert parent_sync._thread is not None
+        assert parent_sync._thread.is_alive()

@@ -28,6 +28,7 @@ reports and applies what the sync brings back:
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -300,6 +301,13 @@ class SharedCircuitEngine(CircuitEngine):
             self.shared_metrics = None
             if self._state is _HALF_OPEN:
                 self._trial_cap = self._options.half_open_calls
+
+    def after_fork(self, wake: Callable[[], object]) -> None:
+        """In a forked child: a fresh lock (the parent's syncer may have held it), the
+        child's syncer to wake, and alone until the child's first sync."""
+        self._lock = threading.RLock()
+        self._wake = wake
+        self.go_local()
 
     @property
     def unsynced(self) -> bool:

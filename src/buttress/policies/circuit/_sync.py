@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import uuid
 import weakref
@@ -42,6 +43,18 @@ _log = logging.getLogger("buttress.circuit")
 
 DEFAULT_INTERVAL = 0.1
 
+# Every sync, so a forked child can give each its own thread, lock and identity.
+_instances: weakref.WeakSet[BreakerSync] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for breaker_sync in list(_instances):
+        breaker_sync._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def _seconds(value: object, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -59,7 +72,8 @@ class BreakerSync:
     client, or any :class:`~buttress.stores.breaker.BreakerStore`. Give it to
     breakers as ``CircuitBreaker(name="payments", sync=sync)``; every process that
     builds a breaker of the same name with the same options on the same Redis shares
-    it. Create it after forking (in each worker), and :meth:`close` it at shutdown.
+    it. :meth:`close` it at shutdown. A process that forks gives each child a fresh
+    sync of its own (thread, identity), which joins at its first sync.
 
     - ``interval``: seconds between syncs; the consistency bound in the docs is
       stated in terms of it. Each sync is one pipelined round trip for all breakers.
@@ -67,9 +81,10 @@ class BreakerSync:
       stops renewing it (it renews while its trials run); default
       ``max(5 * interval, 0.5)``.
     - ``prefix``, ``timeout``, ``ttl``, ``time_source``: for a store built from a URL
-      (see :class:`~buttress.stores.breaker_redis.RedisBreakerStore`): key prefix,
-      socket timeout, seconds an idle breaker's keys are kept, and whose clock
-      (``"server"``: Redis ``TIME``; ``"client"``: ``clock.time()``).
+      or a client (see :class:`~buttress.stores.breaker_redis.RedisBreakerStore`):
+      key prefix, socket timeout (URL only), seconds an idle breaker's keys are
+      kept, and whose clock (``"server"``: Redis ``TIME``; ``"client"``:
+      ``clock.time()``).
     - ``background``: start the syncing thread with the first breaker (default);
       ``False`` for tests that call :meth:`sync_once` themselves.
     - ``clock``: waits between syncs, outage durations, and client time.
@@ -81,6 +96,7 @@ class BreakerSync:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_closed",
         "_down_since",
@@ -161,6 +177,7 @@ class BreakerSync:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        _instances.add(self)
 
     # ------------------------------------------------------------- registration
 
@@ -177,10 +194,7 @@ class BreakerSync:
             engine = SharedCircuitEngine(options, clock, name, events, self._wake.set)
             self._engines[name] = weakref.ref(engine)
             if self.background and self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"buttress-{self.name}", daemon=True
-                )
-                self._thread.start()
+                self._start()
         self._wake.set()  # join the shared state now rather than after one interval
         return engine
 
@@ -247,6 +261,27 @@ class BreakerSync:
         self.degraded = False
         if self._events.enabled:
             self._events.emit(StoreRecovered(self.name, self._clock.monotonic() - self._down_since))
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"buttress-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # The child has no syncing thread, and a lock the parent's thread held would
+        # stay held: start afresh, as a new process with its own identity (a trial
+        # lease of the parent is not the child's). The breakers decide alone until
+        # the child's first sync.
+        self._sync_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self.owner = uuid.uuid4().hex
+        self.degraded = False
+        engines = self._live()
+        for engine in engines:
+            engine.after_fork(self._wake.set)
+        if engines and self.background and not self._closed:
+            self._start()
 
     def _run(self) -> None:
         wake, stop, wait, interval = self._wake, self._stop, self._clock.wait, self.interval
