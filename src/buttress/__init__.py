@@ -31,7 +31,12 @@ from buttress.policies.backoff import (
     Linear,
 )
 from buttress.policies.bulkhead import Bulkhead
-from buttress.policies.circuit import CircuitBreaker, CircuitState, CircuitStateChanged
+from buttress.policies.circuit import (
+    BreakerSync,
+    CircuitBreaker,
+    CircuitState,
+    CircuitStateChanged,
+)
 from buttress.policies.fallback import Fallback, FallbackUsed
 from buttress.policies.retry import Retry, RetryGaveUp, RetryRecovered, RetryScheduled
 from buttress.policies.timeout import Timeout, TimeoutOccurred, remaining
@@ -61,6 +66,7 @@ __all__ = [
     "GCRA",
     "MONOTONIC",
     "Backoff",
+    "BreakerSync",
     "Bulkhead",
     "BulkheadFull",
     "ButtressError",

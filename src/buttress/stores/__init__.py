@@ -26,17 +26,24 @@ from buttress.stores.base import (
     StoreError,
     StoreUnavailable,
 )
+from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
 from buttress.stores.fallback import FallbackStore, StoreFellBack, StoreRecovered
 from buttress.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from buttress.stores.breaker_redis import RedisBreakerStore
     from buttress.stores.redis import RedisStore
 
 __all__ = [
     "Algorithm",
+    "BreakerConfig",
+    "BreakerReply",
+    "BreakerReport",
+    "BreakerStore",
     "Decision",
     "FallbackStore",
     "MemoryStore",
+    "RedisBreakerStore",
     "RedisStore",
     "Request",
     "State",
@@ -55,6 +62,10 @@ def __getattr__(name: str) -> Any:
         from buttress.stores.redis import RedisStore  # noqa: PLC0415 - imports redis
 
         return RedisStore
+    if name == "RedisBreakerStore":
+        from buttress.stores.breaker_redis import RedisBreakerStore  # noqa: PLC0415
+
+        return RedisBreakerStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
