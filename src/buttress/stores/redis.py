@@ -60,8 +60,7 @@ DEFAULT_TIMEOUT = 0.25
 """Socket timeout (seconds) of the clients a :class:`RedisStore` builds from a URL."""
 
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError, ConnectionError, TimeoutError, OSError)
-_decision = tuple.__new__
-_INF = float("inf")
+_new = tuple.__new__
 # Prepared (sha, source, trailing args) per algorithm; bounded in case a program
 # builds a new algorithm object per call.
 _PREPARED_MAX = 1024
@@ -99,23 +98,30 @@ def _script_all(bodies: tuple[str, ...]) -> tuple[str, str]:
 _Call = tuple[str, str, tuple[Any, ...]]
 
 
-def _parse(reply: Sequence[Any]) -> Decision:
-    # Durations arrive as whole nanoseconds (-1: never), see decide.lua.
-    allowed, limit, remaining, reset_after, retry_after = reply
-    return _decision(
+def _encoded(*numbers: Any) -> tuple[bytes, ...]:
+    """Numbers as redis-py would send them, encoded once instead of on every call."""
+    return tuple(repr(number).encode() for number in numbers)
+
+
+_ONE = (b"1", "1")  # "allowed", from a client with or without decode_responses
+
+
+def _decision(numbers: Sequence[Any]) -> Decision:
+    allowed, limit, remaining, reset_after, retry_after = numbers
+    return _new(
         Decision,
-        (
-            allowed == 1,
-            limit,
-            remaining,
-            reset_after / 1e9,
-            _INF if retry_after < 0 else retry_after / 1e9,
-        ),
+        (allowed in _ONE, int(limit), int(remaining), float(reset_after), float(retry_after)),
     )
 
 
-def _parse_all(reply: Sequence[Any]) -> tuple[Decision, ...]:
-    return tuple(_parse(reply[at : at + 5]) for at in range(0, len(reply), 5))
+def _parse(reply: Any) -> Decision:
+    # "allowed limit remaining reset_after retry_after", see decide.lua.
+    return _decision(reply.split())
+
+
+def _parse_all(reply: Any) -> tuple[Decision, ...]:
+    numbers = reply.split()
+    return tuple(_decision(numbers[at : at + 5]) for at in range(0, len(numbers), 5))
 
 
 class RedisStore:
@@ -252,7 +258,7 @@ class RedisStore:
 
     def _prepare(self, algorithm: Algorithm) -> tuple[str, str, tuple[Any, ...]]:
         sha, source = _script(algorithm.lua)
-        prepared = (sha, source, (round(self.ttl_slack * 1000), *algorithm.lua_args))
+        prepared = (sha, source, _encoded(round(self.ttl_slack * 1000), *algorithm.lua_args))
         try:
             if len(self._prepared) >= _PREPARED_MAX:
                 self._prepared.clear()
@@ -261,10 +267,10 @@ class RedisStore:
             pass
         return prepared
 
-    def _when(self, now: float | None) -> float | str:
+    def _when(self, now: float | None) -> float | bytes:
         if now is not None:
             return now
-        return "" if self.time_source == "server" else self.clock.time()
+        return b"" if self.time_source == "server" else self.clock.time()
 
     def _call(self, key: str, algorithm: Algorithm, cost: int, now: float | None) -> _Call:
         if type(cost) is not int or cost < 0:
@@ -289,8 +295,9 @@ class RedisStore:
         for algorithm in algorithms:
             args = algorithm.lua_args
             tail += (len(args), *args)
+        encoded = _encoded(*tail)
         suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
-        prepared = (sha, source, suffixes, tuple(tail))
+        prepared = (sha, source, suffixes, encoded)
         try:
             if len(self._prepared_all) >= _PREPARED_MAX:
                 self._prepared_all.clear()

@@ -51,13 +51,7 @@ elseif raw then
   redis.call('DEL', KEYS[1])
 end
 
--- Redis truncates Lua numbers to integers on the way out, and parsing 17-digit text
--- costs more than it is worth: durations go out as whole nanoseconds, -1 for never.
-local function nanos(seconds)
-  if seconds == math.huge then
-    return -1
-  end
-  return math.floor(seconds * 1000000000 + 0.5)
-end
-
-return {allowed, limit, remaining, nanos(reset_after), nanos(retry_after)}
+-- One string, not an array: Redis would truncate the durations to integers, and
+-- redis-py parses one bulk string far faster than a five-element array. %.17g keeps
+-- every double exact ("inf" for never), so Python reads what the twin computed.
+return string.format('%d %d %d %.17g %.17g', allowed, limit, remaining, reset_after, retry_after)

@@ -95,22 +95,10 @@ else
   end
 end
 
--- Durations go out as whole nanoseconds, -1 for never (see decide.lua).
-local function nanos(seconds)
-  if seconds == math.huge then
-    return -1
-  end
-  return math.floor(seconds * 1000000000 + 0.5)
-end
-
-local reply = {}
+-- One string of 5 numbers per limit, as decide.lua answers for one.
+local parts = {}
 for i = 1, n do
   local o = outcomes[i]
-  local at = (i - 1) * 5
-  reply[at + 1] = o[2]
-  reply[at + 2] = o[3]
-  reply[at + 3] = o[4]
-  reply[at + 4] = nanos(o[5])
-  reply[at + 5] = nanos(o[6])
+  parts[i] = string.format('%d %d %d %.17g %.17g', o[2], o[3], o[4], o[5], o[6])
 end
-return reply
+return table.concat(parts, ' ')
