@@ -8,7 +8,8 @@
 
 Build one from a URL with :func:`store_from_url`. Stores know no algorithm: they
 keep an opaque state per key and run the algorithm given to each call (see
-:mod:`buttress.stores.base` for the contract).
+:mod:`buttress.stores.base` for the contract). Several limits on one key are
+decided together, all or nothing, by ``decide_all``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from buttress.errors import ConfigError
 from buttress.stores.base import (
     Algorithm,
     Decision,
+    MultiRequest,
     Request,
     State,
     Store,
@@ -43,6 +45,7 @@ __all__ = [
     "Decision",
     "FallbackStore",
     "MemoryStore",
+    "MultiRequest",
     "RedisBreakerStore",
     "RedisStore",
     "Request",
