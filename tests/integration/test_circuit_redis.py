@@ -753,8 +753,13 @@ def test_a_forked_child_syncs_on_its_own(client: redis.Redis, prefix: str) -> No
         parent_owner = parent_sync.owner
         process = context.Process(target=child)
         process.start()
-        child_owner, joined = owners.get(timeout=30)
-        process.join(30)
+        try:
+            child_owner, joined = owners.get(timeout=30)
+            process.join(30)
+        finally:
+            if process.is_alive():  # a stuck child must fail the test, not hang the run
+                process.kill()
+                process.join(5)
         assert process.exitcode == 0
         assert joined
         assert child_owner != parent_owner

@@ -19,7 +19,6 @@ it like any other refusal. A cost of 0 takes nothing and reports the key's stand
 from __future__ import annotations
 
 import math
-from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -37,9 +36,17 @@ _floor = math.floor
 _decision = tuple.__new__
 
 
-@cache
+# Every Lua twin is read at import (four small files): reading one lazily from a
+# caller's thread would take the import lock, which a fork can leave held forever
+# in the child.
+_LUA = {
+    name: resources.files("buttress.ratelimit").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    for name in ("token_bucket", "gcra", "fixed_window", "sliding_window")
+}
+
+
 def _lua(name: str) -> str:
-    return resources.files("buttress.ratelimit").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    return _LUA[name]
 
 
 def _positive(value: object, path: str) -> float:

@@ -59,11 +59,20 @@ _INF = math.inf
 _KEYS_MAX = 4096
 
 
-@cache
-def _script() -> tuple[str, str]:
-    """``(sha1, source)`` of the sync script."""
+def _load_script() -> tuple[str, str]:
     source = resources.files("buttress.stores").joinpath("lua/breaker_sync.lua").read_text("utf-8")
     return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
+
+
+# Read once, at import. Reading it lazily from the sync thread took the import
+# lock there; a process forked while that lock was held gave its child a lock
+# that nobody would ever release, and the child's sync thread hung on it.
+_SCRIPT = _load_script()
+
+
+def _script() -> tuple[str, str]:
+    """``(sha1, source)`` of the sync script."""
+    return _SCRIPT
 
 
 @cache

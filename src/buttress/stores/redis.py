@@ -66,9 +66,19 @@ _new = tuple.__new__
 _PREPARED_MAX = 1024
 
 
-@cache
+def _read(name: str) -> str:
+    return resources.files("buttress.stores").joinpath(f"lua/{name}").read_text("utf-8")
+
+
+# Read at import, never from a caller's thread: importlib.resources takes the
+# import lock, and a fork while another thread holds it leaves the child's copy
+# locked for good.
+_FRAME = _read("decide.lua")
+_FRAME_ALL = _read("decide_all.lua")
+
+
 def _frame() -> str:
-    return resources.files("buttress.stores").joinpath("lua/decide.lua").read_text("utf-8")
+    return _FRAME
 
 
 @cache
@@ -78,9 +88,8 @@ def _script(body: str) -> tuple[str, str]:
     return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
 
 
-@cache
 def _frame_all() -> str:
-    return resources.files("buttress.stores").joinpath("lua/decide_all.lua").read_text("utf-8")
+    return _FRAME_ALL
 
 
 @lru_cache(maxsize=256)
