@@ -234,11 +234,12 @@ class RateLimiter(Strategy):
         self._prefix = f"{self.name}:"
         self._const_key = f"{self.name}:{key if isinstance(key, str) else 'global'}"
         # The memory store decides without I/O: its bound deciders serve sync and
-        # async callers alike. Other stores are asked through their own methods.
-        self._local = isinstance(store, MemoryStore)
+        # async callers alike. Other stores — a MemoryStore subclass too, which may
+        # override decide() — are asked through their own methods.
+        self._local = type(store) is MemoryStore
         self._one: Decider | None = None
         self._all: MultiDecider | None = None
-        if isinstance(store, MemoryStore):
+        if self._local:
             if len(checked) == 1:
                 self._one = store.bind(checked[0])
             else:

@@ -815,3 +815,19 @@ class LimiterMachine(RuleBasedStateMachine):
 
 TestLimiterMachine = LimiterMachine.TestCase
 TestLimiterMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+def test_a_memory_store_subclass_is_asked_through_its_own_methods() -> None:
+    from buttress.ratelimit import RateLimiter, TokenBucket
+    from buttress.stores import MemoryStore
+
+    asked: list[str] = []
+
+    class Audited(MemoryStore):
+        def decide(self, key, algorithm, cost=1, now=None):  # type: ignore[no-untyped-def]
+            asked.append(key)
+            return super().decide(key, algorithm, cost, now)
+
+    limiter = RateLimiter(TokenBucket(5), store=Audited(), name="audited")
+    assert limiter.hit("k").allowed
+    assert asked == ["audited:k"]
