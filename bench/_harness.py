@@ -12,6 +12,7 @@ one coroutine on one event loop per worker process, so loop start-up is not meas
 from __future__ import annotations
 
 import asyncio
+import atexit
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ def _sync_timer(fn: Callable[[], Any]) -> Callable[[int], float]:
 
 def _async_timer(fn: Callable[[], Any]) -> Callable[[int], float]:
     loop = asyncio.new_event_loop()
+    atexit.register(loop.close)
 
     async def run(loops: int) -> float:
         it = range(loops)
