@@ -239,7 +239,7 @@ class RateLimiter(Strategy):
         self._local = type(store) is MemoryStore
         self._one: Decider | None = None
         self._all: MultiDecider | None = None
-        if self._local:
+        if self._local and isinstance(store, MemoryStore):
             if len(checked) == 1:
                 self._one = store.bind(checked[0])
             else:
