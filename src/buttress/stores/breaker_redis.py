@@ -28,12 +28,8 @@ from importlib import resources
 from typing import Any, Literal
 
 try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as _RedisConnectionError
+    import redis  # noqa: F401 - the availability check itself
     from redis.exceptions import NoScriptError, RedisError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
-    from redis.retry import Retry as _Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "sharing circuit breakers through Redis needs the 'redis' package: "
@@ -42,7 +38,12 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
-from buttress.stores.base import StoreError, StoreUnavailable
+from buttress.stores._redis import (
+    check_url,
+    map_error,
+    sync_client_from_url,
+)
+from buttress.stores.base import StoreError
 from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TTL", "RedisBreakerStore"]
@@ -53,7 +54,6 @@ DEFAULT_TIMEOUT = 0.25
 DEFAULT_TTL = 86_400.0
 """Seconds a breaker's keys outlive the last sync that touched them."""
 
-_UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _INF = math.inf
 # Key names cached per breaker name; bounded in case names are made per call.
 _KEYS_MAX = 4096
@@ -175,8 +175,7 @@ class RedisBreakerStore:
         ``timeout`` is the client's socket and connect timeout; it does not retry,
         so a slow or dead server fails the sync fast. :meth:`close` closes it.
         """
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"expected a redis:// URL, got {url!r}", path="url")
+        check_url(url)
         store = cls(prefix=prefix, time_source=time_source, ttl=ttl, clock=clock, name=name)
         store._url = url
         store._timeout = timeout
@@ -191,12 +190,7 @@ class RedisBreakerStore:
                     "this RedisBreakerStore has no client: pass client= or use from_url()",
                     path="client",
                 )
-            client = self._client = redis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=_Retry(NoBackoff(), 0),
-            )
+            client = self._client = sync_client_from_url(self._url, self._timeout)
         return client
 
     def keys(self, name: str) -> tuple[str, str]:
@@ -231,9 +225,7 @@ class RedisBreakerStore:
         )
 
     def _error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, _UNAVAILABLE):
-            return StoreUnavailable(self.name, f"Redis is unavailable: {exc}")
-        return StoreError(self.name, f"Redis failed: {exc}")
+        return map_error(self.name, exc)
 
     def sync(
         self,

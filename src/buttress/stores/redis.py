@@ -28,14 +28,8 @@ from importlib import resources
 from typing import Any, Literal
 
 try:
-    import redis
-    import redis.asyncio
-    from redis.asyncio.retry import Retry as _AsyncRetry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as _RedisConnectionError
+    import redis  # noqa: F401 - the availability check itself
     from redis.exceptions import NoScriptError, RedisError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
-    from redis.retry import Retry as _Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "the Redis store needs the 'redis' package: pip install 'buttress[redis]'"
@@ -43,13 +37,18 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
+from buttress.stores._redis import (
+    async_client_from_url,
+    check_url,
+    map_error,
+    sync_client_from_url,
+)
 from buttress.stores.base import (
     Algorithm,
     Decision,
     MultiRequest,
     Request,
     StoreError,
-    StoreUnavailable,
     slot_names,
     validate_cost,
 )
@@ -59,7 +58,6 @@ __all__ = ["RedisStore"]
 DEFAULT_TIMEOUT = 0.25
 """Socket timeout (seconds) of the clients a :class:`RedisStore` builds from a URL."""
 
-_UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 _new = tuple.__new__
 # Prepared (sha, source, trailing args) per algorithm; bounded in case a program
 # builds a new algorithm object per call.
@@ -215,8 +213,7 @@ class RedisStore:
         so a slow or dead server fails fast (and a fallback store can take over).
         :meth:`close` / :meth:`aclose` close them.
         """
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"expected a redis:// URL, got {url!r}", path="url")
+        check_url(url)
         store = cls(
             prefix=prefix, time_source=time_source, clock=clock, ttl_slack=ttl_slack, name=name
         )
@@ -235,12 +232,7 @@ class RedisStore:
                     "this RedisStore has no sync client: pass client= or use from_url()",
                     path="client",
                 )
-            client = self._client = redis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=_Retry(NoBackoff(), 0),
-            )
+            client = self._client = sync_client_from_url(self._url, self._timeout)
         return client
 
     def _async_client_(self) -> Any:
@@ -251,12 +243,7 @@ class RedisStore:
                     "this RedisStore has no async client: pass async_client= or use from_url()",
                     path="async_client",
                 )
-            client = self._async_client = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=_AsyncRetry(NoBackoff(), 0),
-            )
+            client = self._async_client = async_client_from_url(self._url, self._timeout)
         return client
 
     # ----------------------------------------------------------------- requests
@@ -333,9 +320,7 @@ class RedisStore:
         return sha, source, (len(keys), *keys, self._when(now), cost, *tail)
 
     def _error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, _UNAVAILABLE):
-            return StoreUnavailable(self.name, f"Redis is unavailable: {exc}")
-        return StoreError(self.name, f"Redis failed: {exc}")
+        return map_error(self.name, exc)
 
     def _eval(self, call: _Call) -> Any:
         sha, source, args = call
