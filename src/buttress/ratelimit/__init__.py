@@ -26,11 +26,13 @@ Underneath, the algorithms — :class:`TokenBucket`, :class:`GCRA`, :class:`Slid
 from __future__ import annotations
 
 from buttress.ratelimit._algorithms import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from buttress.ratelimit._rates import RATE_ALGORITHMS, parse_rates
 from buttress.ratelimit.limiter import RateLimiter, RateLimitResult
 from buttress.stores.base import Algorithm, Decision, State
 
 __all__ = [
     "GCRA",
+    "RATE_ALGORITHMS",
     "Algorithm",
     "Decision",
     "FixedWindow",
@@ -39,4 +41,5 @@ __all__ = [
     "SlidingWindow",
     "State",
     "TokenBucket",
+    "parse_rates",
 ]

@@ -142,6 +142,14 @@ class TokenBucket(_Algorithm):
         return (self.rate, self.period, self.burst)
 
     @property
+    def quota(self) -> tuple[int, float]:
+        """``(requests, seconds)``: a bucket of ``burst``, refilled in ``burst / rate`` periods.
+
+        What a ``RateLimit-Policy`` header item states as ``q`` and ``w``.
+        """
+        return self.burst, self.burst * self.period / self.rate
+
+    @property
     def lua_args(self) -> tuple[float, ...]:
         """``(capacity, refill per second, limit)`` for the Lua twin."""
         return (self._capacity, self._refill, self.burst)
@@ -222,6 +230,14 @@ class GCRA(_Algorithm):
         return (self.rate, self.period, self.burst)
 
     @property
+    def quota(self) -> tuple[int, float]:
+        """``(requests, seconds)``: a bucket of ``burst``, refilled in ``burst / rate`` periods.
+
+        What a ``RateLimit-Policy`` header item states as ``q`` and ``w``.
+        """
+        return self.burst, self.burst * self.period / self.rate
+
+    @property
     def lua_args(self) -> tuple[float, ...]:
         """``(emission interval, tolerance, limit)`` for the Lua twin."""
         return (self._interval, self._tolerance, self.burst)
@@ -287,6 +303,11 @@ class FixedWindow(_Algorithm):
         return (self.limit, self.period)
 
     @property
+    def quota(self) -> tuple[int, float]:
+        """``(requests, seconds)``: ``limit`` per ``period``, as ``RateLimit-Policy`` states it."""
+        return self.limit, self.period
+
+    @property
     def lua_args(self) -> tuple[float, ...]:
         """``(limit, period)`` for the Lua twin."""
         return (self.limit, self.period)
@@ -345,6 +366,11 @@ class SlidingWindow(_Algorithm):
 
     def _params(self) -> tuple[Any, ...]:
         return (self.limit, self.period)
+
+    @property
+    def quota(self) -> tuple[int, float]:
+        """``(requests, seconds)``: ``limit`` per ``period``, as ``RateLimit-Policy`` states it."""
+        return self.limit, self.period
 
     @property
     def lua_args(self) -> tuple[float, ...]:

@@ -35,6 +35,7 @@ from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError, RateLimited
 from buttress.events import CallRejected
+from buttress.ratelimit._rates import parse_rates
 from buttress.stores import MemoryStore, Store, store_from_url
 from buttress.stores.base import Algorithm, Decision, validate_cost
 from buttress.stores.memory import Decider, MultiDecider
@@ -126,14 +127,22 @@ def _plan(waits: bool, retry_after: float, left: float) -> float | None:
 
 def _check_limits(limits: tuple[object, ...]) -> tuple[Algorithm, ...]:
     if not limits:
-        raise ConfigError("give at least one limit, e.g. TokenBucket(10, 1.0)", path="limits")
+        raise ConfigError(
+            "give at least one limit, e.g. '10/second' or TokenBucket(10, 1.0)", path="limits"
+        )
+    checked: list[Algorithm] = []
     for index, limit in enumerate(limits):
-        if not isinstance(limit, Algorithm):
+        if isinstance(limit, str):
+            checked.extend(parse_rates(limit, path=f"limits[{index}]"))
+        elif isinstance(limit, Algorithm):
+            checked.append(limit)
+        else:
             raise ConfigError(
-                f"expected a rate-limit algorithm, got {type(limit).__name__}",
+                f"expected a rate-limit algorithm or a rate string such as '10/second', "
+                f"got {type(limit).__name__}",
                 path=f"limits[{index}]",
             )
-    return limits  # type: ignore[return-value]  # each was checked just above
+    return tuple(checked)
 
 
 class RateLimiter(Strategy):
@@ -141,12 +150,13 @@ class RateLimiter(Strategy):
 
     ``limits`` are one or more algorithms (:class:`~buttress.ratelimit.TokenBucket`,
     :class:`~buttress.ratelimit.GCRA`, :class:`~buttress.ratelimit.SlidingWindow`,
-    :class:`~buttress.ratelimit.FixedWindow`), all applied to every key and decided
-    together, all or nothing. ``store`` is a :class:`~buttress.stores.Store` or a
-    URL for :func:`~buttress.stores.store_from_url` (``"memory://"``, the default,
-    or ``"redis://host:6379/0"``). Keys are stored as ``"<name>:<key>"``, so two
-    limiters never share state unless they share a name — give limiters that share
-    a Redis across processes the same explicit ``name``.
+    :class:`~buttress.ratelimit.FixedWindow`) or rate strings (``"10/second; 1000/hour"``,
+    read by :func:`~buttress.ratelimit.parse_rates` as sliding windows), all applied
+    to every key and decided together, all or nothing. ``store`` is a
+    :class:`~buttress.stores.Store` or a URL for :func:`~buttress.stores.store_from_url`
+    (``"memory://"``, the default, or ``"redis://host:6379/0"``). Keys are stored as
+    ``"<name>:<key>"``, so two limiters never share state unless they share a name —
+    give limiters that share a Redis across processes the same explicit ``name``.
 
     - :meth:`hit` decides a request of ``cost`` for a key and returns a
       :class:`RateLimitResult`; it never raises for a refusal.
@@ -183,7 +193,7 @@ class RateLimiter(Strategy):
 
     def __init__(
         self,
-        *limits: Algorithm,
+        *limits: Algorithm | str,
         store: Store | str = "memory://",
         key: str | Callable[..., str] = "global",
         cost: int = 1,
