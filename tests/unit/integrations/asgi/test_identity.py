@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import secrets
 from typing import Any
 
 import pytest
@@ -275,3 +277,97 @@ async def test_raw_api_keys_never_reach_the_store_or_the_response(clock: FakeClo
     digest = hashlib.sha256(b"sk_live_abc123").hexdigest()[:32]
     other_digest = hashlib.sha256(b"sk_live_other").hexdigest()[:32]
     assert store.keys == [f"keys:apikey:{digest}"] * 2 + [f"keys:apikey:{other_digest}"]
+
+
+# ------------------------------------------------------------------ validated API keys
+
+VALID = {"sk_live_alice", "sk_live_bob"}
+
+
+def test_api_key_validate_turns_an_unknown_key_into_no_key() -> None:
+    seen: list[str] = []
+
+    def known(key: str) -> bool:
+        seen.append(key)
+        return key in VALID
+
+    key = api_key(validate=known)
+    digest = hashlib.sha256(b"sk_live_alice").hexdigest()[:32]
+    assert key(http_scope(headers=[("X-API-Key", "sk_live_alice")])) == f"apikey:{digest}"
+    assert key(http_scope(headers=[("X-API-Key", "made-up")])) is None
+    assert key(http_scope()) is None
+    # The validator sees the raw key, and only when there is one.
+    assert seen == ["sk_live_alice", "made-up"]
+    assert "validate=" in repr(key)
+
+
+async def test_api_key_validate_may_be_async() -> None:
+    async def known(key: str) -> bool:
+        return key in VALID
+
+    key = api_key("authorization", scheme="Bearer", validate=known)
+    assert inspect.iscoroutinefunction(type(key).__call__)
+    valid = await key(http_scope(headers=[("Authorization", "Bearer sk_live_bob")]))
+    assert valid is not None
+    assert valid.startswith("apikey:")
+    assert await key(http_scope(headers=[("Authorization", "Bearer nope")])) is None
+    assert await key(http_scope(headers=[("Authorization", "Basic sk_live_bob")])) is None
+
+
+def test_a_sync_validator_that_returns_an_awaitable_is_an_error() -> None:
+    async def check(key: str) -> bool:
+        return True
+
+    def looks_sync(key: str) -> Any:  # a plain function handing back a coroutine
+        return check(key)
+
+    key = api_key(validate=looks_sync)
+    with pytest.raises(TypeError, match="async def"):
+        key(http_scope(headers=[("X-API-Key", "k")]))
+
+
+def test_api_key_validate_must_be_callable() -> None:
+    with pytest.raises(ConfigError) as info:
+        api_key(validate="yes")  # type: ignore[call-overload]
+    assert info.value.path == "validate"
+
+
+def ten_random_keys() -> list[dict[str, str]]:
+    return [{"X-API-Key": secrets.token_hex(8)} for _ in range(10)]
+
+
+async def test_ten_random_keys_pass_a_key_only_limit(clock: FakeClock) -> None:
+    # The attack the docs show: a per-key limit alone, and a key per request.
+    per_key = rule_for(clock, TokenBucket(3, 1.0), name="per-key", key=api_key())
+    async with client_of(make_app(per_key)) as client:
+        statuses = [(await client.get("/items", headers=h)).status_code for h in ten_random_keys()]
+    assert statuses == [200] * 10
+
+
+async def test_a_per_ip_rule_stops_ten_random_keys(clock: FakeClock) -> None:
+    per_ip = rule_for(clock, TokenBucket(3, 1.0), name="per-ip", key=client_ip())
+    per_key = rule_for(clock, TokenBucket(3, 1.0), name="per-key", key=api_key())
+    async with client_of(make_app(per_ip, per_key)) as client:
+        statuses = [(await client.get("/items", headers=h)).status_code for h in ten_random_keys()]
+    assert statuses == [200] * 3 + [429] * 7
+
+
+async def test_validated_keys_leave_made_up_ones_to_the_ip_rule(clock: FakeClock) -> None:
+    checked: list[str] = []
+
+    async def known(key: str) -> bool:
+        checked.append(key)
+        return key in VALID
+
+    per_ip = rule_for(clock, TokenBucket(3, 1.0), name="per-ip", key=client_ip())
+    per_key = rule_for(clock, TokenBucket(100, 1.0), name="per-key", key=api_key(validate=known))
+    async with client_of(make_app(per_ip, per_key)) as client:
+        random = [await client.get("/items", headers=h) for h in ten_random_keys()]
+    assert [r.status_code for r in random] == [200] * 3 + [429] * 7
+    # A made-up key is no limit key: only the per-IP limit is reported.
+    assert random[0].headers["ratelimit"] == '"per-ip";r=2;t=1'
+    # Refused per IP first, the seven others were never even looked up.
+    assert len(checked) == 3
+    async with client_of(make_app(per_ip, per_key), peer="198.51.100.8") as client:
+        alice = await client.get("/items", headers={"X-API-Key": "sk_live_alice"})
+    assert alice.headers["ratelimit"] == '"per-ip";r=2;t=1, "per-key";r=99;t=1'
