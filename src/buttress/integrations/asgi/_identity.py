@@ -286,8 +286,9 @@ def user_key(identity: Callable[[Scope], str | None] | None = None) -> KeyFunc:
     By default it reads ``scope["user"]`` as set by Starlette's
     ``AuthenticationMiddleware`` (which must wrap this middleware): a user whose
     ``is_authenticated`` is true is keyed by ``identity``, else ``display_name``.
-    Anonymous requests give ``None``, so the next rule (say, per IP) applies. Pass
-    ``identity`` to read the user from the scope your own way.
+    Anonymous requests give ``None``: the rule does not apply to them (a ``default``
+    rule per IP can take them). Pass ``identity`` to read the user from the scope
+    your own way.
     """
     if identity is not None and not callable(identity):
         raise ConfigError(f"must be callable, got {type(identity).__name__}", path="identity")
