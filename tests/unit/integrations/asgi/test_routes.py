@@ -64,15 +64,16 @@ async def test_a_starlette_endpoint_async_and_sync(routes: RouteLimiter) -> None
         sync_refused = await client.get("/sync")
     assert [r.text for r in ok] == ["hello /hello"] * 2
     assert ok[0].headers["ratelimit-policy"] == '"hello";q=2;w=60'
-    # Rate strings are sliding windows: full again two windows after a request.
-    assert ok[0].headers["ratelimit"] == '"hello";r=1;t=120'
+    # Rate strings are fixed windows, as in limits and slowapi: full again when the
+    # clock's window ends (the fake clock starts at a window boundary).
+    assert ok[0].headers["ratelimit"] == '"hello";r=1;t=60'
     assert ok[0].headers["x-ratelimit-remaining"] == "1"
-    refusal_ok(refused, "90", ["hello"])
+    refusal_ok(refused, "60", ["hello"])
     assert refused.json()["instance"] == "/hello"
-    assert refused.headers["ratelimit"] == '"hello";r=0;t=90'
+    assert refused.headers["ratelimit"] == '"hello";r=0;t=60'
     assert sync_ok.text == "sync"
-    assert sync_ok.headers["ratelimit"] == '"sync";r=0;t=2'
-    refusal_ok(sync_refused, "2", ["sync"])
+    assert sync_ok.headers["ratelimit"] == '"sync";r=0;t=1'
+    refusal_ok(sync_refused, "1", ["sync"])
 
 
 async def test_the_default_name_is_the_endpoint_qualified_name(routes: RouteLimiter) -> None:
@@ -84,7 +85,7 @@ async def test_the_default_name_is_the_endpoint_qualified_name(routes: RouteLimi
         response = await client.get("/")
     assert response.headers["ratelimit"] == (
         f'"{__name__}.test_the_default_name_is_the_endpoint_qualified_name.<locals>.named";'
-        "r=4;t=120"
+        "r=4;t=60"
     )
 
 
@@ -119,7 +120,7 @@ async def test_stacked_limits_act_as_one_and_stop_at_the_first_refusal(
         refused = [await client.get("/", headers=key) for _ in range(5)]
         clock.advance(2)
         later = await client.get("/", headers=key)
-    assert first.headers["ratelimit"] == '"per-ip";r=0;t=2, "per-key";r=99;t=7200'
+    assert first.headers["ratelimit"] == '"per-ip";r=0;t=1, "per-key";r=99;t=3600'
     assert all(r.status_code == 429 for r in refused)
     assert refused[0].json()["violated-policies"] == ["per-ip"]
     # Refused per IP, the five took nothing from the key.
@@ -197,11 +198,11 @@ async def test_a_fastapi_endpoint_keeps_its_signature_and_dependencies(
     assert ok.status_code == 200
     assert ok.json() == {"id": 7, "name": "lamp", "verbose": True, "path": "/items/7"}
     # The headers went through FastAPI's injected Response.
-    assert ok.headers["ratelimit"] == '"create";r=1;t=120'
+    assert ok.headers["ratelimit"] == '"create";r=1;t=60'
     assert ok.headers["ratelimit-policy"] == '"create";q=2;w=60'
     assert second.json()["id"] == 8
-    refusal_ok(refused, "90", ["create"])
-    assert refused.headers["ratelimit"] == '"create";r=0;t=90'
+    refusal_ok(refused, "60", ["create"])
+    assert refused.headers["ratelimit"] == '"create";r=0;t=60'
     # FastAPI validates before it calls the endpoint: an invalid request is a 422, not a
     # 429, and takes nothing from the limit.
     assert invalid.status_code == 422
@@ -221,10 +222,10 @@ async def test_a_fastapi_sync_endpoint_and_a_returned_response(routes: RouteLimi
     assert plain.json() == {"client": "seen"}
     # A dict without a Response parameter: nowhere to put the headers.
     assert "ratelimit" not in plain.headers
-    refusal_ok(plain_refused, "120", ["plain"])
-    assert plain_refused.headers["ratelimit"] == '"plain";r=0;t=120'
-    assert model.headers["ratelimit"] == '"model";r=0;t=120'
-    refusal_ok(model_refused, "120", ["model"])
+    refusal_ok(plain_refused, "60", ["plain"])
+    assert plain_refused.headers["ratelimit"] == '"plain";r=0;t=60'
+    assert model.headers["ratelimit"] == '"model";r=0;t=60'
+    refusal_ok(model_refused, "60", ["model"])
 
 
 def test_the_wrapper_shows_the_endpoint_signature(routes: RouteLimiter) -> None:
