@@ -1,0 +1,111 @@
+"""MkDocs hooks: the home page is the README, and links out of docs/ keep working.
+
+- ``docs/index.md`` holds a marker that is replaced by ``README.md`` at build
+  time, so the home page and the README never drift apart.
+- ``docs/reference/buttress.md`` holds a marker replaced by a table of everything
+  ``buttress`` exports, each name linked to its entry in the reference page of
+  the module that defines it. A name that no reference page documents fails the
+  strict build, so a new export cannot go undocumented.
+- Pages are written to be read on GitHub too, so they may link to files outside
+  ``docs/``: to the README (``../README.md#configuration``), the changelog or the
+  benchmarks. On the site such a link points to the home page for the README and
+  to the file on GitHub for anything else. The README's own links to ``docs/x.md``
+  become links to the page ``x.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from pathlib import Path
+from typing import Any
+
+import griffe
+
+MARKER = "<!-- include: README.md -->"
+EXPORTS = re.compile(r"^<!-- exports: (?P<module>[\w.]+) -->$", re.MULTILINE)
+DIRECTIVE = re.compile(r"^::: (?P<module>[\w.]+)\s*$", re.MULTILINE)
+ROLE = re.compile(r":[a-z]+:`~?(?:[^`<]*<)?(?P<target>[^`>]+)>?`")
+_log = logging.getLogger("mkdocs.hooks.buttress")
+REPOSITORY = "https://github.com/buttress-dev/buttress/blob/main/"
+# Code (a fenced block or an inline span), left as it is; or the "](target)" of a
+# link whose target is relative (no scheme, not a bare #anchor), maybe with #anchor.
+LINK = re.compile(
+    r"(?P<code>^[ \t]*(?P<fence>```|~~~).*?^[ \t]*(?P=fence)|`[^`\n]*`)"
+    r"|\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|#)(?P<path>[^)\s#]+)(?P<anchor>#[^)\s]*)?\)",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def rewrite_links(markdown: str, source: str) -> str:
+    """Point the relative links of ``source`` (a path from the repository root) into the site.
+
+    ``source`` is ``README.md`` or ``docs/<page>.md``; the result is the page's
+    Markdown as it would read if it lived at ``docs/<page>.md`` (the README at
+    ``docs/index.md``).
+    """
+    page = "docs/index.md" if source == "README.md" else source
+    page_dir = posixpath.dirname(page)
+
+    def fix(match: re.Match[str]) -> str:
+        if match["code"]:
+            return match["code"]
+        path, anchor = match["path"], match["anchor"] or ""
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(source), path))
+        if target == "README.md":
+            target = "docs/index.md"
+        if target.startswith("docs/"):
+            return f"]({posixpath.relpath(target, page_dir)}{anchor})"
+        return f"]({REPOSITORY}{target}{anchor})"
+
+    return LINK.sub(fix, markdown)
+
+
+def _package(src: Path, name: str) -> griffe.Module:
+    module = griffe.load(name, search_paths=[str(src)])
+    assert isinstance(module, griffe.Module)
+    return module
+
+
+def _summary(obj: griffe.Object) -> str:
+    """The first paragraph of ``obj``'s docstring on one line, its reST roles as code."""
+    text = obj.docstring.value if obj.docstring else ""
+    first = " ".join(text.split("\n\n", 1)[0].split())
+    first = ROLE.sub(lambda m: f"`{m['target'].rsplit('.', 1)[-1]}`", first)
+    return first.replace("``", "`").replace("|", "\\|")
+
+
+def exports_table(root: Path, module_name: str) -> str:
+    """A Markdown table of ``module_name``'s exports, linked to where each is documented."""
+    documented = {
+        match["module"]
+        for page in (root / "docs" / "reference").rglob("*.md")
+        for match in DIRECTIVE.finditer(page.read_text())
+    }
+    package = _package(root / "src", module_name.partition(".")[0])
+    module = package if module_name == package.path else package[module_name.partition(".")[2]]
+    rows = ["| name | documented in | what it is |", "|---|---|---|"]
+    for name in module.exports or ():
+        target = module[name].final_target if module[name].is_alias else module[name]
+        homes = [m for m in documented if target.path.startswith(f"{m}.") and m != module_name]
+        if not homes:
+            _log.warning(
+                "%s.%s comes from %s, which no page under docs/reference/ documents",
+                module_name,
+                name,
+                target.path,
+            )
+            continue
+        home = max(homes, key=len)
+        rows.append(f"| [`{name}`][{home}.{name}] | [`{home}`][{home}] | {_summary(target)} |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
+    root = Path(config["config_file_path"]).parent
+    if MARKER in markdown:
+        readme = rewrite_links((root / "README.md").read_text(), "README.md")
+        markdown = markdown.replace(MARKER, readme)
+    markdown = EXPORTS.sub(lambda m: exports_table(root, m["module"]), markdown)
+    return rewrite_links(markdown, f"docs/{page.file.src_uri}")
