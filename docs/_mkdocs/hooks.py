@@ -77,7 +77,7 @@ def _summary(obj: griffe.Object) -> str:
 
 
 def exports_table(root: Path, module_name: str) -> str:
-    """A Markdown table of ``module_name``'s exports, linked to where each is documented."""
+    """``module_name``'s exports, one table per module that documents them, linked."""
     documented = {
         match["module"]
         for page in (root / "docs" / "reference").rglob("*.md")
@@ -85,7 +85,7 @@ def exports_table(root: Path, module_name: str) -> str:
     }
     package = _package(root / "src", module_name.partition(".")[0])
     module = package if module_name == package.path else package[module_name.partition(".")[2]]
-    rows = ["| name | documented in | what it is |", "|---|---|---|"]
+    groups: dict[str, list[str]] = {}
     for name in module.exports or ():
         target = module[name].final_target if module[name].is_alias else module[name]
         homes = [m for m in documented if target.path.startswith(f"{m}.") and m != module_name]
@@ -98,8 +98,11 @@ def exports_table(root: Path, module_name: str) -> str:
             )
             continue
         home = max(homes, key=len)
-        rows.append(f"| [`{name}`][{home}.{name}] | [`{home}`][{home}] | {_summary(target)} |")
-    return "\n".join(rows)
+        groups.setdefault(home, []).append(f"| [`{name}`][{home}.{name}] | {_summary(target)} |")
+    return "\n\n".join(
+        f"### [`{home}`][{home}]\n\n| name | what it is |\n|---|---|\n" + "\n".join(rows)
+        for home, rows in sorted(groups.items())
+    )
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
