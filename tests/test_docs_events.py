@@ -61,6 +61,10 @@ def _sections() -> dict[str, str]:
     return sections
 
 
+def _fields(cls: type) -> tuple[dataclasses.Field[object], ...]:
+    return dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
+
+
 EVENT_TYPES = _event_types()
 
 
@@ -74,7 +78,10 @@ def test_the_walk_finds_the_known_events() -> None:
 def test_every_event_has_a_section_naming_each_field(event: type[Event]) -> None:
     section = _sections().get(event.__name__)
     assert section is not None, f"docs/events.md has no '### `{event.__name__}`' section"
-    missing = [f.name for f in dataclasses.fields(event) if f"`{f.name}`" not in section]
+    # Inherited fields are described with the class that declares them.
+    inherited = {f.name for base in event.__bases__ if base is not object for f in _fields(base)}
+    own = [f.name for f in _fields(event) if f.name not in inherited]
+    missing = [name for name in own if f"`{name}`" not in section]
     assert missing == [], f"docs/events.md: {event.__name__} does not describe {missing}"
 
 

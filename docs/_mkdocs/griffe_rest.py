@@ -4,8 +4,9 @@ The docstrings are written for readers of the source and for ``help()``: they us
 Sphinx roles (``:class:`~buttress.Retry```, ``:meth:`CircuitBreaker.isolate```) and
 double-backquoted literals. Markdown renders the literals as code already; this
 extension turns each role into an mkdocstrings cross-reference, resolved in the
-scope of the object whose docstring it is (as Python would resolve the name), and
-turns reST's ``::`` before a literal block into a plain colon.
+scope of the object whose docstring it is (as Python would resolve the name),
+turns reST's ``::`` before a literal block into a plain colon, and drops reST's
+escaped spaces (``\\ ``).
 
 The references are *optional*: one whose target is not in the API reference (a
 builtin, a private helper) renders as code, not as a broken link or a warning.
@@ -25,6 +26,8 @@ ROLE = re.compile(
 )
 TITLED = re.compile(r"^(?P<title>.+?)\s*<(?P<target>[^<>]+)>$")
 LITERAL_BLOCK = re.compile(r"(?<=\S)::$", re.MULTILINE)
+# reST's escaped space, which joins markup to a word: ``Exception``\ s.
+ESCAPED_SPACE = re.compile(r"\\ ")
 CALLABLE_ROLES = {"func", "meth"}
 
 
@@ -71,7 +74,7 @@ def _link(obj: griffe.Object, match: re.Match[str]) -> str:
 def _convert(obj: griffe.Object) -> None:
     if obj.docstring is not None:
         text = ROLE.sub(lambda m: _link(obj, m), obj.docstring.value)
-        obj.docstring.value = LITERAL_BLOCK.sub(":", text)
+        obj.docstring.value = ESCAPED_SPACE.sub("", LITERAL_BLOCK.sub(":", text))
     for member in obj.members.values():
         if not member.is_alias:
             _convert(member)  # type: ignore[arg-type]

@@ -76,33 +76,76 @@ def _summary(obj: griffe.Object) -> str:
     return first.replace("``", "`").replace("|", "\\|")
 
 
+def _final_path(module: griffe.Module, name: str) -> str | None:
+    """Where ``module.name`` is defined, or ``None`` if ``module`` has no such member."""
+    try:
+        member = module[name]
+        return member.final_target.path if member.is_alias else member.path
+    except (KeyError, griffe.AliasResolutionError):
+        return None
+
+
 def exports_table(root: Path, module_name: str) -> str:
-    """``module_name``'s exports, one table per module that documents them, linked."""
-    documented = {
-        match["module"]
-        for page in (root / "docs" / "reference").rglob("*.md")
-        for match in DIRECTIVE.finditer(page.read_text())
-    }
+    """``module_name``'s exports, grouped by the reference page that documents each.
+
+    A name's home is a documented module that exports the same object, preferring
+    the one it is defined in (``RetryScheduled`` lives with ``Retry``, though
+    :mod:`buttress.events` lists it too). Names that no other page documents are
+    documented here, one ``:::`` block each.
+    """
     package = _package(root / "src", module_name.partition(".")[0])
-    module = package if module_name == package.path else package[module_name.partition(".")[2]]
-    groups: dict[str, list[str]] = {}
-    for name in module.exports or ():
-        target = module[name].final_target if module[name].is_alias else module[name]
-        homes = [m for m in documented if target.path.startswith(f"{m}.") and m != module_name]
-        if not homes:
-            _log.warning(
-                "%s.%s comes from %s, which no page under docs/reference/ documents",
-                module_name,
-                name,
-                target.path,
-            )
-            continue
-        home = max(homes, key=len)
-        groups.setdefault(home, []).append(f"| [`{name}`][{home}.{name}] | {_summary(target)} |")
-    return "\n\n".join(
-        f"### [`{home}`][{home}]\n\n| name | what it is |\n|---|---|\n" + "\n".join(rows)
-        for home, rows in sorted(groups.items())
+
+    def load(path: str) -> griffe.Module:
+        found = package if path == package.path else package[path.partition(".")[2]]
+        assert isinstance(found, griffe.Module)
+        return found
+
+    documented = sorted(
+        {
+            match["module"]
+            for page in (root / "docs" / "reference").rglob("*.md")
+            for match in DIRECTIVE.finditer(page.read_text())
+        }
+        - {module_name}
     )
+    module = load(module_name)
+    groups: dict[str, list[str]] = {}
+    here: list[str] = []
+    for name in module.exports or ():
+        defined_at = _final_path(module, name)
+        if defined_at is None:
+            _log.warning("%s.__all__ names %r, which griffe cannot resolve", module_name, name)
+            continue
+        homes = [
+            m
+            for m in documented
+            if name in (load(m).exports or ()) and _final_path(load(m), name) == defined_at
+        ]
+        if homes:
+            home = max(homes, key=lambda m: (defined_at.startswith(f"{m}."), len(m)))
+        else:
+            home = module_name
+            here.append(name)
+        groups.setdefault(home, []).append(
+            f"| [`{name}`][{home}.{name}] | {_summary(module[name].final_target)} |"
+        )
+
+    def heading(home: str) -> str:
+        link = "(#documented-here)" if home == module_name else f"[{home}]"
+        return f"### [`{home}`]{link}\n\n| name | what it is |\n|---|---|\n"
+
+    tables = "\n\n".join(heading(home) + "\n".join(rows) for home, rows in sorted(groups.items()))
+    if not here:
+        return tables
+    blocks = "\n\n".join(
+        f"::: {module_name}.{name}\n"
+        "    options:\n"
+        "      show_root_heading: true\n"
+        "      show_root_full_path: false\n"
+        "      heading_level: 3"
+        for name in here
+    )
+    return f"{tables}\n\n## Documented here\n\n{blocks}"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
