@@ -244,23 +244,38 @@ def _plain(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _doc_for(key: str, docstrings: Iterable[str]) -> str:
-    """The sentence of ``docstrings`` that speaks of ``key`` soonest, as Markdown.
+def _docs_for(keys: Iterable[str], docstrings: Iterable[str]) -> dict[str, str]:
+    """For each key, the sentence of ``docstrings`` about it, as Markdown.
 
     For kinds without an options class, whose keys have no ``doc`` of their own: of
-    the sentences naming the key, the one naming it nearest its start is most often
-    the one about it (``"``max_elapsed`` bounds the time..."``).
+    the sentences naming a key, the one naming it nearest its start is most often
+    the one about it (``"``max_elapsed`` bounds the time..."``). A sentence already
+    given to an earlier key is not repeated: the later key points to that one.
     """
-    mark = re.compile(rf"``{re.escape(key)}(?:``|=)")
-    best: tuple[int, str] | None = None
-    for docstring in docstrings:
-        for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(docstring)):
-            flat = " ".join(paragraph.split())
-            for sentence in _SENTENCE.split(flat):
-                found = mark.search(sentence)
-                if found is not None and (best is None or found.start() < best[0]):
-                    best = (found.start(), sentence)
-    return "" if best is None else _plain(best[1].lstrip("- "))
+    sentences = [
+        sentence.lstrip("- ")
+        for docstring in docstrings
+        for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(docstring))
+        for sentence in _SENTENCE.split(" ".join(paragraph.split()))
+    ]
+    docs: dict[str, str] = {}
+    used: dict[str, str] = {}
+    for key in keys:
+        mark = re.compile(rf"``{re.escape(key)}(?:``|=)")
+        found = sorted(
+            (match.start(), index)
+            for index, sentence in enumerate(sentences)
+            if (match := mark.search(sentence)) is not None
+        )
+        fresh = [sentences[index] for _, index in found if sentences[index] not in used]
+        if fresh:
+            used[fresh[0]] = key
+            docs[key] = _plain(fresh[0])
+        elif found:
+            docs[key] = f"See `{used[sentences[found[0][1]]]}`."
+        else:
+            docs[key] = ""
+    return docs
 
 
 def _summary(docstring: str | None) -> str:
@@ -404,7 +419,7 @@ class Kind:
         hints = _hints(
             getattr(factory, "__init__", factory) if isinstance(factory, type) else factory
         )
-        found: list[tuple[Key, inspect.Parameter]] = []
+        params: list[inspect.Parameter] = []
         for param in signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
@@ -413,6 +428,11 @@ class Kind:
             hint = hints.get(param.name, param.annotation)
             if _code_only_type(hint):
                 continue
+            params.append(param)
+        docs = _docs_for((param.name for param in params), self._docs)
+        found: list[tuple[Key, inspect.Parameter]] = []
+        for param in params:
+            hint = hints.get(param.name, param.annotation)
             conversion = self._conversions.get(param.name)
             if conversion is None and _is_duration(hint):
                 conversion = "seconds"
@@ -426,7 +446,7 @@ class Kind:
                         name=param.name,
                         type=_CONVERSION_TYPES.get(conversion or "", "") or _describe(hint, text),
                         default=default,
-                        doc=_doc_for(param.name, self._docs),
+                        doc=docs[param.name],
                         conversion=conversion,
                     ),
                     param,
