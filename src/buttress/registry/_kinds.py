@@ -385,7 +385,10 @@ class Kind:
                 continue
             hint = hints.get(field.name, field.type)
             if conversion is True:
-                conversion = "seconds" if _is_duration(hint) else None
+                # A duration by its type, or by the kind's word for it (an options
+                # field typed plain ``float`` still reads "250ms" then).
+                seconds = _is_duration(hint) or self._conversions.get(field.name) == "seconds"
+                conversion = "seconds" if seconds else None
             if field.default is not dataclasses.MISSING:
                 default = field.default
             elif field.default_factory is not dataclasses.MISSING:
@@ -476,7 +479,10 @@ class Kind:
             else:
                 built = self._build_from_signature(table, path, name)
         except ConfigError as exc:
-            raise under(exc, path) from exc
+            placed = under(exc, path)
+            if placed is exc:
+                raise
+            raise placed from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc), path=path) from exc
         if self.policy and not isinstance(built, Strategy):

@@ -84,7 +84,7 @@ from pathlib import Path
 
 from buttress import Pipeline, RateLimiter, Registry, Retry
 
-Path("buttress.toml").write_text('''
+Path("buttress.toml").write_text(\"\"\"
 [policies.api-retry]
 type = "retry"
 max_attempts = 4
@@ -97,7 +97,7 @@ limits = "10/second; 1000/hour"
 
 [pipelines.api]
 policies = [{{ type = "timeout", seconds = 2 }}, "api-limit", "api-retry"]
-''')
+\"\"\")
 
 registry = Registry.from_toml(env={{"BUTTRESS_POLICIES__API_RETRY__MAX_ATTEMPTS": "6"}})
 retry = registry.get("api-retry")
