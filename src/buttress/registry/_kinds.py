@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import inspect
-import json
 import math
 import re
 import threading
@@ -113,7 +112,6 @@ def under(exc: ConfigError, prefix: str) -> ConfigError:
 # ------------------------------------------------------------------------------ keys
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Key:
     """One key a configuration table of some kind may give.
 
@@ -122,16 +120,24 @@ class Key:
     ``"seconds"``, ``"limits"``, or one registered with ``register_conversion``).
     """
 
-    name: str
-    type: str
-    default: Any
-    doc: str
-    conversion: str | None = None
+    __slots__ = ("conversion", "default", "doc", "name", "type")
+
+    def __init__(
+        self, name: str, type: str, default: Any, doc: str, conversion: str | None = None
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.default = default
+        self.doc = doc
+        self.conversion = conversion
 
     @property
     def required(self) -> bool:
         """Whether a table must give this key."""
         return self.default is REQUIRED
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r}, {self.type!r}, default={self.default!r})"
 
 
 _TYPE_WORDS: dict[object, str] = {
@@ -210,6 +216,10 @@ def _code_only_type(hint: object) -> bool:
     return bool(atoms) and all((typing.get_origin(atom) or atom) is Callable for atom in atoms)
 
 
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _toml(value: object) -> str:
     """A default as a TOML value (or the words people read for one)."""
     if value is REQUIRED:
@@ -223,23 +233,25 @@ def _toml(value: object) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _quoted(value)
     if isinstance(value, datetime.timedelta):
         return repr(value.total_seconds())
     if isinstance(value, type):
-        return json.dumps(value.__name__)
+        return _quoted(value.__name__)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     return "unset"
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*(-])")
-_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`")
+# Patterns used only to write the reference page: left to re's cache, not compiled
+# at import.
+_SENTENCE = r"(?<=[.!?])\s+(?=[A-Z`*(-])"
+_ROLE = r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`"
 
 
 def _plain(text: str) -> str:
     """reST of a docstring as Markdown for a table cell."""
-    text = _ROLE.sub(r"`\1`", text)
+    text = re.sub(_ROLE, r"`\1`", text)
     text = text.replace("``", "`").replace("\\", "")
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -256,7 +268,7 @@ def _docs_for(keys: Iterable[str], docstrings: Iterable[str]) -> dict[str, str]:
         sentence.lstrip("- ")
         for docstring in docstrings
         for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(docstring))
-        for sentence in _SENTENCE.split(" ".join(paragraph.split()))
+        for sentence in re.split(_SENTENCE, " ".join(paragraph.split()))
     ]
     docs: dict[str, str] = {}
     used: dict[str, str] = {}

@@ -25,7 +25,8 @@ DURATION_UNITS: dict[str, float] = {
 }
 """The units a duration string may use, in seconds."""
 
-_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)", re.IGNORECASE)
+# Compiled on first use (by re's cache): most programs never read a duration string.
+_PART = r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)"
 
 _EXPECTED = "expected seconds as a number, or a duration such as '250ms', '2s', '1m30s' or '1h'"
 
@@ -37,11 +38,12 @@ def parse_duration(text: str, path: str) -> float:
     times, spaces allowed between. Anything else raises
     :class:`~buttress.errors.ConfigError` at ``path``.
     """
+    part = re.compile(_PART, re.IGNORECASE)
     position = 0
     total = 0.0
     stripped = text.strip()
     while position < len(stripped):
-        match = _PART.match(stripped, position)
+        match = part.match(stripped, position)
         if match is None:
             raise ConfigError(f"{_EXPECTED}; got {text!r}", path=path)
         total += float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
