@@ -31,9 +31,8 @@ from buttress import (
 from buttress._options import Options, option
 from buttress._strategy import Call, Policy
 from buttress._validate import check_count, check_seconds
-from buttress.registry import kinds, parse_duration, reference, register_kind
+from buttress.registry import BUILTIN_KINDS, kinds, parse_duration, reference, register_kind
 from buttress.registry.__main__ import main
-from buttress.registry._kinds import BUILTIN_KINDS
 from buttress.registry._reference import COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]

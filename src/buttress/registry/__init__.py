@@ -47,21 +47,22 @@ from typing import Any
 from buttress._strategy import Strategy
 from buttress.errors import ConfigError
 from buttress.pipeline import Pipeline
+from buttress.registry._builtins import BUILTIN_KINDS
 from buttress.registry._env import ENV_PREFIX, Origins, apply_env
 from buttress.registry._kinds import (
     Key,
     Kind,
-    convert_limits,
     kinds,
-    limit_kinds,
     lookup,
     message_of,
     register_kind,
     valid_types,
 )
+from buttress.registry._limits import convert_limits, limit_kinds
 from buttress.registry._values import parse_duration
 
 __all__ = [
+    "BUILTIN_KINDS",
     "ENV_PREFIX",
     "SECTIONS",
     "Key",

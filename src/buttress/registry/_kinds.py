@@ -20,62 +20,47 @@ a kind moves to the first as soon as its class grows one, without a change here.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import inspect
-import math
 import re
 import threading
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from buttress._options import _CONVERSIONS as CONVERSIONS
-from buttress._options import Options, convert_exceptions, register_conversion
+from buttress._options import Options
 from buttress._strategy import Strategy
 from buttress.errors import ConfigError
-from buttress.policies.bulkhead import Bulkhead
-from buttress.policies.circuit import CircuitBreaker
-from buttress.policies.fallback import Fallback
-from buttress.policies.retry import Retry
-from buttress.policies.timeout import Timeout
-from buttress.ratelimit import (
-    GCRA,
-    FixedWindow,
-    RateLimiter,
-    SlidingWindow,
-    TokenBucket,
-    parse_rates,
+from buttress.registry._text import (
+    CONVERSION_TYPES,
+    REQUIRED,
+    code_only_type,
+    describe,
+    docs_for,
+    is_duration,
+    plain,
+    summary,
 )
 from buttress.registry._values import convert_seconds
-from buttress.stores.base import Algorithm
 
 __all__ = [
     "CODE_ONLY",
     "REQUIRED",
     "Key",
     "Kind",
-    "convert_limits",
+    "add",
     "kinds",
-    "limit_kinds",
     "lookup",
+    "message_of",
     "norm",
+    "options_of",
     "register_kind",
     "under",
+    "valid_types",
 ]
 
 KindT = TypeVar("KindT", bound=Callable[..., Strategy])
 
-
-class _Required:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-"""The default of a key that a table must give."""
 
 CODE_ONLY = frozenset({"name", "clock", "random", "self"})
 """Parameters never read from a file: the name is the table's key; clocks and
@@ -140,163 +125,6 @@ class Key:
         return f"Key({self.name!r}, {self.type!r}, default={self.default!r})"
 
 
-_TYPE_WORDS: dict[object, str] = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    datetime.timedelta: "duration",
-}
-
-_CONVERSION_TYPES = {
-    "exceptions": "exception name or list of names",
-    "seconds": "duration",
-    "limits": "rate string, limit table, or a list of them",
-    "rates": "rate string, limit table, or a list of them",
-}
-
-
-_TEXT_ATOMS: dict[str, object] = {
-    "None": type(None),
-    "bool": bool,
-    "int": int,
-    "float": float,
-    "str": str,
-    "timedelta": datetime.timedelta,
-    "datetime.timedelta": datetime.timedelta,
-}
-
-
-def _atoms(hint: object) -> tuple[object, ...]:
-    if isinstance(hint, str):  # an annotation that could not be resolved: its words
-        return tuple(_TEXT_ATOMS.get(word.strip(), word.strip()) for word in hint.split("|"))
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return tuple(atom for arg in typing.get_args(hint) for atom in _atoms(arg))
-    return (hint,)
-
-
-def _describe(hint: object, text: str) -> str:
-    """A type for people who write TOML: ``int | None`` is "integer"."""
-    words: list[str] = []
-    for atom in _atoms(hint):
-        if atom is type(None):
-            continue
-        if typing.get_origin(atom) is Literal:
-            words.extend(f"`{_toml(value)}`" for value in typing.get_args(atom))
-            continue
-        if atom is object or atom is Any:
-            return "any value"
-        word = _TYPE_WORDS.get(atom)
-        if word is None and typing.get_origin(atom) in (list, tuple):
-            word = "list"
-        if word is not None and word not in words:
-            words.append(word)
-    if "integer" in words and "number" in words:
-        words.remove("integer")
-    if not words:
-        return f"`{text}`" if text else "any value"
-    if len(words) > 2:
-        return ", ".join(words[:-1]) + " or " + words[-1]
-    return " or ".join(words)
-
-
-def _is_duration(hint: object) -> bool:
-    if isinstance(hint, str):  # an annotation that could not be resolved
-        return "timedelta" in hint
-    return datetime.timedelta in _atoms(hint)
-
-
-def _code_only_type(hint: object) -> bool:
-    """Whether no TOML value could ever be of this type: a callable (or ``None``)."""
-    if isinstance(hint, str):
-        words = [word.strip() for word in hint.split("|") if word.strip() != "None"]
-        return bool(words) and all(word.startswith("Callable") for word in words)
-    atoms = [atom for atom in _atoms(hint) if atom is not type(None)]
-    return bool(atoms) and all((typing.get_origin(atom) or atom) is Callable for atom in atoms)
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _toml(value: object) -> str:
-    """A default as a TOML value (or the words people read for one)."""
-    if value is REQUIRED:
-        return "required"
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _quoted(value)
-    if isinstance(value, datetime.timedelta):
-        return repr(value.total_seconds())
-    if isinstance(value, type):
-        return _quoted(value.__name__)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    return "unset"
-
-
-# Patterns used only to write the reference page: left to re's cache, not compiled
-# at import.
-_SENTENCE = r"(?<=[.!?])\s+(?=[A-Z`*(-])"
-_ROLE = r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`"
-
-
-def _plain(text: str) -> str:
-    """reST of a docstring as Markdown for a table cell."""
-    text = re.sub(_ROLE, r"`\1`", text)
-    text = text.replace("``", "`").replace("\\", "")
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def _docs_for(keys: Iterable[str], docstrings: Iterable[str]) -> dict[str, str]:
-    """For each key, the sentence of ``docstrings`` about it, as Markdown.
-
-    For kinds without an options class, whose keys have no ``doc`` of their own: of
-    the sentences naming a key, the one naming it nearest its start is most often
-    the one about it (``"``max_elapsed`` bounds the time..."``). A sentence already
-    given to an earlier key is not repeated: the later key points to that one.
-    """
-    sentences = [
-        sentence.lstrip("- ")
-        for docstring in docstrings
-        for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(docstring))
-        for sentence in re.split(_SENTENCE, " ".join(paragraph.split()))
-    ]
-    docs: dict[str, str] = {}
-    used: dict[str, str] = {}
-    for key in keys:
-        mark = re.compile(rf"``{re.escape(key)}(?:``|=)")
-        found = sorted(
-            (match.start(), index)
-            for index, sentence in enumerate(sentences)
-            if (match := mark.search(sentence)) is not None
-        )
-        fresh = [sentences[index] for _, index in found if sentences[index] not in used]
-        if fresh:
-            used[fresh[0]] = key
-            docs[key] = _plain(fresh[0])
-        elif found:
-            docs[key] = f"See `{used[sentences[found[0][1]]]}`."
-        else:
-            docs[key] = ""
-    return docs
-
-
-def _summary(docstring: str | None) -> str:
-    if not docstring:
-        return ""
-    first = re.split(r"\n\s*\n", inspect.cleandoc(docstring))[0]
-    return _plain(first)
-
-
 # ----------------------------------------------------------------------------- kinds
 
 
@@ -310,7 +138,8 @@ def _docstrings(target: object) -> tuple[str, ...]:
     )
 
 
-def _options_of(target: object) -> type[Options] | None:
+def options_of(target: object) -> type[Options] | None:
+    """``target.Options`` when it is an options class (a subclass of ``Options``)."""
     candidate = getattr(target, "Options", None)
     if isinstance(candidate, type) and issubclass(candidate, Options):
         return candidate
@@ -327,7 +156,7 @@ def _hints(function: Callable[..., Any]) -> dict[str, Any]:
 class Kind:
     """A ``type = "..."`` of configuration: how to build it, which keys it takes.
 
-    Made by :func:`register_kind` (and for the built-in kinds, at import). ``keys()``
+    Made by :func:`register_kind` (and for the built-in kinds, at import). ``table_keys()``
     lists what a table may give, ``build()`` checks a table and builds the policy.
     """
 
@@ -375,11 +204,11 @@ class Kind:
     @property
     def options(self) -> type[Options] | None:
         """The options class tables are loaded through, if the kind has one."""
-        return self._options if self._options is not None else _options_of(self.target)
+        return self._options if self._options is not None else options_of(self.target)
 
     def summary(self) -> str:
         """The first paragraph of the kind's docstring, as Markdown."""
-        return _summary(self._docs[0] if self._docs else None)
+        return summary(self._docs[0] if self._docs else None)
 
     def table_keys(self) -> tuple[Key, ...]:
         """The keys a table of this kind may give, in declaration order."""
@@ -399,7 +228,7 @@ class Kind:
             if conversion is True:
                 # A duration by its type, or by the kind's word for it (an options
                 # field typed plain ``float`` still reads "250ms" then).
-                seconds = _is_duration(hint) or self._conversions.get(field.name) == "seconds"
+                seconds = is_duration(hint) or self._conversions.get(field.name) == "seconds"
                 conversion = "seconds" if seconds else None
             if field.default is not dataclasses.MISSING:
                 default = field.default
@@ -410,10 +239,10 @@ class Kind:
             keys.append(
                 Key(
                     name=field.name,
-                    type=_CONVERSION_TYPES.get(conversion or "", "")
-                    or _describe(hint, str(field.type)),
+                    type=CONVERSION_TYPES.get(conversion or "", "")
+                    or describe(hint, str(field.type)),
                     default=default,
-                    doc=_plain(field.metadata.get("doc", "")),
+                    doc=plain(field.metadata.get("doc", "")),
                     conversion=conversion,
                 )
             )
@@ -441,15 +270,15 @@ class Kind:
             if param.name in self._code_only or param.name.startswith("_"):
                 continue
             hint = hints.get(param.name, param.annotation)
-            if _code_only_type(hint):
+            if code_only_type(hint):
                 continue
             params.append(param)
-        docs = _docs_for((param.name for param in params), self._docs)
+        docs = docs_for((param.name for param in params), self._docs)
         found: list[tuple[Key, inspect.Parameter]] = []
         for param in params:
             hint = hints.get(param.name, param.annotation)
             conversion = self._conversions.get(param.name)
-            if conversion is None and _is_duration(hint):
+            if conversion is None and is_duration(hint):
                 conversion = "seconds"
             text = param.annotation if isinstance(param.annotation, str) else ""
             if param.annotation is param.empty:
@@ -459,7 +288,7 @@ class Kind:
                 (
                     Key(
                         name=param.name,
-                        type=_CONVERSION_TYPES.get(conversion or "", "") or _describe(hint, text),
+                        type=CONVERSION_TYPES.get(conversion or "", "") or describe(hint, text),
                         default=default,
                         doc=docs[param.name],
                         conversion=conversion,
@@ -563,106 +392,6 @@ class Kind:
         return factory(**values, name=name) if self.policy else factory(**values)
 
 
-# ------------------------------------------------------------------ limits in files
-
-
-_limit_kinds: dict[str, Kind] = {}
-
-
-def _limit_kind(name: str, target: Callable[..., Algorithm]) -> None:
-    _limit_kinds[name] = Kind(name, target, policy=False, conversions={"period": "seconds"})
-
-
-_limit_kind("token_bucket", TokenBucket)
-_limit_kind("gcra", GCRA)
-_limit_kind("sliding_window", SlidingWindow)
-_limit_kind("fixed_window", FixedWindow)
-
-
-def limit_kinds() -> dict[str, Kind]:
-    """The ``type = "..."`` a limit table in ``limits = [...]`` may have."""
-    return dict(_limit_kinds)
-
-
-def _limit_from_table(table: Mapping[str, Any], path: str) -> Algorithm:
-    options = dict(table)
-    kind_name = options.pop("type", None)
-    kind = _limit_kinds.get(norm(kind_name)) if isinstance(kind_name, str) else None
-    if kind is None:
-        valid = ", ".join(_limit_kinds)
-        got = "missing" if kind_name is None else f"got {kind_name!r}"
-        raise ConfigError(
-            f"a limit table needs type = one of {valid} ({got}); or write a rate string "
-            "such as '10/second'",
-            path=f"{path}.type",
-        )
-    built: Algorithm = kind.build(options, path=path, name="")
-    return built
-
-
-def convert_limits(value: object, path: str) -> tuple[Algorithm, ...]:
-    """``limits`` from a file: rate strings, limit tables, or a list mixing them.
-
-    ``"10/second; 1000/hour"`` (see :func:`~buttress.ratelimit.parse_rates`),
-    ``{ type = "token_bucket", rate = 10 }``, or a list of either; every error names
-    the entry (``limits[1].rate``).
-    """
-    if isinstance(value, str):
-        return parse_rates(value, path=path)
-    if isinstance(value, dict):
-        return (_limit_from_table(value, path),)
-    if isinstance(value, list | tuple):
-        if not value:
-            raise ConfigError("give at least one limit, e.g. '10/second'", path=path)
-        found: list[Algorithm] = []
-        for index, item in enumerate(value):
-            where = f"{path}[{index}]"
-            if isinstance(item, str):
-                found.extend(parse_rates(item, path=where))
-            elif isinstance(item, dict):
-                found.append(_limit_from_table(item, where))
-            elif isinstance(item, Algorithm):
-                found.append(item)
-            else:
-                raise ConfigError(
-                    f"expected a rate string such as '10/second' or a limit table, got {item!r}",
-                    path=where,
-                )
-        return tuple(found)
-    raise ConfigError(
-        f"expected a rate string such as '10/second; 1000/hour', a limit table or a list "
-        f"of them, got {value!r}",
-        path=path,
-    )
-
-
-# A layer may have registered its own under these names (``ratelimit`` may register
-# "rates"); the registry's only fill the gaps.
-for _name, _convert in (
-    ("seconds", convert_seconds),
-    ("limits", convert_limits),
-    ("rates", convert_limits),
-    ("exceptions", convert_exceptions),
-):
-    if _name not in CONVERSIONS:
-        register_conversion(_name, _convert)
-
-
-def _rate_limiter(
-    *,
-    limits: tuple[Algorithm, ...],
-    store: str = "memory://",
-    key: str = "global",
-    cost: int = 1,
-    mode: Literal["reject", "wait"] = "reject",
-    max_wait: float = 1.0,
-    name: str,
-) -> RateLimiter:
-    return RateLimiter(
-        *limits, store=store, key=key, cost=cost, mode=mode, max_wait=max_wait, name=name
-    )
-
-
 # ------------------------------------------------------------------------ the table
 
 
@@ -671,7 +400,8 @@ _names: dict[str, Kind] = {}  # names and aliases
 _lock = threading.Lock()
 
 
-def _add(kind: Kind, *, replace: bool) -> None:
+def add(kind: Kind, *, replace: bool) -> None:
+    """Register ``kind`` under its name and aliases (see :func:`register_kind`)."""
     with _lock:
         for alias in (kind.name, *kind.aliases):
             taken = _names.get(alias)
@@ -694,49 +424,6 @@ def _add(kind: Kind, *, replace: bool) -> None:
         _kinds[kind.name] = kind
         for alias in (kind.name, *kind.aliases):
             _names[alias] = kind
-
-
-def _builtin(name: str, target: Callable[..., Any], **hints: Any) -> None:
-    aliases = list(hints.pop("aliases", ()))
-    options = _options_of(target)
-    if options is not None and options.kind and norm(options.kind) not in (name, *aliases):
-        aliases.append(norm(options.kind))  # the name its options class gives
-    _add(Kind(name, target, aliases=aliases, **hints), replace=False)
-
-
-# The hints below (conversions, code-only keys) serve only while a policy has no
-# options class; once it has one, its fields say all of this themselves.
-_S = "seconds"
-_builtin(
-    "retry",
-    Retry,
-    conversions={"delay": _S, "max_delay": _S, "max_elapsed": _S, "on": "exceptions"},
-    code_only=("on_result",),
-)
-_builtin(
-    "circuit_breaker",
-    CircuitBreaker,
-    aliases=("breaker",),
-    conversions={
-        "window_seconds": _S,
-        "slow_call_duration": _S,
-        "open_duration": _S,
-        "max_open_duration": _S,
-        "failure_on": "exceptions",
-        "ignore": "exceptions",
-    },
-    code_only=("sync",),
-)
-_builtin("timeout", Timeout, conversions={"seconds": _S})
-_builtin("bulkhead", Bulkhead, conversions={"max_wait": _S})
-_builtin("fallback", Fallback, conversions={"on": "exceptions"}, code_only=("on_result",))
-_builtin(
-    "rate_limiter",
-    RateLimiter,
-    fallback=_rate_limiter,
-    conversions={"limits": "limits", "max_wait": _S},
-)
-BUILTIN_KINDS = tuple(_kinds)
 
 
 @overload
@@ -808,13 +495,13 @@ def register_kind(
     if options is not None and not dataclasses.is_dataclass(options):
         raise ConfigError(f"{options.__name__} must be a dataclass", path="options")
     _check_takes_name(kind, options)
-    _add(Kind(norm(name), kind, options=options), replace=replace)
+    add(Kind(norm(name), kind, options=options), replace=replace)
     return kind
 
 
 def _check_takes_name(kind: Callable[..., Any], options: type[Options] | None) -> None:
     built_by = getattr(kind, "from_options", None) if options is None else kind
-    if options is None and _options_of(kind) is None:
+    if options is None and options_of(kind) is None:
         built_by = kind
     if built_by is None:
         built_by = kind

@@ -9,8 +9,11 @@ its signature and docstring).
 
 from __future__ import annotations
 
+from buttress.registry._builtins import BUILTIN_KINDS
 from buttress.registry._env import ENV_PREFIX
-from buttress.registry._kinds import BUILTIN_KINDS, Key, Kind, _toml, kinds, limit_kinds
+from buttress.registry._kinds import Key, Kind, kinds
+from buttress.registry._limits import limit_kinds
+from buttress.registry._text import toml
 from buttress.registry._values import DURATION_UNITS
 
 __all__ = ["COMMAND", "render"]
@@ -337,7 +340,7 @@ def _table(keys: tuple[Key, ...]) -> list[str]:
         return ["This type takes no options.", ""]
     lines = ["| Key | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
     for key in keys:
-        default = _toml(key.default)
+        default = toml(key.default)
         shown = default if default in ("required", "unset") else f"`{default}`"
         lines.append(
             f"| `{key.name}` | {_cell(key.type)} | {_cell(shown)} | {_cell(key.doc) or '—'} |"
