@@ -182,33 +182,11 @@ class Registry:
         with the environment's overrides), as is ``Registry()`` in code.
         """
         environ = os.environ if env is None else env
-        data: dict[str, Any] = {}
-        root = ""
-        source: Path | None = None
-        if path is not None:
-            file = Path(path)
-            if file.exists() or not missing_ok:
-                data = _read_toml(file)
-                source = file
-                if file.name == "pyproject.toml":
-                    data = _tool_section(data, file, missing_ok=missing_ok)
-                    root = "tool.buttress."
-        elif Path("buttress.toml").exists():
-            source = Path("buttress.toml")
-            data = _read_toml(source)
-        elif Path("pyproject.toml").exists() and "buttress" in _read_toml(
-            Path("pyproject.toml")
-        ).get("tool", {}):
-            source = Path("pyproject.toml")
-            data = _tool_section(_read_toml(source), source, missing_ok=False)
-            root = "tool.buttress."
-        elif not missing_ok:
-            here = Path.cwd()
-            raise ConfigError(
-                f"no configuration found: looked for {here / 'buttress.toml'} and for a "
-                f"[tool.buttress] table in {here / 'pyproject.toml'}; pass a path, or "
-                "missing_ok=True to start with an empty registry"
-            )
+        found = _find(None if path is None else Path(path), missing_ok=missing_ok)
+        if found is None:
+            return cls._load({}, env=environ, root="", source=None)
+        source, data = found
+        root = "tool.buttress." if source.name == "pyproject.toml" else ""
         return cls._load(data, env=environ, root=root, source=source)
 
     @classmethod
@@ -302,6 +280,39 @@ def _build_policy(value: Any, path: str, name: str) -> Strategy:
     return built
 
 
+def _find(path: Path | None, *, missing_ok: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The configuration file and its buttress tables, or ``None`` when there is none.
+
+    A ``pyproject.toml`` counts only if it has a ``[tool.buttress]`` table: most
+    projects have one, and finding it must not pass for finding configuration.
+    """
+    if path is not None:
+        if not path.exists() and missing_ok:
+            return None
+        data = _read_toml(path)
+        if path.name != "pyproject.toml":
+            return path, data
+        section = _tool_section(data)
+        if section is None and not missing_ok:
+            raise ConfigError(f"{path} has no [tool.buttress] table", path="tool.buttress")
+        return None if section is None else (path, section)
+    here = Path("buttress.toml")
+    if here.exists():
+        return here, _read_toml(here)
+    pyproject = Path("pyproject.toml")
+    section = _tool_section(_read_toml(pyproject)) if pyproject.exists() else None
+    if section is not None:
+        return pyproject, section
+    if missing_ok:
+        return None
+    cwd = Path.cwd()
+    raise ConfigError(
+        f"no configuration found: looked for {cwd / 'buttress.toml'} and for a "
+        f"[tool.buttress] table in {cwd / 'pyproject.toml'}; pass a path, or "
+        "missing_ok=True to start with an empty registry"
+    )
+
+
 def _read_toml(file: Path) -> dict[str, Any]:
     import tomllib  # noqa: PLC0415 - only configuration loading needs it
 
@@ -314,12 +325,10 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {exc}", path=str(file)) from exc
 
 
-def _tool_section(data: dict[str, Any], file: Path, *, missing_ok: bool) -> dict[str, Any]:
-    tool = data.get("tool", {})
+def _tool_section(data: dict[str, Any]) -> dict[str, Any] | None:
+    tool = data.get("tool")
     if not isinstance(tool, dict) or "buttress" not in tool:
-        if missing_ok:
-            return {}
-        raise ConfigError(f"{file} has no [tool.buttress] table", path="tool.buttress")
+        return None
     return _table(tool["buttress"], "tool.buttress")
 
 

@@ -132,7 +132,7 @@ def _docstrings(target: object) -> tuple[str, ...]:
     """The docstrings that describe ``target``'s parameters: its own and its ``__init__``'s."""
     found = [getattr(target, "__doc__", None)]
     if isinstance(target, type):
-        found.append(getattr(target.__init__, "__doc__", None))  # type: ignore[misc]
+        found.append(getattr(getattr(target, "__init__", None), "__doc__", None))
     return tuple(
         doc for doc in found if isinstance(doc, str) and doc and doc != object.__init__.__doc__
     )
@@ -500,19 +500,19 @@ def register_kind(
 
 
 def _check_takes_name(kind: Callable[..., Any], options: type[Options] | None) -> None:
-    built_by = getattr(kind, "from_options", None) if options is None else kind
-    if options is None and options_of(kind) is None:
-        built_by = kind
-    if built_by is None:
-        built_by = kind
+    # What will build the policies: a class with an options class builds them with
+    # its from_options (when it has one); anything else is called itself.
+    builder = kind
+    if options is None and options_of(kind) is not None:
+        builder = getattr(kind, "from_options", kind)
     try:
-        signature = inspect.signature(built_by)
-    except (TypeError, ValueError):
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # a builtin without a signature: find out when built
         return
     params = signature.parameters.values()
     if not any(p.name == "name" or p.kind is p.VAR_KEYWORD for p in params):
         raise ConfigError(
-            f"{getattr(built_by, '__qualname__', built_by)!r} must accept name=: "
+            f"{getattr(builder, '__qualname__', builder)!r} must accept name=: "
             "a policy built from configuration is named by its table's key",
             path="kind",
         )
