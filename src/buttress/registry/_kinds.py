@@ -338,6 +338,13 @@ class Kind:
             f"unknown option for {self.name!r}; valid keys: {valid}", path=f"{path}.{key}"
         )
 
+    def _check_required(self, keys: Iterable[Key], given: set[str], path: str) -> None:
+        for key in keys:
+            if key.required and key.name not in given:
+                raise ConfigError(
+                    f"required option of {self.name!r} missing", path=f"{path}.{key.name}"
+                )
+
     def _build_from_options(
         self, options: type[Options], table: Mapping[str, Any], path: str, name: str
     ) -> Any:
@@ -356,11 +363,7 @@ class Kind:
                 values[raw] = convert_seconds(value, f"{path}.{raw}")
             else:
                 values[raw] = value
-        for key in keys.values():
-            if key.required and key.name not in given:
-                raise ConfigError(
-                    f"required option of {self.name!r} missing", path=f"{path}.{key.name}"
-                )
+        self._check_required(keys.values(), given, path)
         loaded = options.from_mapping(values, path=path)
         if self._options is not None:  # registered as a factory taking options
             return self.target(loaded, name=name) if self.policy else self.target(loaded)
@@ -383,11 +386,7 @@ class Kind:
                 values[key_name] = CONVERSIONS[key.conversion](value, f"{path}.{raw}")
             else:
                 values[key_name] = value
-        for key in found.values():
-            if key.required and key.name not in values:
-                raise ConfigError(
-                    f"required option of {self.name!r} missing", path=f"{path}.{key.name}"
-                )
+        self._check_required(found.values(), set(values), path)
         factory = self._fallback or self.target
         return factory(**values, name=name) if self.policy else factory(**values)
 
