@@ -280,13 +280,15 @@ registers the class below it. A name already taken raises `ConfigError` unless
 
 ```python
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from buttress import Registry
 from buttress._options import Options, option
 from buttress._strategy import Call, Policy
 from buttress._validate import check_count
 from buttress.registry import register_kind
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,7 +316,7 @@ class Shedding(Policy):
     def from_options(cls, options: SheddingOptions, *, name: str | None = None) -> "Shedding":
         return cls(every=options.every, name=name)
 
-    def execute(self, call: Call[Any]) -> Any:
+    def execute(self, call: Call[R]) -> R:
         self.calls += 1
         if self.calls % self.options.every == 0:
             raise RuntimeError("shed")
