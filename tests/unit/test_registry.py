@@ -24,7 +24,6 @@ from buttress import (
     RateLimiter,
     Registry,
     Retry,
-    SlidingWindow,
     Timeout,
     TokenBucket,
 )
@@ -263,7 +262,7 @@ def test_env_indexes_lists() -> None:
     )
     limiter = registry.get("limit")
     assert isinstance(limiter, RateLimiter)
-    assert limiter.limits == (SlidingWindow(10, 1.0), TokenBucket(20))
+    assert limiter.limits == (FixedWindow(10, 1.0), TokenBucket(20))
     # The input is not changed by the override.
     assert config["policies"]["limit"]["limits"][1] == {"type": "token_bucket", "rate": 5}
 
@@ -611,10 +610,10 @@ limits = [
 @pytest.mark.parametrize(
     ("limits", "expected"),
     [
-        ("'10/second; 1000/hour'", (SlidingWindow(10, 1.0), SlidingWindow(1000, 3600.0))),
+        ("'10/second; 1000/hour'", (FixedWindow(10, 1.0), FixedWindow(1000, 3600.0))),
         (
             "['5 per minute', { type = 'gcra', rate = 2 }]",
-            (SlidingWindow(5, 60.0), __import__("buttress").GCRA(2)),
+            (FixedWindow(5, 60.0), __import__("buttress").GCRA(2)),
         ),
         ("{ type = 'token_bucket', rate = 3 }", (TokenBucket(3),)),
     ],

@@ -195,8 +195,8 @@ imported while loading).
 
 **Rate limits** (`limits` of a `rate_limiter`) are a rate string
 (`"10/second; 1000/hour"`, `"5 per minute"`, `"100 per 2 hours"`; each rate a
-sliding window), a [limit table](#limit-tables) with its own `type`, or a list
-mixing both: `limits = ["100/minute", {{ type = "token_bucket", rate = 5 }}]`.
+fixed window, as in limits and slowapi), a [limit table](#limit-tables) with its
+own `type`, or a list mixing both: `limits = ["100/minute", {{ type = "token_bucket", rate = 5 }}]`.
 
 **Unset** in the tables below means that the option is off (or takes its default
 behaviour) unless given; TOML has no null, so leave such a key out to keep it unset.
