@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from buttress import is_transient
-from buttress._outcome import Matcher
+from buttress import Matcher, is_transient
 from buttress.policies.fallback import (
     ErrorHandler,
     Fallback,

@@ -142,7 +142,7 @@ class Fallback(GeneratedDrivers):
     - ``value``: the final answer when every alternative failed (``None`` is a
       valid value). Leave it out to let the last failure propagate.
     - ``on``: which errors are failures, as for every policy: a
-      :class:`~buttress._outcome.Matcher`, an exception type, a tuple of types, or a
+      :class:`~buttress.Matcher`, an exception type, a tuple of types, or a
       predicate on the exception. By default: transient errors
       (:func:`~buttress.errors.is_transient`), timeouts, and buttress's rejections
       (an open circuit, a full bulkhead, a rate limit, an exhausted retry — the
@@ -196,7 +196,11 @@ class Fallback(GeneratedDrivers):
 
     def _setup(self, options: FallbackOptions, name: str | None) -> None:
         if not options.alternatives and options.value is UNSET:
-            raise ConfigError("give at least one alternative or a value=", path="alternatives")
+            raise ConfigError(
+                "give at least one alternative or a value= (both are code: from a "
+                "configuration table, FallbackOptions.from_mapping(table).replace(value=...))",
+                path="alternatives",
+            )
         self.options = options
         self._plan = Plan(options)
         self._init_strategy(name, "fallback")
