@@ -896,10 +896,8 @@ async def test_answers_for_the_rejections_of_real_policies_async() -> None:
     assert await first == "busy"
 
 
-async def test_a_timeout_inside_is_answered_for() -> None:
-    clock = FakeClock(auto_advance=False)
-    alternative = Recorder("cached")
-    pipeline = Pipeline(Fallback(alternative), Timeout(1.0, clock=clock))
+async def _hang_in(run: Callable[[Callable[[], Awaitable[str]]], Awaitable[Any]]) -> Any:
+    """Start ``run(hang)`` as a task; return it once the call hangs."""
     started = asyncio.Event()
 
     async def hang() -> str:
@@ -907,8 +905,31 @@ async def test_a_timeout_inside_is_answered_for() -> None:
         await asyncio.Event().wait()
         return "never"
 
-    task = asyncio.ensure_future(pipeline.acall(hang))
+    task = asyncio.ensure_future(run(hang))
     await started.wait()
+    return task
+
+
+def test_a_sync_timeout_inside_is_answered_for() -> None:
+    clock = FakeClock()
+    pipeline = Pipeline(Fallback(value="cached"), Timeout(1.0, clock=clock))
+
+    def late() -> str:
+        clock.advance(2.0)  # returns after its deadline: the timeout raises
+        return "late"
+
+    assert pipeline.call(late) == "cached"
+    # Inside the timeout, the fallback saw a success; the timeout raised after it.
+    inside = Pipeline(Timeout(1.0, clock=clock), Fallback(value="cached"))
+    with pytest.raises(TimeoutExceeded):
+        inside.call(late)
+
+
+async def test_a_timeout_inside_is_answered_for() -> None:
+    clock = FakeClock(auto_advance=False)
+    alternative = Recorder("cached")
+    pipeline = Pipeline(Fallback(alternative), Timeout(1.0, clock=clock))
+    task = await _hang_in(pipeline.acall)
     clock.advance(1.0)
     assert await task == "cached"
     assert len(alternative.calls) == 1
@@ -919,22 +940,12 @@ async def test_a_cancellation_is_never_answered_even_by_a_timeout() -> None:
     alternative = Recorder("never")
     # The fallback is inside the timeout: the timeout's cancellation passes through it.
     pipeline = Pipeline(Timeout(1.0, clock=clock), Fallback(alternative, value="v"))
-    started = asyncio.Event()
-
-    async def hang() -> str:
-        started.set()
-        await asyncio.Event().wait()
-        return "never"
-
-    task = asyncio.ensure_future(pipeline.acall(hang))
-    await started.wait()
+    task = await _hang_in(pipeline.acall)
     clock.advance(1.0)
     with pytest.raises(TimeoutExceeded):
         await task
     # And a cancellation by the caller, too.
-    started.clear()
-    task = asyncio.ensure_future(Fallback(alternative, value="v").acall(hang))
-    await started.wait()
+    task = await _hang_in(Fallback(alternative, value="v").acall)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
