@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from buttress import CircuitBreaker, Fallback, FallbackUsed, Retry
-from buttress._strategy import AsyncRunner, Strategy, SyncRunner
+from buttress._strategy import AsyncRunner, Call, Policy, Strategy, SyncRunner
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
 from buttress.events import CallRejected, Event, call_name, subscribe
 from buttress.pipeline import Pipeline
+
+R = TypeVar("R")
 
 
 class Record(Strategy):
@@ -528,3 +530,32 @@ def test_subscribe_with_strategies_that_emit_nothing(log: list[str]) -> None:
     unsubscribe()
     unsubscribe()  # twice is harmless
     assert got == []
+
+
+class Announce(Policy):
+    """A user's own policy, emitting an event of its own per call."""
+
+    def execute(self, call: Call[R]) -> R:
+        self.emit(Event(self.name, call=call.name))
+        return call()
+
+    async def aexecute(self, call: Call[Awaitable[R]]) -> R:
+        self.emit(Event(self.name, call=call.name))
+        return await call()
+
+
+async def test_subscribe_hears_users_own_policies() -> None:
+    pipeline = Pipeline(Pipeline(Announce(name="announce")), Fallback(value=0, name="fb"))
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    assert pipeline.call(lambda: 1) == 1
+    assert await pipeline.acall(_adown) == 0
+    assert [(type(e).__name__, e.policy) for e in got] == [
+        ("Event", "announce"),
+        ("Event", "announce"),
+        ("FallbackUsed", "fb"),
+    ]
+    assert got[1].call == call_name(_adown)
+    unsubscribe()
+    pipeline.call(lambda: 1)
+    assert len(got) == 3

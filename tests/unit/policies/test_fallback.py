@@ -806,6 +806,29 @@ async def test_a_returned_transient_response_falls_back_async(
     assert isinstance(info.value.__context__, UnacceptableResult)
 
 
+@pytest.mark.parametrize(("status", "falls_back"), [(503, True), (429, True), (404, False)])
+def test_httpx_responses_returned_or_raised(
+    run: Callable[..., Any], status: int, falls_back: bool
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    response = httpx.Response(status, request=httpx.Request("GET", "https://example.test/"))
+
+    def returned() -> Any:
+        return response
+
+    def raised() -> Any:
+        response.raise_for_status()
+
+    fb = Fallback(value="cached")
+    if falls_back:
+        assert run(fb, returned) == "cached"
+        assert run(fb, raised) == "cached"
+    else:
+        assert run(fb, returned) is response
+        with pytest.raises(httpx.HTTPStatusError):
+            run(fb, raised)
+
+
 def test_alternatives_are_judged_by_the_default_result_rule(run: Callable[..., Any]) -> None:
     second = Recorder("second")
     fb = Fallback(Recorder(Response(503)), second)
