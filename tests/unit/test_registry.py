@@ -81,7 +81,7 @@ class PacedOptions(Options):
     kind = "paced"
 
     limit: int = option(doc="How many calls at most.")
-    pause: float | datetime.timedelta = option(1.0, doc="How long to pause between calls.")  # noqa: RUF009
+    pause: float | datetime.timedelta = option(1.0, doc="How long to pause between calls.")
     on: object = option(None, toml="exceptions", doc="Which errors count.")
     hook: object = option(None, toml=False, doc="Code only.")
 
@@ -926,3 +926,20 @@ def test_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     bad.write_text("[policies.a]\ntype = 'retry'\nmax_attempts = 0\n")
     assert main(["--check", str(bad)]) == 1
     assert "policies.a.max_attempts" in capsys.readouterr().err
+
+
+def test_a_fallback_constant_comes_from_the_file(tmp_path: Path) -> None:
+    registry = load(
+        "[policies.prices]\ntype = 'fallback'\nvalue = { sku = 'x', price = 9.99 }\n"
+        "on = ['ConnectionError']\n",
+        tmp=tmp_path,
+    )
+    fallback = registry.get("prices")
+
+    def down() -> dict[str, object]:
+        raise ConnectionResetError
+
+    assert fallback.call(down) == {"sku": "x", "price": 9.99}
+    with pytest.raises(ConfigError, match="alternative or a value") as info:
+        load("[policies.prices]\ntype = 'fallback'\n", tmp=tmp_path)
+    assert info.value.path == "policies.prices.alternatives"

@@ -1060,11 +1060,16 @@ def test_options_from_a_configuration_table() -> None:
     assert fb.call(Recorder(KeyError())) == 1.0
     with pytest.raises(TimeoutError):
         fb.call(Recorder(TimeoutError()))
-    assert FallbackOptions.toml_keys() == ("on",)
-    for code_only in ("value", "alternatives", "on_result"):
-        with pytest.raises(ConfigError, match="unknown option; valid keys: on") as info:
+    assert FallbackOptions.toml_keys() == ("value", "on")
+    constant = FallbackOptions.from_mapping({"value": {"rate": 1.5}}, path="policies.rates")
+    assert Fallback.from_options(constant).call(Recorder(TimeoutError())) == {"rate": 1.5}
+    for code_only in ("alternatives", "on_result"):
+        with pytest.raises(ConfigError, match="unknown option; valid keys: value, on") as info:
             FallbackOptions.from_mapping({code_only: 1}, path="policies.rates")
         assert info.value.path == f"policies.rates.{code_only}"
+    with pytest.raises(ConfigError, match="give at least one alternative or a value") as info:
+        Fallback.from_options(FallbackOptions.from_mapping({}, path="policies.rates"))
+    assert info.value.path == "alternatives"
     with pytest.raises(ConfigError) as info:
         FallbackOptions.from_mapping({"on": "KeyboardInterrupt"}, path="policies.rates")
     assert info.value.path == "policies.rates.on"

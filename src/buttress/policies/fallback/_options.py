@@ -64,9 +64,9 @@ class FallbackOptions(Options):
     """The validated settings of one :class:`~buttress.Fallback` (``fallback.options``).
 
     ``Fallback(*alternatives, value=..., on=..., on_result=...)`` builds one; so does
-    ``FallbackOptions.from_mapping(table)`` for a configuration file, where only
-    ``on`` may be given: ``alternatives`` and ``value`` are code, added with
-    ``options.replace(value=...)``. Build the policy with
+    ``FallbackOptions.from_mapping(table)`` for a configuration file, where ``value``
+    (a constant) and ``on`` may be given: ``alternatives`` are code, added with
+    ``options.replace(alternatives=...)``. Build the policy with
     ``Fallback.from_options(options, name=...)``, which requires at least one
     alternative or a value.
     """
@@ -80,17 +80,16 @@ class FallbackOptions(Options):
     )
     value: object = option(
         UNSET,
-        toml=False,
-        doc="The last answer, when every alternative failed; left out, the last failure "
-        "propagates.",
+        doc="The last answer, when every alternative failed (in a file: any TOML value); "
+        "left out, the last failure propagates.",
     )
-    on: OnErrors | None = option(  # noqa: RUF009 - option() makes a dataclasses.field
+    on: OnErrors | None = option(
         None,
         toml="exceptions",
         doc="Which errors are answered for: exception types or a predicate; by default "
         "transient errors, timeouts and buttress's rejections.",
     )
-    on_result: Callable[[Any], object] | None = option(  # noqa: RUF009 - as above
+    on_result: Callable[[Any], object] | None = option(
         None,
         toml=False,
         doc="A predicate making a returned value a failure; by default a response with a "

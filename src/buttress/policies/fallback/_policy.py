@@ -197,8 +197,8 @@ class Fallback(GeneratedDrivers):
     def _setup(self, options: FallbackOptions, name: str | None) -> None:
         if not options.alternatives and options.value is UNSET:
             raise ConfigError(
-                "give at least one alternative or a value= (both are code: from a "
-                "configuration table, FallbackOptions.from_mapping(table).replace(value=...))",
+                "give at least one alternative or a value (in a configuration table, "
+                "value = ...; alternatives are code: FallbackOptions.replace(alternatives=...))",
                 path="alternatives",
             )
         self.options = options
