@@ -174,16 +174,21 @@ class Engine:
         if delay and jitter != "none":
             draw = self.random()
             delay *= draw if jitter == "full" else 0.5 * (1.0 + draw)
-        if self.hook is not False or isinstance(error, RateLimited):
+        hook = self.hook
+        if hook is True and error is not None:
+            asked = retry_after_of(error, now=wall)  # the common case, without a detour
+        elif hook is not False or isinstance(error, RateLimited):
             asked = self.asked(error, result, wall)
-            if asked is not None:
-                if asked > max_delay:
-                    # Waiting less would disobey the server; waiting more would break
-                    # the cap the user set. Neither is ours to choose: stop.
-                    state.reason = "retry_after"
-                    state.detail = f"Retry-After {_fmt(asked)} exceeds max_delay {_fmt(max_delay)}"
-                    return None
-                delay = max(delay, asked)
+        else:
+            asked = None
+        if asked is not None:
+            if asked > max_delay:
+                # Waiting less would disobey the server; waiting more would break
+                # the cap the user set. Neither is ours to choose: stop.
+                state.reason = "retry_after"
+                state.detail = f"Retry-After {_fmt(asked)} exceeds max_delay {_fmt(max_delay)}"
+                return None
+            delay = max(delay, asked)
         if SWITCHES.zero_backoff:
             delay = 0.0
         if now + delay > state.deadline:

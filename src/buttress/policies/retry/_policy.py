@@ -13,9 +13,13 @@ Everything the loop decides goes through :class:`Retry`'s helpers (``_plan``,
 (:meth:`Retry.attempts`) shares: one set of rules, whatever the shape.
 
 The happy path reads no clock (unless ``max_elapsed`` is set), builds no state and
-emits no event. The loop is entered after the first attempt's ``except`` block has
-ended, so later errors do not chain to the first as ``__context__`` (an unbounded
-retry would otherwise grow that chain).
+emits no event. Judging its result costs one identity test: ``seen`` holds the type
+of the last plain value (``int``, ``dict``, ...) the driver returned — a type the
+outcome model never calls a failure, and never a coroutine, since the sync check
+(``{CHECK}``) runs before a type is remembered — and only another type goes on to
+the set lookup and the result rule. The loop is entered after the first attempt's
+``except`` block has ended, so later errors do not chain to the first as
+``__context__`` (an unbounded retry would otherwise grow that chain).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ T = TypeVar("T")
 
 _FIRST = """
 {DEF} retry_first{SIG}:
+    @plain nonlocal seen
     @timed started = monotonic()
     try:
         result = {AWAIT}{CALL}
@@ -71,8 +76,11 @@ _FIRST = """
     @aio     cancelled(fn, exc, 1)
     @aio     raise
     else:
+        @plain if type(result) is seen:
+        @plain     return result
         {CHECK}
         @plain if type(result) in plain:
+        @plain     seen = type(result)
         @plain     return result
         @results if not result_rule(result):
         @results     return result
@@ -106,15 +114,26 @@ _AGAIN = """
         @aio     cancelled(fn, exc, state.attempt)
         @aio     raise
         {CHECK}
-        @results if result_rule(result):
-        @results     error = None
-        @results     continue
+        @plain if type(result) not in plain and result_rule(result):
+        @plain     error = None
+        @plain     continue
+        @other if result_rule(result):
+        @other     error = None
+        @other     continue
         if events.enabled:
             recovered(state, fn)
         return result
 """
 
-_FIRST_PARAMS = ("retryable", "result_rule", "plain", "monotonic", "cancelled", "CancelledError")
+_FIRST_PARAMS = (
+    "retryable",
+    "result_rule",
+    "plain",
+    "seen",
+    "monotonic",
+    "cancelled",
+    "CancelledError",
+)
 _AGAIN_PARAMS = (
     "begin",
     "plan",
@@ -124,6 +143,7 @@ _AGAIN_PARAMS = (
     "result_rule",
     "events",
     "recovered",
+    "plain",
     "sleep",
     "cancelled",
     "CancelledError",
@@ -193,7 +213,7 @@ class Retry(GeneratedDrivers):
     around a block (:meth:`attempts`).
     """
 
-    __slots__ = ("_clock", "_engine", "_random", "_retryable", "_what", "options")
+    __slots__ = ("_clock", "_engine", "_plan", "_random", "_retryable", "_what", "options")
 
     Options: ClassVar[type[RetryOptions]] = RetryOptions
     """The options class (``Retry.Options(max_attempts=5)``, see :meth:`from_options`)."""
@@ -274,6 +294,7 @@ class Retry(GeneratedDrivers):
         )
         self._init_strategy(name, "retry")
         self._what = f"retry {self.name!r}"
+        self._plan = self._planner()
         self._build()
 
     # ---------------------------------------------------------------- introspection
@@ -326,6 +347,7 @@ class Retry(GeneratedDrivers):
             "retryable": self._retryable,
             "result_rule": matcher.result_rule,
             "plain": _PLAIN,
+            "seen": type(None),
             "monotonic": self._clock.monotonic,
             "cancelled": self._cancelled,
             "CancelledError": cancelled_error,
@@ -337,59 +359,79 @@ class Retry(GeneratedDrivers):
             "recovered": self._recovered,
             "sleep": self._clock.asleep if is_async else self._clock.sleep,
         }
-        loop_shape = _LOOP_SHAPE[shape]
-        again = factory(
-            _AGAIN, loop_shape, _AGAIN_PARAMS, {"aio": is_async, "results": results}, label="retry"
-        )(*(values[p] for p in _AGAIN_PARAMS), *([target] if loop_shape.takes == "inner" else []))
+        plain = results and matcher.result_rule is result_is_failure
         flags = {
             "aio": is_async,
             "timed": self._engine.timed,
             "results": results,
-            "plain": results and matcher.result_rule is result_is_failure,
+            "plain": plain,
+            "other": results and not plain,
         }
-        first = factory(_FIRST, shape, (*_FIRST_PARAMS, "again"), flags, label="retry")
-        return first(
-            *(values[p] for p in _FIRST_PARAMS), again, *([] if target is None else [target])
+        loop_shape = _LOOP_SHAPE[shape]
+        loop_flags = {key: flags[key] for key in ("aio", "plain", "other")}
+        inner = (target,) if loop_shape.takes == "inner" else ()
+        again = factory(_AGAIN, loop_shape, _AGAIN_PARAMS, loop_flags, label="retry")(
+            *(values[p] for p in _AGAIN_PARAMS), *inner
         )
+        first_flags = {key: flags[key] for key in ("aio", "timed", "results", "plain")}
+        first = factory(_FIRST, shape, (*_FIRST_PARAMS, "again"), first_flags, label="retry")
+        targets = () if target is None else (target,)
+        return first(*(values[p] for p in _FIRST_PARAMS), again, *targets)
 
     # --------------------------------------------------- the failure path's helpers
 
-    def _plan(
-        self, state: Attempts, fn: object, error: BaseException | None, result: Any
-    ) -> float | None:
-        """After a failed attempt: the wait before the next one, or ``None`` to give up.
+    def _planner(self) -> Callable[[Attempts, object, BaseException | None, Any], float | None]:
+        """``plan(state, fn, error, result)``: after a failed attempt, the wait before the
+        next one, or ``None`` to give up.
 
-        Reads the clocks the engine needs, refuses a wait the enclosing time budget
+        It reads the clocks the engine needs, refuses a wait the enclosing time budget
         cannot hold (raising that timeout's error, chained from the last error), and
-        emits :class:`RetryScheduled`.
+        emits :class:`RetryScheduled`. Built once, bound to what it uses: it runs
+        after every failed attempt.
         """
         engine = self._engine
-        clock = self._clock
-        delay = engine.decide(
-            state,
-            error,
-            result,
-            clock.monotonic() if engine.timed else 0.0,
-            clock.time() if engine.reads_wall else 0.0,
-        )
-        if delay is None:
-            return None
-        if DEADLINE.get() is not None:
-            try:
-                fit(delay, self._what)
-            except TimeoutExceeded as exceeded:
-                if self._events.enabled:
-                    self._events.emit(
-                        RetryGaveUp(
-                            self.name, state.attempt, "deadline", error, result, call=_label(fn)
-                        )
-                    )
-                raise exceeded from error
-        if self._events.enabled:
-            self._events.emit(
-                RetryScheduled(self.name, state.attempt, delay, error, result, call=_label(fn))
+        decide = engine.decide
+        monotonic = self._clock.monotonic if engine.timed else None
+        wall = self._clock.time if engine.reads_wall else None
+        deadline = DEADLINE.get
+        events = self._events
+        out_of_time = self._out_of_time
+        name = self.name
+
+        def plan(state: Attempts, fn: object, error: BaseException | None, result: Any) -> Any:
+            delay = decide(
+                state,
+                error,
+                result,
+                0.0 if monotonic is None else monotonic(),
+                0.0 if wall is None else wall(),
             )
-        return delay
+            if delay is None:
+                return None
+            if deadline() is not None:
+                out_of_time(state, fn, error, result, delay)
+            if events.enabled:
+                events.emit(
+                    RetryScheduled(name, state.attempt, delay, error, result, call=_label(fn))
+                )
+            return delay
+
+        return plan
+
+    def _out_of_time(
+        self, state: Attempts, fn: object, error: BaseException | None, result: Any, delay: float
+    ) -> None:
+        """Refuse a wait that cannot end before the enclosing ``Timeout``'s deadline."""
+        try:
+            fit(delay, self._what)
+        except TimeoutExceeded as exceeded:
+            if self._events.enabled:
+                self._events.emit(
+                    RetryGaveUp(
+                        self.name, state.attempt, "deadline", error, result, call=_label(fn)
+                    )
+                )
+            raise exceeded from error
 
     def _give_up(
         self, state: Attempts, fn: object, error: BaseException | None, result: Any
