@@ -144,8 +144,9 @@ class Engine:
             asked = None
         else:
             asked = _seconds_or_none(hook(Outcome(result, error)))
-        if asked is None and isinstance(error, RateLimited):
-            # A limiter's refusal says when it will pass; trying sooner is refused again.
+        if isinstance(error, RateLimited) and (asked is None or hook is True):
+            # A limiter's refusal says when it will pass (infinity: never); trying sooner
+            # is refused again.
             asked = _seconds_or_none(error.retry_after)
         return asked
 
@@ -175,14 +176,14 @@ class Engine:
             draw = self.random()
             delay *= draw if jitter == "full" else 0.5 * (1.0 + draw)
         hook = self.hook
-        if hook is True and error is not None:
+        if hook is True and error is not None and not isinstance(error, RateLimited):
             asked = retry_after_of(error, now=wall)  # the common case, without a detour
         elif hook is not False or isinstance(error, RateLimited):
             asked = self.asked(error, result, wall)
         else:
             asked = None
         if asked is not None:
-            if asked > max_delay:
+            if asked > max_delay or asked == math.inf:
                 # Waiting less would disobey the server; waiting more would break
                 # the cap the user set. Neither is ours to choose: stop.
                 state.reason = "retry_after"
