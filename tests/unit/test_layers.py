@@ -47,6 +47,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "buttress._outcome",
             "buttress._deadline",
             "buttress._options",
+            "buttress.options",
             "buttress.pipeline",
         ),
     ),

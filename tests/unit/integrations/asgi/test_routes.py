@@ -84,8 +84,7 @@ async def test_the_default_name_is_the_endpoint_qualified_name(routes: RouteLimi
     async with client_of(Starlette(routes=[Route("/", named)])) as client:
         response = await client.get("/")
     assert response.headers["ratelimit"] == (
-        f'"{__name__}.test_the_default_name_is_the_endpoint_qualified_name.<locals>.named";'
-        "r=4;t=60"
+        f'"{__name__}.test_the_default_name_is_the_endpoint_qualified_name.<locals>.named";r=4;t=60'
     )
 
 
