@@ -61,34 +61,35 @@ class RetryOptions(Options):
 
     kind = "retry"
 
+    # option() makes a dataclasses.field: the RUF009 noqa marks below say so to ruff.
     max_attempts: int | None = option(
         3, doc="Attempts in all, the first included; None bounds the retry by max_elapsed only."
     )
-    backoff: Backoff | str = option(
+    backoff: Backoff | str = option(  # noqa: RUF009
         "exponential",
         doc="The schedule of waits, or its name: constant, linear, exponential, fibonacci, "
         "decorrelated_jitter.",
     )
-    delay: Seconds | None = option(
+    delay: Seconds | None = option(  # noqa: RUF009
         None, doc="The initial delay of a schedule given by name (0.1 s when left out)."
     )
-    max_delay: Seconds = option(30.0, doc="The longest single wait, in seconds (> 0).")
-    jitter: Jitter = option("full", doc="How each wait is randomised: full, equal or none.")
-    max_elapsed: Seconds | None = option(
+    max_delay: Seconds = option(30.0, doc="The longest single wait, in seconds (> 0).")  # noqa: RUF009
+    jitter: Jitter = option("full", doc="How each wait is randomised: full, equal or none.")  # noqa: RUF009
+    max_elapsed: Seconds | None = option(  # noqa: RUF009
         None, doc="A time budget in seconds from the start of the first attempt."
     )
-    on: RetryOn | None = option(
+    on: RetryOn | None = option(  # noqa: RUF009
         None,
         toml="exceptions",
         doc="Which errors are retried (default: transient errors and timeouts).",
     )
-    on_result: Callable[[Any], object] | None = option(
+    on_result: Callable[[Any], object] | None = option(  # noqa: RUF009
         None,
         toml=False,
         doc="A predicate on a returned value; true means retry (default: a response with a "
         "transient HTTP status).",
     )
-    retry_after: RetryAfter = option(
+    retry_after: RetryAfter = option(  # noqa: RUF009
         True,
         doc="Honour a Retry-After carried by the outcome (true), ignore it (false), or a "
         "function of the outcome returning seconds.",
