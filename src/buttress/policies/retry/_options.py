@@ -63,7 +63,7 @@ class RetryOptions(Options):
 
     # option() makes a dataclasses.field: the RUF009 noqa marks below say so to ruff.
     max_attempts: int | None = option(
-        3, doc="Attempts in all, the first included; None bounds the retry by max_elapsed only."
+        3, doc="Attempts in all, the first included; unset: bounded by max_elapsed only."
     )
     backoff: Backoff | str = option(  # noqa: RUF009
         "exponential",
@@ -91,8 +91,8 @@ class RetryOptions(Options):
     )
     retry_after: RetryAfter = option(  # noqa: RUF009
         True,
-        doc="Honour a Retry-After carried by the outcome (true), ignore it (false), or a "
-        "function of the outcome returning seconds.",
+        doc="Honour the Retry-After an error or a returned response carries (true) or ignore "
+        "it (false); in code, also a function of the outcome returning seconds or None.",
     )
     reraise: bool = option(
         False,
