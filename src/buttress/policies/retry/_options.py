@@ -63,7 +63,7 @@ class RetryOptions(Options):
 
     # option() makes a dataclasses.field: the RUF009 noqa marks below say so to ruff.
     max_attempts: int | None = option(
-        3, doc="Attempts in all, the first included; unset: bounded by max_elapsed only."
+        3, doc="Attempts in all, the first included (None in code: bounded by max_elapsed only)."
     )
     backoff: Backoff | str = option(  # noqa: RUF009
         "exponential",
