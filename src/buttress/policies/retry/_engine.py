@@ -132,23 +132,25 @@ class Engine:
         return Attempts(math.inf if max_elapsed is None else started + max_elapsed)
 
     def asked(self, error: BaseException | None, result: Any, wall: float) -> float | None:
-        """The wait the outcome asked for (``Retry-After``), as the settings read it."""
+        """The wait the outcome asked for (``Retry-After``), as the settings read it.
+
+        A limiter's refusal is read whatever the settings: it says when the call will
+        pass (infinity: never), and trying sooner would only be refused again.
+        """
         hook = self.hook
-        asked: float | None
+        if isinstance(error, RateLimited):
+            own = _seconds_or_none(error.retry_after)
+            if isinstance(hook, bool):
+                return own
+            asked = _seconds_or_none(hook(Outcome(None, error)))
+            return own if asked is None else asked
         if hook is True:
             if error is not None:
-                asked = retry_after_of(error, now=wall)
-            else:
-                asked = default_retry_after(Outcome(result), wall)
-        elif hook is False:
-            asked = None
-        else:
-            asked = _seconds_or_none(hook(Outcome(result, error)))
-        if isinstance(error, RateLimited) and (asked is None or hook is True):
-            # A limiter's refusal says when it will pass (infinity: never); trying sooner
-            # is refused again.
-            asked = _seconds_or_none(error.retry_after)
-        return asked
+                return retry_after_of(error, now=wall)
+            return default_retry_after(Outcome(result), wall)
+        if hook is False:
+            return None
+        return _seconds_or_none(hook(Outcome(result, error)))
 
     def decide(
         self, state: Attempts, error: BaseException | None, result: Any, now: float, wall: float
