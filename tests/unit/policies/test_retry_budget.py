@@ -33,37 +33,12 @@ from buttress.clock import FakeClock
 from buttress.events import Event
 
 from tests.helpers import tick
-
-MODES = ["sync", "async"]
+from tests.unit.policies.retry_helpers import MODES, Hang, Script, run
 
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-class Script:
-    """Plays ``outcomes`` in order (exceptions raised, values returned), then "ok"."""
-
-    def __init__(self, *outcomes: object) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def sync(self) -> Any:
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    async def async_(self) -> Any:
-        return self.sync()
-
-
-async def run(policy: Pipeline, script: Script, mode: str) -> Any:
-    if mode == "sync":
-        return policy.call(script.sync)
-    return await policy.acall(script.async_)
 
 
 def failing(n: int = 10) -> Script:
@@ -234,21 +209,14 @@ async def test_a_timeout_cancelling_an_attempt_passes_through(manual_clock: Fake
     seen: list[Event] = []
     retry = Retry(5, name="r", clock=manual_clock)
     retry.subscribe(seen.append)
-    hang = asyncio.Event()
-    calls = 0
-
-    async def hanging() -> None:
-        nonlocal calls
-        calls += 1
-        await hang.wait()
-
+    hanging = Hang()
     task = asyncio.ensure_future(Pipeline(Timeout(0.5, clock=manual_clock), retry).acall(hanging))
     await tick(3)
     manual_clock.advance(0.5)
     with pytest.raises(TimeoutExceeded) as info:
         await task
     assert isinstance(info.value.__cause__, asyncio.CancelledError)
-    assert calls == 1
+    assert hanging.calls == 1
     assert [(type(e), e.attempts, e.reason) for e in seen if isinstance(e, RetryGaveUp)] == [
         (RetryGaveUp, 1, "timeout")
     ]
@@ -259,27 +227,18 @@ async def test_a_timeout_cancelling_a_later_attempt(manual_clock: FakeClock) -> 
     seen: list[Event] = []
     retry = Retry(5, delay=1.0, jitter="none", name="r", clock=manual_clock)
     retry.subscribe(seen.append, RetryGaveUp)
-    hang = asyncio.Event()
-    calls = 0
-
-    async def fail_then_hang() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise ConnectionError
-        await hang.wait()
-
+    fail_then_hang = Hang(ConnectionError())
     task = asyncio.ensure_future(
         Pipeline(Timeout(5.0, clock=manual_clock), retry).acall(fail_then_hang)
     )
     await tick(3)
     manual_clock.advance(1.0)  # the wait ends; the second attempt starts and hangs
     await tick(3)
-    assert calls == 2
+    assert fail_then_hang.calls == 2
     manual_clock.advance(4.0)
     with pytest.raises(TimeoutExceeded):
         await task
-    assert calls == 2
+    assert fail_then_hang.calls == 2
     assert [(e.attempts, e.reason) for e in seen if isinstance(e, RetryGaveUp)] == [(2, "timeout")]
 
 
@@ -287,21 +246,14 @@ async def test_the_callers_cancellation_passes_through_quietly(manual_clock: Fak
     seen: list[Event] = []
     retry = Retry(5, delay=1.0, clock=manual_clock)
     retry.subscribe(seen.append)
-    hang = asyncio.Event()
-    calls = 0
-
-    async def hanging() -> None:
-        nonlocal calls
-        calls += 1
-        await hang.wait()
-
+    hanging = Hang()
     for pipeline in (Pipeline(retry), Pipeline(Timeout(60.0, clock=manual_clock), retry)):
         task = asyncio.ensure_future(pipeline.acall(hanging))
         await tick(3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert calls == 2
+    assert hanging.calls == 2
     assert seen == []
 
 

@@ -19,6 +19,7 @@ import pytest
 import buttress.policies.retry._policy as retry_policy
 from buttress import CircuitOpen, Matcher, Pipeline, Retry, RetryRecovered
 from buttress._strategy import GeneratedDrivers, Strategy
+from buttress._events import call_name
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
 from buttress.events import Event
@@ -142,7 +143,7 @@ def test_from_options(clock: FakeClock) -> None:
     assert policy.name == "api"
     assert policy.options is options
     assert policy.max_attempts == 4
-    outcomes = [ConnectionError(), ConnectionError(), "ok"]
+    outcomes: list[str | Exception] = [ConnectionError(), ConnectionError(), "ok"]
 
     def flaky() -> str:
         outcome = outcomes.pop(0)
@@ -255,7 +256,7 @@ def test_the_call_name_is_worked_out_only_for_listeners(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     named: list[object] = []
-    real = retry_policy.call_name
+    real = call_name
 
     def spy(fn: object) -> str:
         named.append(fn)

@@ -39,39 +39,14 @@ from buttress.clock import FakeClock
 from buttress.events import CallRejected, Event
 
 from tests.helpers import tick
+from tests.unit.policies.retry_helpers import MODES, Script, run
 
 R = TypeVar("R")
-
-MODES = ["sync", "async"]
 
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-class Script:
-    """Plays ``outcomes`` in order (exceptions raised, values returned), then "ok"."""
-
-    def __init__(self, *outcomes: object) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def sync(self) -> Any:
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    async def async_(self) -> Any:
-        return self.sync()
-
-
-async def run(policy: Retry | Pipeline, script: Script, mode: str) -> Any:
-    if mode == "sync":
-        return policy.call(script.sync)
-    return await policy.acall(script.async_)
 
 
 class Refusing(Policy):
