@@ -18,8 +18,8 @@ import pytest
 
 import buttress.policies.retry._policy as retry_policy
 from buttress import CircuitOpen, Matcher, Pipeline, Retry, RetryRecovered
-from buttress._strategy import GeneratedDrivers, Strategy
 from buttress._events import call_name
+from buttress._strategy import GeneratedDrivers, Strategy
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
 from buttress.events import Event
