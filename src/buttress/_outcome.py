@@ -222,7 +222,8 @@ class Matcher:
     Matchers combine with ``|``: ``Matcher() | Matcher(KeyError)`` is the default
     rule plus ``KeyError``. :meth:`names` tells whether an error's type was named
     explicitly, which policies use for buttress's own rejections (a retry does
-    not retry :class:`~buttress.errors.CircuitOpen` unless it is named).
+    not retry :class:`~buttress.errors.CircuitOpen` unless ``CircuitOpen`` or
+    ``Rejected`` is named; ``Exception`` is too broad to name it).
     """
 
     __slots__ = ("_named", "_programming", "_types", "error_rule", "result_rule")
@@ -321,9 +322,22 @@ class Matcher:
         """Whether returning ``result`` is a failure of the dependency."""
         return bool(self.result_rule(result))
 
-    def names(self, exc: BaseException) -> bool:
-        """Whether a type given to this matcher names ``exc``'s class (or a base of it)."""
-        return bool(self._named) and isinstance(exc, self._named)
+    def names(
+        self,
+        exc: BaseException,
+        within: type[BaseException] | tuple[type[BaseException], ...] = BaseException,
+    ) -> bool:
+        """Whether a type given to this matcher names ``exc``'s class (or a base of it).
+
+        With ``within``, only types inside that family count: a policy asks
+        ``names(exc, Rejected)`` so that ``CircuitOpen`` or ``Rejected`` name an open
+        circuit while a broad ``Exception`` does not — ``on=Exception`` means "any
+        failure", not "retry my own fail-fast rejections too".
+        """
+        for kind in self._named:
+            if isinstance(exc, kind) and issubclass(kind, within):
+                return True
+        return False
 
     @property
     def checks_results(self) -> bool:

@@ -47,7 +47,9 @@ def retryable(matcher: Matcher) -> Callable[[BaseException], bool]:
 
     def rule(exc: BaseException) -> bool:
         if isinstance(exc, _FAIL_FAST) and not isinstance(exc, RateLimited):
-            return names(exc)
+            # Only a type of their own names them: on=Exception means "any failure",
+            # not "wait out my own open circuits".
+            return names(exc, _FAIL_FAST)
         return error_rule(exc)
 
     return rule
