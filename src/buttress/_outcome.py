@@ -334,10 +334,7 @@ class Matcher:
         circuit while a broad ``Exception`` does not — ``on=Exception`` means "any
         failure", not "retry my own fail-fast rejections too".
         """
-        for kind in self._named:
-            if isinstance(exc, kind) and issubclass(kind, within):
-                return True
-        return False
+        return any(isinstance(exc, kind) and issubclass(kind, within) for kind in self._named)
 
     @property
     def checks_results(self) -> bool:

@@ -65,31 +65,31 @@ class RetryOptions(Options):
     max_attempts: int | None = option(
         3, doc="Attempts in all, the first included (None in code: bounded by max_elapsed only)."
     )
-    backoff: Backoff | str = option(  # noqa: RUF009
+    backoff: Backoff | str = option(
         "exponential",
         doc="The schedule of waits, or its name: constant, linear, exponential, fibonacci, "
         "decorrelated_jitter.",
     )
-    delay: Seconds | None = option(  # noqa: RUF009
+    delay: Seconds | None = option(
         None, doc="The initial delay of a schedule given by name (0.1 s when left out)."
     )
-    max_delay: Seconds = option(30.0, doc="The longest single wait, in seconds (> 0).")  # noqa: RUF009
-    jitter: Jitter = option("full", doc="How each wait is randomised: full, equal or none.")  # noqa: RUF009
-    max_elapsed: Seconds | None = option(  # noqa: RUF009
+    max_delay: Seconds = option(30.0, doc="The longest single wait, in seconds (> 0).")
+    jitter: Jitter = option("full", doc="How each wait is randomised: full, equal or none.")
+    max_elapsed: Seconds | None = option(
         None, doc="A time budget in seconds from the start of the first attempt."
     )
-    on: RetryOn | None = option(  # noqa: RUF009
+    on: RetryOn | None = option(
         None,
         toml="exceptions",
         doc="Which errors are retried (default: transient errors and timeouts).",
     )
-    on_result: Callable[[Any], object] | None = option(  # noqa: RUF009
+    on_result: Callable[[Any], object] | None = option(
         None,
         toml=False,
         doc="A predicate on a returned value; true means retry (default: a response with a "
         "transient HTTP status).",
     )
-    retry_after: RetryAfter = option(  # noqa: RUF009
+    retry_after: RetryAfter = option(
         True,
         doc="Honour the Retry-After an error or a returned response carries (true) or ignore "
         "it (false); in code, also a function of the outcome returning seconds or None.",
