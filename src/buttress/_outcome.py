@@ -31,7 +31,6 @@ them, a breaker does not count them unless named, a fallback answers for them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -111,7 +110,8 @@ def _is_response_type(kind: type) -> bool:
     if callable(getattr(kind, "raise_for_status", None)):
         return True  # httpx, requests, aiohttp
     for klass in kind.__mro__:
-        annotations = inspect.get_annotations(klass)
+        # The class's own annotations (not inherited ones: the MRO walk sees those).
+        annotations = klass.__dict__.get("__annotations__")  # noqa: RUF063 - no inspect import
         if annotations and ("status_code" in annotations or "status" in annotations):
             return True  # a response dataclass or typed class of the user's
     return kind.__module__ == "http.client" and kind.__name__ == "HTTPResponse"

@@ -19,7 +19,7 @@ it like any other refusal. A cost of 0 takes nothing and reports the key's stand
 from __future__ import annotations
 
 import math
-from importlib import resources
+import os
 from typing import Any
 
 from buttress.errors import ConfigError
@@ -36,11 +36,19 @@ _floor = math.floor
 _decision = tuple.__new__
 
 
+_LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua")
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
 # Every Lua twin is read at import (four small files): reading one lazily from a
 # caller's thread would take the import lock, which a fork can leave held forever
 # in the child.
 _LUA = {
-    name: resources.files("buttress.ratelimit").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    name: _read(os.path.join(_LUA_DIR, f"{name}.lua"))
     for name in ("token_bucket", "gcra", "fixed_window", "sliding_window")
 }
 

@@ -9,7 +9,8 @@ generated sync and async. Neither holds a decision of its own: they ask the
 
 from __future__ import annotations
 
-import inspect
+import types
+from collections.abc import Awaitable as _Awaitable
 from collections.abc import Callable
 from typing import Any, ClassVar, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -23,6 +24,14 @@ from . import _events
 from ._events import UnacceptableResult
 from ._options import UNSET, Alternative, ErrorHandler, FallbackOptions
 from ._plan import Plan
+
+_CoroutineType = types.CoroutineType
+
+
+def _is_awaitable(value: object) -> bool:
+    """``inspect.isawaitable`` without importing :mod:`inspect` (an alternative's result)."""
+    return type(value) is _CoroutineType or isinstance(value, _Awaitable)
+
 
 __all__ = ["Fallback"]
 
@@ -242,7 +251,7 @@ class Fallback(GeneratedDrivers):
             UnacceptableResult,
             _async_in_sync_call,
             _refuse_coroutine,
-            inspect.isawaitable,
+            _is_awaitable,
         )
 
     def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
