@@ -542,8 +542,8 @@ class Recording:
 async def test_other_stores_are_asked_through_the_protocol(mode: str, clock: FakeClock) -> None:
     store = Recording(clock)
     assert isinstance(store, Store)
-    single = RateLimiter(FixedWindow(1, 60), store=store, clock=clock)  # type: ignore[arg-type]
-    multi = RateLimiter(FixedWindow(2, 60), GCRA(1), store=store, clock=clock)  # type: ignore[arg-type]
+    single = RateLimiter(FixedWindow(1, 60), store=store, clock=clock, name="one")  # type: ignore[arg-type]
+    multi = RateLimiter(FixedWindow(2, 60), GCRA(1), store=store, clock=clock, name="two")  # type: ignore[arg-type]
     assert (await hit(single, mode)).allowed
     assert not (await hit(single, mode)).allowed
     with pytest.raises(RateLimited):
@@ -566,7 +566,9 @@ async def test_other_stores_are_asked_through_the_protocol(mode: str, clock: Fak
 
 async def test_a_fallback_store_works_too(mode: str, clock: FakeClock) -> None:
     store = FallbackStore(MemoryStore(clock=clock, name="primary"), clock=clock)
-    limiter = RateLimiter(FixedWindow(1, 60), TokenBucket(5), store=store, clock=clock)
+    limiter = RateLimiter(
+        FixedWindow(1, 60), TokenBucket(5), store=store, clock=clock, name="fallback"
+    )
     assert (await hit(limiter, mode)).allowed
     assert not (await hit(limiter, mode)).allowed
     assert len(store.primary) == 2  # type: ignore[arg-type]
