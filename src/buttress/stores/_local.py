@@ -98,8 +98,8 @@ class LocalStore(Protocol):
     ) -> Allow:
         """``allow(key=None, cost=None) -> bool``: one request under every limit, all or nothing.
 
-        The key stored is ``prefix + key`` (``default_key`` when ``key`` is
-        ``None``), so a caller can hand the decider out as its own API without a
+        The key stored is ``prefix + key``, or ``default_key`` as it is when ``key``
+        is ``None``, so a caller can hand the decider out as its own API without a
         wrapper; ``on_refused()`` is called after each refusal.
         """
         ...

@@ -588,7 +588,7 @@ class MemoryStore:
 
         Decides, and keeps state, exactly as :meth:`decide` (one limit) or
         :meth:`decide_all` (several) would for the key ``prefix + key`` —
-        ``default_key`` when ``key`` is ``None`` — and ``cost`` (``default_cost``
+        ``default_key`` as it is when ``key`` is ``None`` — and ``cost`` (``default_cost``
         when ``None``), but answers only whether the request was allowed, building
         no :class:`~buttress.stores.Decision`. ``on_refused()`` is called after each
         refusal. One limit with a boolean twin (every built-in algorithm has one)
