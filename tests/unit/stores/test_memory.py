@@ -441,9 +441,12 @@ def test_a_child_forked_while_a_thread_holds_the_lock_does_not_hang() -> None:
     done = threading.Event()
 
     def hold() -> None:
-        with store._lock:
+        store._acquire()
+        try:
             holding.set()
             done.wait(30)
+        finally:
+            store._give(True)
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -471,8 +474,8 @@ def test_a_child_forked_while_a_thread_holds_the_lock_does_not_hang() -> None:
         done.set()
         holder.join()
     assert process.exitcode == 0
-    # The parent's own lock was held, then released, by its own thread only.
-    assert not store._lock.locked()
+    # The parent's own lock was held, then freed, by its own thread only.
+    assert store._token == [True]
 
 
 # ----------------------------------------------------------- boolean deciders
@@ -710,3 +713,22 @@ def test_bound_allow_forgives_float_rounding_as_decide_does(algorithm: Algorithm
         expected = store.decide("asked", algorithm, now=now).allowed
         assert allow("allowed") is expected
     assert expected  # the last one was admitted
+
+
+@pytest.mark.stress
+def test_a_decision_waits_for_the_thread_that_holds_the_lock() -> None:
+    store = MemoryStore(clock=FakeClock(auto_advance=False))
+    window = FixedWindow(1, 60)
+    allow = store.bind_allow((window,))
+    answers: list[bool] = []
+    store._acquire()  # as a thread preempted mid-decision would
+    waiter = threading.Thread(target=lambda: answers.append(allow("k")))
+    waiter.start()
+    # Past its first yields, into the back-off: it must still be waiting.
+    waiter.join(0.2)
+    assert waiter.is_alive()
+    assert answers == []
+    store._give(True)
+    waiter.join(5)
+    assert answers == [True]
+    assert store.decide("k", window, 0).remaining == 0
