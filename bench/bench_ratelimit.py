@@ -25,7 +25,7 @@ from typing import Any
 from buttress.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingWindow, TokenBucket
 from buttress.stores import RedisStore
 
-from _common import baseline
+from _common import awork, baseline, work
 from _harness import Case, check_works, main
 
 MEM = "rate limit decision, in memory (sync)"
@@ -52,6 +52,15 @@ def aallow(*limits: Any) -> Callable[[], Any]:
 
 def hit(*limits: Any) -> Callable[[], Any]:
     return RateLimiter(*limits, name="bench").hit
+
+
+def policy(*limits: Any) -> Callable[[], Any]:
+    """The limiter as a decorator around the group's function: what a policy adds."""
+    return RateLimiter(*limits, name="bench")(work)
+
+
+def apolicy(*limits: Any) -> Callable[[], Any]:
+    return RateLimiter(*limits, name="bench")(awork)
 
 
 def ahit(*limits: Any) -> Callable[[], Any]:
@@ -229,6 +238,11 @@ CASES = [
         "buttress: two limits, 10^9/s and 10^12/h, allow",
         lambda: allow(TokenBucket(HUGE), FixedWindow(HUGE * 1000, 3600)),
     ),
+    Case(
+        MEM,
+        "buttress: token bucket, as a policy (decorated call)",
+        lambda: policy(TokenBucket(HUGE)),
+    ),
     Case(MEM, "buttress: token bucket, hit (full result)", lambda: hit(TokenBucket(HUGE))),
     Case(MEM, "buttress: GCRA, hit (full result)", lambda: hit(GCRA(HUGE))),
     Case(MEM, "buttress: sliding window, hit (full result)", lambda: hit(SlidingWindow(HUGE))),
@@ -267,6 +281,12 @@ CASES = [
         target_ns=450,
     ),
     Case(AMEM, "buttress: GCRA, aallow", lambda: aallow(GCRA(HUGE)), is_async=True, target_ns=450),
+    Case(
+        AMEM,
+        "buttress: token bucket, as a policy (decorated call)",
+        lambda: apolicy(TokenBucket(HUGE)),
+        is_async=True,
+    ),
     Case(
         AMEM,
         "buttress: token bucket, ahit (full result)",
