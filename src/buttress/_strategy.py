@@ -3,13 +3,24 @@
 A strategy contributes *runners*: a sync runner is a plain function
 ``run(fn, args, kwargs) -> result`` and an async runner is
 ``run(fn, args, kwargs) -> awaitable``. A strategy builds its runner around the
-runner of the strategy inside it (``_sync_runner(inner)``), once, when the pipeline
-or policy is built — so a call allocates no closures, contexts or attempt records;
-it only passes ``fn``, the argument tuple and the keyword dict down the chain.
+runner of the strategy inside it (``_sync_runner(inner)``), once, the first time it
+is needed — so a call allocates no closures, contexts or attempt records; it only
+passes ``fn``, the argument tuple and the keyword dict down the chain.
 
-The innermost runner is :func:`invoke`, which calls ``fn(*args, **kwargs)``. For
-async execution the same :func:`invoke` returns ``fn``'s coroutine and the strategy
-above awaits it, so the chain has no extra coroutine at the bottom.
+The innermost runner is :func:`invoke` (sync) or :func:`invoke_async`. The sync one
+also refuses an async function: a coroutine returned to a sync caller means no
+protection was applied (the call has not even started), so it is closed and a
+``TypeError`` names ``acall``. Policies whose drivers are generated
+(:mod:`buttress._codegen`) call the function directly when nothing is inside them,
+with the same check inlined.
+
+Two bases:
+
+- :class:`Strategy`, internal: subclasses implement ``_sync_runner`` /
+  ``_async_runner`` (and may specialise ``_decorate_sync`` / ``_decorate_async``).
+- :class:`Policy`, public: subclasses implement :meth:`Policy.execute` and
+  :meth:`Policy.aexecute` and get everything else — decorator, ``call``/``acall``,
+  pipelines, events, the registry.
 """
 
 from __future__ import annotations
@@ -19,9 +30,34 @@ import inspect
 import itertools
 import types
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeAlias, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, final, overload
 
-from buttress.events import Emitter, Event, Listener
+from buttress._codegen import (
+    ASYNC_DECORATOR,
+    ASYNC_DIRECT,
+    ASYNC_RUNNER,
+    SYNC_DECORATOR,
+    SYNC_DIRECT,
+    SYNC_RUNNER,
+    Shape,
+    use_acall,
+)
+from buttress._events import Emitter, Event, Listener, call_name
+from buttress._validate import check_name
+
+__all__ = [
+    "AsyncRunner",
+    "Call",
+    "GeneratedDrivers",
+    "Policy",
+    "Strategy",
+    "SyncRunner",
+    "UseAcall",
+    "default_name",
+    "invoke",
+    "invoke_async",
+    "is_async_callable",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,10 +68,19 @@ AsyncRunner: TypeAlias = Callable[
 ]
 
 _counters: dict[str, itertools.count[int]] = {}
+_Coroutine = types.CoroutineType
 
 
 def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The innermost runner: call the user's function."""
+    """The innermost sync runner: call the user's function; refuse a coroutine."""
+    result = fn(*args, **kwargs)
+    if type(result) is _Coroutine:
+        use_acall(fn, result)
+    return result
+
+
+def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The innermost async runner: the user's coroutine, for the strategy above to await."""
     return fn(*args, **kwargs)
 
 
@@ -64,13 +109,29 @@ def is_async_callable(fn: object) -> bool:
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
+@final
+class UseAcall:
+    """What the type checker sees a sync entry point return for an async function.
+
+    ``policy.call(async_fn)`` raises ``TypeError`` at run time (the coroutine would
+    run unprotected); typed as returning this, it is also refused by ``mypy``
+    wherever its result is used — awaited, assigned to a typed name, returned.
+    Use ``await policy.acall(async_fn)``.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # pragma: no cover - never built
+        raise TypeError("UseAcall only exists for the type checker")
+
+
 class Strategy:
     """Base of policies and pipelines: run a callable through this strategy.
 
-    Subclasses implement :meth:`_sync_runner` and :meth:`_async_runner` and call
-    :meth:`_build` at the end of ``__init__``. Everything else — ``call``, ``acall``,
-    use as a decorator — comes from here. A subclass may override ``call``,
-    ``acall`` or ``_decorate_sync`` with a specialised fast path, provided the
+    Subclasses implement :meth:`_sync_runner` and :meth:`_async_runner`; the runners
+    are built the first time they are needed. Everything else — ``call``, ``acall``,
+    use as a decorator — comes from here. A subclass may override
+    ``_decorate_sync``/``_decorate_async`` with a specialised wrapper, provided the
     decisions stay in its sans-I/O engine.
     """
 
@@ -82,12 +143,33 @@ class Strategy:
     _async: AsyncRunner
 
     def _init_strategy(self, name: str | None, kind: str) -> None:
-        self.name = name if name is not None else default_name(kind)
+        checked = check_name(name)
+        self.name = checked if checked is not None else default_name(kind)
         self._events = Emitter()
 
     def _build(self) -> None:
+        """Build both runners now (they are otherwise built on first use)."""
         self._sync = self._sync_runner(invoke)
-        self._async = self._async_runner(invoke)
+        self._async = self._async_runner(invoke_async)
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Only reached when a slot is unset: build the runners lazily, so a policy
+        # (or a user's subclass) need not call _build() at the end of __init__.
+        if attribute == "_sync":
+            runner: Any = self._sync_runner(invoke)
+            self._sync = runner
+            return runner
+        if attribute == "_async":
+            runner = self._async_runner(invoke_async)
+            self._async = runner
+            return runner
+        if attribute == "_events":
+            self._events = Emitter()
+            return self._events
+        if attribute == "name":
+            self.name = default_name(type(self).__name__.lower())
+            return self.name
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
 
     # ---------------------------------------------------------------- for subclasses
 
@@ -105,10 +187,21 @@ class Strategy:
         """Send this policy's events to ``listener``; returns the unsubscribe function."""
         return self._events.subscribe(listener, *types)
 
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` through this strategy."""
-        result: R = self._sync(fn, args, kwargs)
-        return result
+    @overload
+    def call(  # async functions are refused on purpose: see UseAcall
+        self, fn: Callable[P, Coroutine[Any, Any, Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> UseAcall: ...
+
+    @overload
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` through this strategy.
+
+        ``fn`` must be synchronous: given an async function (or anything returning a
+        coroutine) it raises ``TypeError`` before anything runs; use :meth:`acall`.
+        """
+        return self._sync(fn, args, kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through this strategy."""
@@ -171,3 +264,146 @@ class Strategy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class GeneratedDrivers(Strategy):
+    """A strategy whose drivers are generated from one template (:mod:`buttress._codegen`).
+
+    Subclasses implement :meth:`_driver`; the runners and decorators of every shape
+    come from it: a runner around the next strategy, a runner that calls the
+    function directly when nothing is inside, and a decorator's wrapper, each sync
+    and async.
+    """
+
+    __slots__ = ()
+
+    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+        """The driver in ``shape``; ``target`` is the next runner, the decorated
+        function, or ``None`` (a direct runner, which gets ``fn`` per call)."""
+        raise NotImplementedError
+
+    def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+        if inner is invoke:
+            return self._driver(SYNC_DIRECT, None)
+        return self._driver(SYNC_RUNNER, inner)
+
+    def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
+        if inner is invoke_async:
+            return self._driver(ASYNC_DIRECT, None)
+        return self._driver(ASYNC_RUNNER, inner)
+
+    def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        return functools.wraps(fn)(self._driver(SYNC_DECORATOR, fn))
+
+    def _decorate_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        return functools.wraps(fn)(self._driver(ASYNC_DECORATOR, fn))
+
+
+# ------------------------------------------------------------------------ public base
+
+
+class Call(Generic[R]):
+    """One call passing through a :class:`Policy`: run it with ``call()``.
+
+    ``fn``, ``args`` and ``kwargs`` are the function and its arguments; ``name`` is
+    the function's qualified name (``"app.client.fetch"``), for events and logs.
+    Calling it runs the rest of the pipeline — the policies inside this one, then
+    the function — and may be done more than once (a retry) or not at all (a
+    rejection).
+    """
+
+    __slots__ = ("_run", "args", "fn", "kwargs")
+
+    def __init__(
+        self,
+        run: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._run = run
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    @property
+    def name(self) -> str:
+        """``module.qualname`` of the function being called."""
+        return call_name(self.fn)
+
+    def __call__(self) -> R:
+        result: R = self._run(self.fn, self.args, self.kwargs)
+        return result
+
+    def __repr__(self) -> str:
+        return f"Call({self.name})"
+
+
+class Policy(Strategy):
+    """The base class of your own policies.
+
+    Implement the pair of hooks — :meth:`execute` for sync calls and
+    :meth:`aexecute` for async ones — each given the :class:`Call` to run; run it
+    (``call()`` / ``await call()``) zero, one or more times, and return or raise
+    what the caller should see. Everything else comes with the base: use as a
+    decorator on ``def`` and ``async def``, ``call``/``acall``, a place in any
+    :class:`~buttress.Pipeline`, ``subscribe`` and :meth:`emit` for events, and
+    ``register_kind`` to build it from TOML. Call ``super().__init__(name=name)``
+    from your ``__init__``; nothing needs building after it::
+
+        class Counting(Policy):
+            def __init__(self, *, name: str | None = None) -> None:
+                super().__init__(name=name)
+                self.calls = 0
+
+            def execute(self, call: Call[R]) -> R:
+                self.calls += 1
+                return call()
+
+            async def aexecute(self, call: Call[Awaitable[R]]) -> R:
+                self.calls += 1
+                return await call()
+
+    See ``docs/extending.md`` for a whole policy, with options, events and tests.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *, name: str | None = None) -> None:
+        self._init_strategy(name, type(self).__name__.lower())
+
+    def execute(self, call: Call[R]) -> R:
+        """Run a sync call through this policy; the default just runs it."""
+        return call()
+
+    async def aexecute(self, call: Call[Awaitable[R]]) -> R:
+        """Run an async call through this policy; the default just runs it."""
+        return await call()
+
+    @property
+    def listening(self) -> bool:
+        """Whether anybody listens to this policy's events (build them only then)."""
+        return self._events.enabled
+
+    def emit(self, event: Event) -> None:
+        """Send ``event`` to this policy's listeners and the global ones."""
+        if self._events.enabled:
+            self._events.emit(event)
+
+    def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+        execute = self.execute
+
+        def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return execute(Call(inner, fn, args, kwargs))
+
+        return run
+
+    def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
+        aexecute = self.aexecute
+
+        async def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return await aexecute(Call(inner, fn, args, kwargs))
+
+        return run

@@ -128,21 +128,29 @@ class TimeoutExceeded(ButtressError, TimeoutError):
     """The call did not finish within its time limit.
 
     It is also a :class:`TimeoutError`, so code that already handles the built-in
-    keeps working.
+    keeps working. ``name`` is the :class:`~buttress.Timeout` whose limit it was and
+    ``timeout`` that limit in seconds; ``detail``, when set, says what ran out of
+    time (a retry's wait or a bulkhead's queue that could not fit in what was left).
     """
 
-    def __init__(self, name: str, timeout: float) -> None:
+    def __init__(self, name: str, timeout: float, detail: str | None = None) -> None:
         self.name = name
         self.timeout = timeout
-        super().__init__(f"{name!r} timed out after {timeout:g}s")
+        self.detail = detail
+        message = f"{name!r} timed out after {timeout:g}s"
+        super().__init__(f"{message}: {detail}" if detail else message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.timeout))
+        return (type(self), (self.name, self.timeout, self.detail))
 
 
 class RetryExhausted(ButtressError):
-    """Every attempt failed. The last error is ``__cause__`` (and ``last_error``).
+    """Retry gave up. The last error is ``__cause__`` (and ``last_error``).
 
+    ``attempts`` is how many attempts ran, ``reason`` why no more did — short and
+    stable, fit for a metric label: ``"max_attempts"``, ``"max_elapsed"``,
+    ``"retry_after"`` (the dependency asked for a wait longer than ``max_delay``) —
+    and the message says it in words ("Retry-After 60 s exceeds max_delay 30 s").
     When the attempts were retried because of their *result*, ``last_error`` is
     ``None`` and ``last_result`` holds the last rejected result.
     """
@@ -153,15 +161,42 @@ class RetryExhausted(ButtressError):
         attempts: int,
         last_error: BaseException | None = None,
         last_result: Any = None,
+        *,
+        reason: str = "max_attempts",
+        detail: str | None = None,
     ) -> None:
         self.name = name
         self.attempts = attempts
         self.last_error = last_error
         self.last_result = last_result
-        super().__init__(f"{name!r} gave up after {attempts} attempt(s)")
+        self.reason = reason
+        self.detail = detail
+        why = detail if detail is not None else reason.replace("_", " ")
+        super().__init__(f"{name!r} gave up after {attempts} attempt(s): {why}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.attempts, self.last_error, self.last_result))
+        return (
+            _rebuild_retry_exhausted,
+            (
+                self.name,
+                self.attempts,
+                self.last_error,
+                self.last_result,
+                self.reason,
+                self.detail,
+            ),
+        )
+
+
+def _rebuild_retry_exhausted(  # noqa: PLR0917 - positional, as pickle calls it
+    name: str,
+    attempts: int,
+    last_error: BaseException | None,
+    last_result: Any,
+    reason: str,
+    detail: str | None,
+) -> RetryExhausted:
+    return RetryExhausted(name, attempts, last_error, last_result, reason=reason, detail=detail)
 
 
 # --------------------------------------------------------------------------- transience
@@ -409,13 +444,15 @@ def _nats_check(exc: BaseException) -> bool | None:
     return None
 
 
-_BUTTRESS_TRANSIENT = (Rejected, TimeoutExceeded)
+# A retry that gave up did so on failures of the dependency: to a breaker or a
+# fallback outside it, that is a failure too.
+_BUTTRESS_TRANSIENT = (Rejected, TimeoutExceeded, RetryExhausted)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure that may well go away if the call is tried again.
 
-    True for: buttress rejections and timeouts; network and socket errors
+    True for: buttress rejections, timeouts and exhausted retries; network and socket errors
     (``ConnectionError``, ``TimeoutError``, DNS failures, ``OSError`` with a
     network errno); anything carrying an HTTP status 408, 425, 429 or 5xx (except
     501 and 505) as ``status_code``/``status``/``code`` on itself or its

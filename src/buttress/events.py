@@ -1,126 +1,80 @@
-"""Typed events and their listeners.
+"""Typed events: every event type buttress emits, in one place, and how to listen.
 
-Policies report what they do as small frozen event objects (retry scheduled,
-breaker state changed, call rejected, ...). Metrics and logs are listeners: a
-listener is any callable taking one event. Register it for every policy with
-:func:`subscribe`, or for one policy with ``policy.subscribe(listener)``; pass event
-types to receive only those.
+Policies report what they do as small frozen event objects; metrics and logs are
+listeners. A listener is any callable taking one event: register it for every
+policy with :func:`subscribe`, or for one policy with ``policy.subscribe(listener)``,
+optionally for some event types only. With no listener registered, no event object
+is ever built.
 
-With no listener registered anywhere, a policy builds no event object at all: each
-emitter keeps an ``enabled`` flag that is updated when listeners come and go, and
-policies test it before constructing an event.
+The event types (see ``docs/events.md`` for what triggers each, its fields and its
+``reason`` values):
+
+- :class:`Event` — the base: ``policy`` (the emitting policy's name) and ``call``
+  (the qualified name of the function being run, when the event is about a call);
+- :class:`CallRejected` — a policy refused a call without running it;
+- :class:`RetryScheduled`, :class:`RetryRecovered`, :class:`RetryGaveUp` — retry;
+- :class:`CircuitStateChanged` — a circuit breaker changed state;
+- :class:`TimeoutOccurred` — a call ran out of time;
+- :class:`FallbackUsed` — a fallback answered for a failed call;
+- :class:`StoreFellBack`, :class:`StoreRecovered` — a store (or a shared breaker's
+  sync) lost and regained its backend.
+
+The policy-specific types are defined beside their policies and imported from here
+on first use, so ``import buttress.events`` stays light.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CallRejected", "Emitter", "Event", "Listener", "subscribe"]
+from buttress._events import CallRejected, Emitter, Event, Listener, call_name, subscribe
 
-_log = logging.getLogger("buttress.events")
+if TYPE_CHECKING:
+    from buttress.policies.circuit import CircuitStateChanged
+    from buttress.policies.fallback import FallbackUsed
+    from buttress.policies.retry import RetryGaveUp, RetryRecovered, RetryScheduled
+    from buttress.policies.timeout import TimeoutOccurred
+    from buttress.stores.fallback import StoreFellBack, StoreRecovered
 
-E = TypeVar("E", bound="Event")
+__all__ = [
+    "CallRejected",
+    "CircuitStateChanged",
+    "Emitter",
+    "Event",
+    "FallbackUsed",
+    "Listener",
+    "RetryGaveUp",
+    "RetryRecovered",
+    "RetryScheduled",
+    "StoreFellBack",
+    "StoreRecovered",
+    "TimeoutOccurred",
+    "call_name",
+    "subscribe",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of every event: ``policy`` is the name of the policy that emitted it."""
-
-    policy: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallRejected(Event):
-    """A policy refused a call without running it.
-
-    ``reason`` is short and stable, fit for a metric label: ``"circuit_open"``,
-    ``"half_open_full"``, ``"bulkhead_full"``, ``"queue_timeout"``, ``"rate_limited"``.
-    """
-
-    reason: str
-
-
-Listener = Callable[[Any], object]
-"""A callable taking one :class:`Event`. Its return value is ignored."""
-
-_Entry = tuple[Listener, tuple[type[Event], ...]]
-
-_lock = threading.Lock()
-_global: tuple[_Entry, ...] = ()
-_emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
-
-
-def _refresh_all() -> None:
-    for emitter in list(_emitters):
-        emitter._refresh()
+# Where each policy's event types live; imported when first asked for.
+_HOMES = {
+    "CircuitStateChanged": "buttress.policies.circuit",
+    "FallbackUsed": "buttress.policies.fallback",
+    "RetryGaveUp": "buttress.policies.retry",
+    "RetryRecovered": "buttress.policies.retry",
+    "RetryScheduled": "buttress.policies.retry",
+    "TimeoutOccurred": "buttress.policies.timeout",
+    "StoreFellBack": "buttress.stores",
+    "StoreRecovered": "buttress.stores",
+}
 
 
-def subscribe(listener: Listener, *types: type[Event]) -> Callable[[], None]:
-    """Send events from every policy to ``listener``; returns a function that unsubscribes.
-
-    With ``types``, only events that are instances of one of them are delivered.
-    """
-    global _global
-    entry: _Entry = (listener, types)
-    with _lock:
-        _global = (*_global, entry)
-        _refresh_all()
-
-    def unsubscribe() -> None:
-        global _global
-        with _lock:
-            _global = tuple(e for e in _global if e is not entry)
-            _refresh_all()
-
-    return unsubscribe
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
 
 
-class Emitter:
-    """The event outlet of one policy.
-
-    Policies write ``if self._events.enabled: self._events.emit(SomeEvent(...))`` so
-    that nothing is allocated when nobody listens. A listener that raises is logged
-    and skipped: telemetry never breaks a call.
-    """
-
-    __slots__ = ("__weakref__", "_local", "enabled")
-
-    def __init__(self) -> None:
-        self._local: tuple[_Entry, ...] = ()
-        with _lock:
-            # Read the global listeners under the lock that registers us, so a
-            # subscribe() racing with this constructor cannot leave us disabled.
-            self.enabled = bool(_global)
-            _emitters.add(self)
-
-    def _refresh(self) -> None:
-        self.enabled = bool(self._local or _global)
-
-    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
-        """Send this policy's events to ``listener``; returns the unsubscribe function."""
-        entry: _Entry = (listener, types)
-        with _lock:
-            self._local = (*self._local, entry)
-            self._refresh()
-
-        def unsubscribe() -> None:
-            with _lock:
-                self._local = tuple(e for e in self._local if e is not entry)
-                self._refresh()
-
-        return unsubscribe
-
-    def emit(self, event: Event) -> None:
-        """Deliver ``event`` to the matching listeners, local ones first."""
-        for listener, types in self._local + _global:
-            if types and not isinstance(event, types):
-                continue
-            try:
-                listener(event)
-            except Exception:
-                _log.exception("buttress event listener %r failed on %r", listener, event)
+def __dir__() -> list[str]:
+    return sorted(__all__)

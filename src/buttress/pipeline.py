@@ -28,6 +28,11 @@ class Pipeline(Strategy):
     __slots__ = ("strategies",)
 
     def __init__(self, *strategies: Strategy, name: str | None = None) -> None:
+        if not strategies:
+            raise ConfigError(
+                "a pipeline needs at least one policy, e.g. Pipeline(Timeout(2.0), Retry())",
+                path="strategies",
+            )
         for index, strategy in enumerate(strategies):
             if not isinstance(strategy, Strategy):
                 raise ConfigError(

@@ -26,18 +26,21 @@ from buttress import (
     Pipeline,
     RateLimited,
     Rejected,
+    Retry,
     RetryExhausted,
+    Timeout,
     TimeoutExceeded,
     is_transient,
     retry_after_of,
     subscribe,
 )
+from buttress._strategy import UseAcall
 from buttress.clock import TimerHandle
 from buttress.errors import http_status_of
 from buttress.events import Emitter, Listener
 
-pipeline = Pipeline(name="typed")
-nested = Pipeline(pipeline, Pipeline())
+pipeline = Pipeline(Retry(), name="typed")
+nested = Pipeline(pipeline, Pipeline(Timeout(1.0)))
 
 # --------------------------------------------------------------------- decorated callables
 
@@ -80,6 +83,13 @@ def sync_calls() -> None:
     assert_type(client.get("/"), str)
     assert_type(Client.version(), int)
     del total, keeps_parameters, redecorated
+
+
+def sync_call_of_an_async_function() -> None:
+    # Refused at run time with TypeError; typed so that using the value fails to check
+    # (see tests/unit/test_typing_refusals.py for the error mypy reports).
+    assert_type(pipeline.call(fetch, "u"), UseAcall)
+    assert_type(Retry().call(fetch, "u"), UseAcall)
 
 
 async def async_calls() -> None:

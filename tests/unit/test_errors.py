@@ -111,9 +111,25 @@ def test_retry_exhausted_attributes() -> None:
     last = ConnectionResetError("reset")
     error = RetryExhausted("fetch", 4, last_error=last)
     assert (error.attempts, error.last_error, error.last_result) == (4, last, None)
-    assert str(error) == "'fetch' gave up after 4 attempt(s)"
+    assert error.reason == "max_attempts"
+    assert str(error) == "'fetch' gave up after 4 attempt(s): max attempts"
     by_result = RetryExhausted("poll", 2, last_result="pending")
     assert (by_result.last_error, by_result.last_result) == (None, "pending")
+    told = RetryExhausted(
+        "fetch", 1, last, reason="retry_after", detail="Retry-After 60 s exceeds max_delay 30 s"
+    )
+    assert told.reason == "retry_after"
+    assert (
+        str(told) == "'fetch' gave up after 1 attempt(s): Retry-After 60 s exceeds max_delay 30 s"
+    )
+
+
+def test_timeout_exceeded_detail() -> None:
+    plain = TimeoutExceeded("total", 2.0)
+    assert plain.detail is None
+    assert str(plain) == "'total' timed out after 2s"
+    told = TimeoutExceeded("total", 2.0, "retry 'api' would wait 1.000s with 0.200s left")
+    assert str(told) == "'total' timed out after 2s: retry 'api' would wait 1.000s with 0.200s left"
 
 
 def _attributes(error: BaseException) -> dict[str, Any]:
@@ -175,21 +191,21 @@ def test_builtins(error: BaseException, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [*REJECTIONS, TimeoutExceeded("t", 1.0)],
+    [
+        *REJECTIONS,
+        TimeoutExceeded("t", 1.0),
+        # A retry gives up on dependency failures only: a breaker or fallback outside
+        # it sees a failure. (Retry itself does not retry it unless named.)
+        RetryExhausted("r", 3, last_error=ConnectionResetError()),
+    ],
     ids=lambda e: type(e).__name__,
 )
-def test_rejections_and_timeouts_are_transient(error: ButtressError) -> None:
+def test_rejections_timeouts_and_exhausted_retries_are_transient(error: ButtressError) -> None:
     assert is_transient(error) is True
 
 
-@pytest.mark.parametrize(
-    "error",
-    [ConfigError("bad"), RetryExhausted("r", 3, last_error=ConnectionResetError())],
-    ids=lambda e: type(e).__name__,
-)
-def test_other_buttress_errors_are_permanent(error: ButtressError) -> None:
-    # Retrying what a retry already gave up on would multiply attempts.
-    assert is_transient(error) is False
+def test_configuration_errors_are_permanent() -> None:
+    assert is_transient(ConfigError("bad")) is False
 
 
 TRANSIENT_STATUSES = [408, 425, 429, 500, 502, 503, 504, 599]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from buttress import events
+from buttress import _events as events
 from buttress.events import CallRejected, Emitter, Event, subscribe
 
 
@@ -180,7 +180,7 @@ def test_a_failing_listener_is_logged_and_the_others_still_hear(
     assert len(failures) == 2
     assert all(r.levelno == logging.ERROR for r in failures)
     assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failures)
-    assert "Ping(policy='p', n=1)" in failures[0].getMessage()
+    assert "Ping(policy='p', call='', n=1)" in failures[0].getMessage()
 
 
 def test_base_exceptions_from_listeners_propagate() -> None:

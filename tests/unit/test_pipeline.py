@@ -157,14 +157,17 @@ def test_one_strategy_in_two_pipelines(log: list[str]) -> None:
     assert log == ["1>", "shared>", "<shared", "<1", "shared>", "2>", "<2", "<shared"]
 
 
-def test_empty_pipeline_just_calls() -> None:
-    empty = Pipeline()
-    assert empty.call(lambda x, y=0: x + y, 1, y=2) == 3
-    assert len(empty) == 0
+def test_an_empty_pipeline_is_a_configuration_error() -> None:
+    # An empty pipeline protects nothing: almost surely a list that did not unpack.
+    with pytest.raises(ConfigError, match="at least one policy") as info:
+        Pipeline()
+    assert info.value.path == "strategies"
+    with pytest.raises(ConfigError, match="at least one policy"):
+        Pipeline(*[], name="payments")
 
 
 def test_names_and_repr(log: list[str]) -> None:
-    first, second = Pipeline(), Pipeline()
+    first, second = Pipeline(Record("x", log)), Pipeline(Record("y", log))
     assert first.name.startswith("pipeline-")
     assert first.name != second.name
     named = Pipeline(Record("a", log), name="payments")

@@ -21,13 +21,18 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeAlias, TypeVar
 
+from buttress._codegen import use_acall
+from buttress._outcome import _PROGRAMMING
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner, is_async_callable
 from buttress.errors import ButtressError, ConfigError
 from buttress.events import Event
+
+_Coroutine = types.CoroutineType
 
 __all__ = [
     "Alternative",
@@ -134,7 +139,7 @@ def _always(_: Exception) -> bool:
 class _Plan:
     """The decisions of a fallback, free of I/O: shared by the sync and async drivers."""
 
-    __slots__ = ("_catch", "_test", "rejects", "steps")
+    __slots__ = ("_catch", "_named", "_test", "rejects", "steps")
 
     def __init__(
         self,
@@ -154,10 +159,17 @@ class _Plan:
             self._catch, self._test = on, _always
         else:
             self._catch, self._test = (Exception,), on
+        self._named = tuple(kind for kind in self._catch if issubclass(kind, _PROGRAMMING))
         self.rejects = on_result
 
     def answers(self, error: Exception) -> bool:
-        """Whether ``error`` is a failure the fallback answers for."""
+        """Whether ``error`` is a failure the fallback answers for.
+
+        A programming error (``TypeError``, ``AttributeError``, ...) only if ``on``
+        names its type: a bug must not quietly become the fallback value.
+        """
+        if isinstance(error, _PROGRAMMING) and not (self._named and isinstance(error, self._named)):
+            return False
         return isinstance(error, self._catch) and self._test(error)
 
     def has_step(self, index: int) -> bool:
@@ -240,38 +252,6 @@ class Fallback(Strategy):
         """
         return ErrorHandler(fn)
 
-    # ----------------------------------------------------- single-frame entry points
-
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)``; on failure answer with the alternatives."""
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as error:
-            if self._plan.answers(error):
-                answer: R = self._sync_from(0, error, args, kwargs)
-                return answer
-            raise
-        rejects = self._plan.rejects
-        if rejects is not None and rejects(result):
-            rejected: R = self._sync_rejected(0, result, args, kwargs)
-            return rejected
-        return result
-
-    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)``; on failure answer with the alternatives."""
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as error:
-            if self._plan.answers(error):
-                answer: R = await self._async_from(0, error, args, kwargs)
-                return answer
-            raise
-        rejects = self._plan.rejects
-        if rejects is not None and rejects(result):
-            rejected: R = await self._async_rejected(0, result, args, kwargs)
-            return rejected
-        return result
-
     # ------------------------------------------------------------------ sync driver
 
     def _sync_from(self, index: int, error: Exception, args: Any, kwargs: Any) -> Any:
@@ -342,6 +322,8 @@ class Fallback(Strategy):
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 result = fn(*args, **kwargs)
+                if type(result) is _Coroutine:
+                    use_acall(fn, result)
             except Exception as error:
                 if plan.answers(error):
                     return answer(0, error, args, kwargs)

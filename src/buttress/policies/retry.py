@@ -20,16 +20,21 @@ from __future__ import annotations
 import functools
 import math
 import random as _random
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeAlias, TypeVar, cast
 
+from buttress._codegen import use_acall
+from buttress._outcome import DEFAULT
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner, invoke
 from buttress._switches import SWITCHES
 from buttress.clock import MONOTONIC, Clock
-from buttress.errors import ConfigError, RetryExhausted, is_transient, retry_after_of
+from buttress.errors import ConfigError, RateLimited, Rejected, RetryExhausted, retry_after_of
 from buttress.events import Event
 from buttress.policies.backoff import Backoff, backoff_from_name
+
+_Coroutine = types.CoroutineType
 
 __all__ = [
     "Jitter",
@@ -208,9 +213,21 @@ def _seconds(value: object, path: str, *, minimum: float = 0.0, finite: bool = T
     return float(value)
 
 
+def _default_retryable(exc: BaseException) -> bool:
+    # Rejections by inner policies exist to fail fast, and an inner retry already
+    # spent its attempts: neither is retried unless named. A rate limiter's refusal
+    # is, when its Retry-After fits (the engine checks the wait).
+    if isinstance(exc, _NOT_RETRIED) and not isinstance(exc, RateLimited):
+        return False
+    return DEFAULT.error_rule(exc)
+
+
+_NOT_RETRIED = (Rejected, RetryExhausted)
+
+
 def _error_predicate(on: RetryOn | None) -> Callable[[BaseException], bool]:
     if on is None:
-        return is_transient
+        return _default_retryable
     types: tuple[object, ...]
     if isinstance(on, tuple):
         types = on
@@ -459,34 +476,6 @@ class Retry(Strategy):
 
         return run_checked
 
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)``, retrying it as configured."""
-        if not self._plain:
-            outcome: R = self._sync(fn, args, kwargs)
-            return outcome
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not self._retryable(exc):
-                raise
-            error = exc
-        retried: R = self._retry_sync(invoke, fn, args, kwargs, error, None, 0.0)
-        return retried
-
-    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)``, retrying it as configured."""
-        if not self._plain:
-            outcome: R = await self._async(fn, args, kwargs)
-            return outcome
-        try:
-            return await fn(*args, **kwargs)
-        except Exception as exc:
-            if not self._retryable(exc):
-                raise
-            error = exc
-        retried: R = await self._retry_async(invoke, fn, args, kwargs, error, None, 0.0)
-        return retried
-
     def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         if not self._plain:
             return super()._decorate_sync(fn)
@@ -496,7 +485,10 @@ class Retry(Strategy):
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                if type(result) is _Coroutine:
+                    use_acall(fn, result)
+                return result
             except Exception as exc:
                 if not retryable(exc):
                     raise

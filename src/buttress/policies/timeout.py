@@ -41,6 +41,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+from buttress._deadline import (
+    DEADLINE,
+    Expiry,
+    mark_timeout_cancel,
+    remaining,
+    unmark_timeout_cancel,
+)
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.clock import MONOTONIC, Clock, TimerHandle
 from buttress.errors import ConfigError, TimeoutExceeded
@@ -72,37 +79,20 @@ class TimeoutOccurred(Event):
 
 # ----------------------------------------------------------------------------- deadline
 
-# (deadline, clock) of the innermost active Timeout. The clock travels with the
-# deadline because policies may run on different clocks (a FakeClock in tests).
-_DEADLINE: contextvars.ContextVar[tuple[float, Clock] | None] = contextvars.ContextVar(
-    "buttress_deadline", default=None
-)
-
-
-def remaining() -> float | None:
-    """Seconds left before the earliest active :class:`Timeout` expires, or ``None``.
-
-    Call it from inside a call that runs under a ``Timeout`` (sync or async, at any
-    depth, including threads started with a copied context) to bound your own waits:
-    ``sock.settimeout(remaining())``. Never negative: ``0.0`` once the deadline passed.
-    """
-    current = _DEADLINE.get()
-    if current is None:
-        return None
-    deadline, clock = current
-    return max(0.0, deadline - clock.monotonic())
+# (deadline, clock, timeout) of the innermost active Timeout: see buttress._deadline.
+_DEADLINE = DEADLINE
 
 
 def _publish_nested(
-    deadline: float, clock: Clock, seconds: float, current: tuple[float, Clock]
-) -> contextvars.Token[tuple[float, Clock] | None] | None:
+    deadline: float, clock: Clock, seconds: float, current: tuple[float, Clock, Expiry], me: Expiry
+) -> contextvars.Token[tuple[float, Clock, Expiry] | None] | None:
     """Publish ``deadline`` under an enclosing one only if it is earlier."""
-    outer, outer_clock = current
+    outer, outer_clock, _ = current
     if outer_clock is clock:
         earlier = deadline < outer
     else:
         earlier = seconds < outer - outer_clock.monotonic()
-    return _DEADLINE.set((deadline, clock)) if earlier else None
+    return _DEADLINE.set((deadline, clock, me)) if earlier else None
 
 
 # ----------------------------------------------------------------- the pessimistic pool
@@ -186,8 +176,10 @@ class _Registry:
             if deadline > now:
                 self.handle = self.clock.call_later(deadline - now, self.fire)
                 return
-            # Its call sees the entry gone and knows the cancellation is ours.
+            # Its call sees the entry gone and knows the cancellation is ours; the
+            # policies inside see the mark and count a timeout, not a cancellation.
             del entries[task]
+            mark_timeout_cancel(task)
             task.cancel()
 
 
@@ -263,14 +255,15 @@ class Timeout(Strategy):
         get = _DEADLINE.get
         publish = _DEADLINE.set
         unpublish = _DEADLINE.reset
+        me: Expiry = self
 
         def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             deadline = monotonic() + seconds
             current = get()
             token = (
-                publish((deadline, clock))
+                publish((deadline, clock, me))
                 if current is None
-                else _publish_nested(deadline, clock, seconds, current)
+                else _publish_nested(deadline, clock, seconds, current, me)
             )
             try:
                 result = inner(fn, args, kwargs)
@@ -288,14 +281,15 @@ class Timeout(Strategy):
         clock = self.clock
         name = self.name
         events = self._events
+        me: Expiry = self
 
         def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             deadline = clock.monotonic() + seconds
             current = _DEADLINE.get()
             token = (
-                _DEADLINE.set((deadline, clock))
+                _DEADLINE.set((deadline, clock, me))
                 if current is None
-                else _publish_nested(deadline, clock, seconds, current)
+                else _publish_nested(deadline, clock, seconds, current, me)
             )
             try:
                 context = contextvars.copy_context()
@@ -323,6 +317,7 @@ class Timeout(Strategy):
         get = _DEADLINE.get
         publish = _DEADLINE.set
         unpublish = _DEADLINE.reset
+        me: Expiry = self
 
         async def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
@@ -347,9 +342,9 @@ class Timeout(Strategy):
             deadline = monotonic() + seconds
             current = get()
             token = (
-                publish((deadline, clock))
+                publish((deadline, clock, me))
                 if current is None
-                else _publish_nested(deadline, clock, seconds, current)
+                else _publish_nested(deadline, clock, seconds, current, me)
             )
             entries[task] = deadline
             if registry.handle is None:
@@ -363,22 +358,30 @@ class Timeout(Strategy):
                 # No entry left: the timer cancelled this task. The cancellation is
                 # ours only if nobody else asked for one meanwhile (asyncio.timeout's
                 # rule).
-                if (
-                    entries.pop(task, None) is None
-                    and task.uncancel() <= cancelling
-                    and isinstance(exc, _CancelledError)
-                ):
-                    _timed_out(events, name, seconds, exc)
+                if entries.pop(task, None) is None:
+                    unmark_timeout_cancel(task)
+                    if task.uncancel() <= cancelling and isinstance(exc, _CancelledError):
+                        _timed_out(events, name, seconds, exc)
                 raise
             if token is not None:
                 unpublish(token)
             if entries.pop(task, None) is None:
                 # The call swallowed our cancellation and returned: keep its result,
                 # like asyncio.timeout, but take the cancel request back.
+                unmark_timeout_cancel(task)
                 task.uncancel()
             return result
 
         return run
+
+    def expired(self, detail: str) -> TimeoutExceeded:
+        """The error of a wait inside this timeout that cannot fit in what is left.
+
+        Emits :class:`TimeoutOccurred` like any timeout of this policy.
+        """
+        if self._events.enabled:
+            self._events.emit(TimeoutOccurred(self.name, self.seconds))
+        return TimeoutExceeded(self.name, self.seconds, detail)
 
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r}, mode={self.mode!r}, name={self.name!r})"

@@ -170,7 +170,7 @@ class RateLimiter(Strategy):
     ``limits`` are one or more algorithms (:class:`~buttress.ratelimit.TokenBucket`,
     :class:`~buttress.ratelimit.GCRA`, :class:`~buttress.ratelimit.SlidingWindow`,
     :class:`~buttress.ratelimit.FixedWindow`) or rate strings (``"10/second; 1000/hour"``,
-    read by :func:`~buttress.ratelimit.parse_rates` as sliding windows), all applied
+    read by :func:`~buttress.ratelimit.parse_rates` as fixed windows), all applied
     to every key and decided together, all or nothing. ``store`` is a
     :class:`~buttress.stores.Store` or a URL for :func:`~buttress.stores.store_from_url`
     (``"memory://"``, the default, or ``"redis://host:6379/0"``). Keys are stored as

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import threading
 
+from buttress._outcome import _PROGRAMMING
 from buttress.clock import Clock
 from buttress.errors import CircuitOpen, Rejected
 from buttress.events import CallRejected, Emitter
@@ -54,6 +55,10 @@ from ._options import CircuitOptions, compile_filter
 from ._window import CircuitMetrics, CountWindow, TimeWindow
 
 __all__ = ["CircuitEngine"]
+
+# By default the breaker counts neither buttress's own rejections (the dependency was
+# never called) nor programming errors (the caller's bug, not the dependency's).
+_NOT_COUNTED = (Rejected, *_PROGRAMMING)
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -169,7 +174,7 @@ class CircuitEngine:
         unknown. Name such an error in ``failure_on`` to count it anyway.
         """
         if not isinstance(exc, Exception) or (
-            self._is_failure is None and isinstance(exc, Rejected)
+            self._is_failure is None and isinstance(exc, _NOT_COUNTED)
         ):
             self.release(ticket)
             return

@@ -19,11 +19,13 @@ is never read; with it, twice per call.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from buttress._codegen import use_acall
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
@@ -33,6 +35,8 @@ from ._events import CircuitState
 from ._options import CircuitOptions, ExceptionFilter
 from ._sync import BreakerSync
 from ._window import CircuitMetrics
+
+_Coroutine = types.CoroutineType
 
 __all__ = ["CircuitBreaker"]
 
@@ -309,6 +313,8 @@ class CircuitBreaker(Strategy):
                 ticket = fast or acquire()
                 try:
                     result = fn(*args, **kwargs)
+                    if type(result) is _Coroutine:
+                        use_acall(fn, result)
                 except BaseException as exc:
                     on_error(ticket, exc, 0.0)
                     raise
@@ -327,6 +333,8 @@ class CircuitBreaker(Strategy):
             start = now()
             try:
                 result = fn(*args, **kwargs)
+                if type(result) is _Coroutine:
+                    use_acall(fn, result)
             except BaseException as exc:
                 on_error(ticket, exc, now() - start)
                 raise
@@ -378,58 +386,6 @@ class CircuitBreaker(Strategy):
             return result
 
         return timed_wrapper
-
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` through the breaker."""
-        engine = self._engine
-        fast = engine.fast
-        ticket = fast or engine.acquire()
-        if not engine.timed:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                engine.on_error(ticket, exc, 0.0)
-                raise
-            if not fast:
-                engine.on_success(ticket, 0.0)
-            return result
-        now = self._now
-        start = now()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            engine.on_error(ticket, exc, now() - start)
-            raise
-        elapsed = now() - start
-        if not fast or elapsed >= engine.slow_after:
-            engine.on_success(ticket, elapsed)
-        return result
-
-    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` through the breaker."""
-        engine = self._engine
-        fast = engine.fast
-        ticket = fast or engine.acquire()
-        if not engine.timed:
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                engine.on_error(ticket, exc, 0.0)
-                raise
-            if not fast:
-                engine.on_success(ticket, 0.0)
-            return result
-        now = self._now
-        start = now()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            engine.on_error(ticket, exc, now() - start)
-            raise
-        elapsed = now() - start
-        if not fast or elapsed >= engine.slow_after:
-            engine.on_success(ticket, elapsed)
-        return result
 
     # ------------------------------------------------------------ context manager
 

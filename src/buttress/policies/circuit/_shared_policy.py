@@ -19,15 +19,19 @@ same reason as the local ones: every Python frame on the success path costs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from buttress._codegen import use_acall
 from buttress._strategy import AsyncRunner, SyncRunner
 
 from ._policy import CircuitBreaker
 from ._shared import SharedCircuitEngine
 from ._window import CircuitMetrics
+
+_Coroutine = types.CoroutineType
 
 __all__ = ["SharedCircuitBreaker"]
 
@@ -152,6 +156,8 @@ class SharedCircuitBreaker(CircuitBreaker):
                 ticket = fast or acquire()
                 try:
                     result = fn(*args, **kwargs)
+                    if type(result) is _Coroutine:
+                        use_acall(fn, result)
                 except BaseException as exc:
                     on_error(ticket, exc, 0.0)
                     raise
@@ -172,6 +178,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             start = now()
             try:
                 result = fn(*args, **kwargs)
+                if type(result) is _Coroutine:
+                    use_acall(fn, result)
             except BaseException as exc:
                 on_error(ticket, exc, now() - start)
                 raise
@@ -230,66 +238,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             return result
 
         return timed_wrapper
-
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` through the breaker."""
-        engine = self._engine
-        fast = engine.fast
-        ticket = fast or engine.acquire()
-        if not engine.timed:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                engine.on_error(ticket, exc, 0.0)
-                raise
-            if fast:
-                engine.tally()
-            else:
-                engine.on_success(ticket, 0.0)
-            return result
-        now = self._now
-        start = now()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            engine.on_error(ticket, exc, now() - start)
-            raise
-        elapsed = now() - start
-        if fast and elapsed < engine.slow_after:
-            engine.tally()
-        else:
-            engine.on_success(ticket, elapsed)
-        return result
-
-    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` through the breaker."""
-        engine = self._engine
-        fast = engine.fast
-        ticket = fast or engine.acquire()
-        if not engine.timed:
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                engine.on_error(ticket, exc, 0.0)
-                raise
-            if fast:
-                engine.tally()
-            else:
-                engine.on_success(ticket, 0.0)
-            return result
-        now = self._now
-        start = now()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            engine.on_error(ticket, exc, now() - start)
-            raise
-        elapsed = now() - start
-        if fast and elapsed < engine.slow_after:
-            engine.tally()
-        else:
-            engine.on_success(ticket, elapsed)
-        return result
 
     def __exit__(
         self,

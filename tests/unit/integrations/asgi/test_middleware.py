@@ -1,4 +1,4 @@
-"""RateLimitMiddleware through real ASGI apps: headers, 429s, rules, keys, WebSockets."""
+"""RateLimitMiddleware through real ASGI apps: headers, 429s, rules, failures, WebSockets."""
 
 from __future__ import annotations
 
@@ -6,24 +6,16 @@ import contextvars
 import hashlib
 import json
 import logging
-import re
-import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
@@ -33,105 +25,22 @@ from buttress.integrations.asgi import (
     Rule,
     api_key,
     client_ip,
-    user_key,
 )
 from buttress.ratelimit import FixedWindow, RateLimiter, SlidingWindow, TokenBucket
 from buttress.stores import MemoryStore, StoreUnavailable
 
-with warnings.catch_warnings():
-    # Starlette's test client warns that it prefers httpx2 to the httpx installed here.
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient, WebSocketDenialResponse
-
-PEER = "203.0.113.7"
-
-
-def refused_connection(
-    client: TestClient, path: str = "/ws", **options: Any
-) -> WebSocketDisconnect:
-    """Open a WebSocket that the middleware must refuse; its refusal."""
-    with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect(path, **options):
-        pass  # pragma: no cover - refused before accept
-    return info.value
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def limiter(clock: FakeClock, *limits: Any, name: str = "api") -> RateLimiter:
-    return RateLimiter(*limits, store=MemoryStore(clock=clock), name=name, clock=clock)
-
-
-def rule_for(clock: FakeClock, *limits: Any, name: str = "api", **options: Any) -> Rule:
-    return Rule(limiter(clock, *limits, name=name), **options)
-
-
-calls: list[str] = []
-
-
-async def echo(request: Request) -> PlainTextResponse:
-    calls.append(f"{request.method} {request.url.path}")
-    return PlainTextResponse("ok")
-
-
-async def whoami(request: Request) -> PlainTextResponse:
-    user = request.scope.get("user")
-    return PlainTextResponse(user.display_name if user is not None else "")
-
-
-async def ws_echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    try:
-        while True:
-            text = await websocket.receive_text()
-            if text == "boom":
-                raise RuntimeError("the endpoint failed")
-            await websocket.send_text(text)
-    except WebSocketDisconnect:
-        pass
-
-
-ROUTES = [
-    Route("/items", echo, methods=["GET", "POST"]),
-    Route("/items/{id}", echo, methods=["GET", "POST", "PUT", "DELETE"]),
-    Route("/items/{id}/parts", echo, methods=["GET"]),
-    Route("/health", echo),
-    Route("/other", echo),
-    Route("/whoami", whoami),
-    WebSocketRoute("/ws", ws_echo),
-]
-
-
-def make_app(*rules: Rule, outer: Sequence[Middleware] = (), **options: Any) -> Starlette:
-    return Starlette(
-        routes=ROUTES,
-        middleware=[*outer, Middleware(RateLimitMiddleware, rules=list(rules), **options)],
-    )
-
-
-@asynccontextmanager
-async def client_of(app: Any, peer: str = PEER) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=(peer, 50123))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-@pytest.fixture(autouse=True)
-def _clear_calls() -> None:
-    calls.clear()
-
-
-def http_scope(
-    peer: str | None = PEER, headers: Sequence[tuple[str, str]] = (), path: str = "/"
-) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "client": (peer, 50123) if peer is not None else None,
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-    }
-
+from tests.unit.integrations.asgi.helpers import (
+    PEER,
+    ROUTES,
+    TestClient,
+    WebSocketDenialResponse,
+    calls,
+    client_of,
+    limiter,
+    make_app,
+    refused_connection,
+    rule_for,
+)
 
 # ---------------------------------------------------------------- headers on responses
 
@@ -169,7 +78,7 @@ async def test_policy_windows_for_each_algorithm(clock: FakeClock) -> None:
 
 async def test_default_policy_names_come_from_the_limiter(clock: FakeClock) -> None:
     one = rule_for(clock, TokenBucket(5, 1.0), name="search", path="/items")
-    two = rule_for(clock, TokenBucket(5, 1.0), FixedWindow(9, 60), name="bulk")
+    two = rule_for(clock, TokenBucket(5, 1.0), FixedWindow(9, 60), name="bulk", path="/other")
     async with client_of(make_app(one, two)) as client:
         first = await client.get("/items")
         second = await client.get("/other")
@@ -293,7 +202,7 @@ async def test_cost_is_taken_per_request(clock: FakeClock) -> None:
 # ---------------------------------------------------------------------------- matching
 
 
-async def test_rules_match_by_method_and_path_first_match_wins(clock: FakeClock) -> None:
+async def test_rules_match_by_method_and_path_and_every_match_applies(clock: FakeClock) -> None:
     writes = rule_for(
         clock, TokenBucket(5, 1.0), name="writes", methods=("POST", "put"), path="/items/**"
     )
@@ -305,9 +214,10 @@ async def test_rules_match_by_method_and_path_first_match_wins(clock: FakeClock)
         nested = await client.get("/items/1/parts")
         post_top = await client.post("/items")
         other = await client.get("/other")
-    assert post.headers["ratelimit"] == '"writes";r=4;t=1'
-    assert put.headers["ratelimit"] == '"writes";r=3;t=1'
-    assert get.headers["ratelimit"] == '"reads";r=8;t=1'
+    # Both rules match a write to one item: both are charged, both are reported.
+    assert post.headers["ratelimit"] == '"writes";r=4;t=1, "reads";r=8;t=1'
+    assert put.headers["ratelimit"] == '"writes";r=3;t=1, "reads";r=7;t=1'
+    assert get.headers["ratelimit"] == '"reads";r=6;t=1'
     # {id} is one segment; "/items/**" needs the slash after "items".
     assert "ratelimit" not in nested.headers
     assert "ratelimit" not in post_top.headers
@@ -332,301 +242,11 @@ async def test_default_rule_catches_what_no_rule_matched(clock: FakeClock) -> No
     assert second.headers["ratelimit"] == '"everything";r=49;t=1'
 
 
-@pytest.mark.parametrize(
-    ("pattern", "path", "expected"),
-    [
-        ("/items", "/items", True),
-        ("/items", "/items/", False),
-        ("/items/*", "/items/42", True),
-        ("/items/*", "/items/", True),
-        ("/items/*", "/items/42/parts", False),
-        ("/items/**", "/items/42/parts", True),
-        ("/items/**", "/items", False),
-        ("/items/{id}", "/items/42", True),
-        ("/items/{id}", "/items/", False),
-        ("/items/{id}/parts", "/items/42/parts", True),
-        ("/files/{rest:path}", "/files/a/b.txt", True),
-        ("/files/{rest:path}", "/files/", False),
-        ("/v1.0/*", "/v1x0/a", False),  # the dot is literal
-        ("/*.json", "/data.json", True),
-        # A decoded %0A cannot slip past a pattern.
-        ("/items/**", "/items/a\nb", True),
-        ("/files/{rest:path}", "/files/a\nb", True),
-        ("/items/{id}", "/items/a\nb", True),
-    ],
-)
-def test_path_patterns(pattern: str, path: str, expected: bool) -> None:
-    rule = Rule(limiter(FakeClock(), TokenBucket(1, 1.0)), path=pattern)
-    assert rule.matches("GET", path) is expected
-
-
-def test_a_regex_path_is_full_matched() -> None:
-    rule = Rule(limiter(FakeClock(), TokenBucket(1, 1.0)), path=re.compile(r"/v\d+/.*"))
-    assert rule.matches("GET", "/v2/users")
-    assert not rule.matches("GET", "/api/v2/users")
-
-
 def test_methods_are_case_insensitive_and_a_single_string_is_one_method() -> None:
     rule = Rule(limiter(FakeClock(), TokenBucket(1, 1.0)), methods="post")
     assert rule.methods == frozenset({"POST"})
     assert rule.matches("POST", "/x")
     assert not rule.matches("GET", "/x")
-
-
-# ------------------------------------------------------------------------ key functions
-
-
-def test_client_ip_uses_the_peer_when_no_proxy_is_trusted() -> None:
-    key = client_ip()
-    spoofed = http_scope(headers=[("X-Forwarded-For", "198.51.100.1")])
-    assert key(spoofed) == f"ip:{PEER}"
-
-
-def test_client_ip_walks_x_forwarded_for_from_the_right() -> None:
-    key = client_ip(["10.0.0.0/8", "192.0.2.1"])
-    scope = http_scope(
-        "10.0.0.1", [("X-Forwarded-For", "6.6.6.6, 198.51.100.1, 192.0.2.1, 10.1.2.3")]
-    )
-    # 10.1.2.3 and 192.0.2.1 are ours; 198.51.100.1 is the client; 6.6.6.6 is its claim.
-    assert key(scope) == "ip:198.51.100.1"
-
-
-def test_client_ip_ignores_x_forwarded_for_from_an_untrusted_peer() -> None:
-    key = client_ip(["10.0.0.0/8"])
-    scope = http_scope("203.0.113.9", [("X-Forwarded-For", "198.51.100.1")])
-    assert key(scope) == "ip:203.0.113.9"
-
-
-trusted_hop = st.integers(0, 255).map(lambda n: f"10.0.0.{n}")
-untrusted_hop = st.integers(0, 255).map(lambda n: f"198.51.100.{n}")
-
-
-@given(hops=st.lists(st.one_of(trusted_hop, untrusted_hop), max_size=8), peer_trusted=st.booleans())
-def test_client_ip_picks_the_rightmost_untrusted_hop(hops: list[str], peer_trusted: bool) -> None:
-    key = client_ip(["10.0.0.0/8"])
-    peer = "10.9.9.9" if peer_trusted else "203.0.113.9"
-    scope = http_scope(peer, [("X-Forwarded-For", ", ".join(hops))] if hops else [])
-    untrusted = [hop for hop in hops if not hop.startswith("10.")]
-    if not peer_trusted:
-        expected = peer  # whatever the header says
-    elif untrusted:
-        expected = untrusted[-1]
-    else:
-        expected = hops[0] if hops else peer
-    assert key(scope) == f"ip:{expected}"
-
-
-def test_client_ip_joins_repeated_headers_in_order() -> None:
-    key = client_ip(["10.0.0.0/8"])
-    scope = http_scope(
-        "10.0.0.1",
-        [("X-Forwarded-For", "198.51.100.1, 10.0.0.7"), ("X-Forwarded-For", "10.0.0.8")],
-    )
-    assert key(scope) == "ip:198.51.100.1"
-
-
-def test_client_ip_all_trusted_gives_the_leftmost_and_no_header_the_peer() -> None:
-    key = client_ip(["10.0.0.0/8"])
-    assert key(http_scope("10.0.0.1", [("X-Forwarded-For", "10.9.9.9, 10.0.0.2")])) == (
-        "ip:10.9.9.9"
-    )
-    assert key(http_scope("10.0.0.1")) == "ip:10.0.0.1"
-
-
-def test_client_ip_stops_at_an_unparseable_hop() -> None:
-    key = client_ip(["10.0.0.0/8"])
-    scope = http_scope("10.0.0.1", [("X-Forwarded-For", "198.51.100.1, unknown, 10.0.0.2")])
-    # Nothing left of "unknown" can be vouched for: the last trusted hop stands in.
-    assert key(scope) == "ip:10.0.0.2"
-
-
-def test_client_ip_strips_ports_and_brackets_and_unmaps_ipv4() -> None:
-    key = client_ip(["10.0.0.0/8"], ipv6_prefix=128)
-    assert key(http_scope("10.0.0.1", [("X-Forwarded-For", "198.51.100.1:4711")])) == (
-        "ip:198.51.100.1"
-    )
-    assert key(http_scope("10.0.0.1", [("X-Forwarded-For", "[2001:db8::1]:4711")])) == (
-        "ip:2001:db8::1"
-    )
-    assert key(http_scope("::ffff:198.51.100.2")) == "ip:198.51.100.2"
-    assert key(http_scope("::ffff:10.0.0.1", [("X-Forwarded-For", "198.51.100.3")])) == (
-        "ip:198.51.100.3"
-    )
-
-
-def test_client_ip_reads_the_forwarded_header() -> None:
-    key = client_ip(["10.0.0.0/8"], header="forwarded", ipv6_prefix=128)
-    scope = http_scope(
-        "10.0.0.1",
-        [
-            ("Forwarded", 'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https'),
-            ("Forwarded", "For=10.0.0.5;by=10.0.0.1"),
-        ],
-    )
-    assert key(scope) == "ip:2001:db8:cafe::17"
-    # X-Forwarded-For is not consulted in this mode.
-    other = http_scope("10.0.0.1", [("X-Forwarded-For", "198.51.100.1")])
-    assert key(other) == "ip:10.0.0.1"
-    # An obfuscated node ends the walk at the last trusted hop.
-    hidden = http_scope("10.0.0.1", [("Forwarded", 'for=_hidden, for="10.0.0.4"')])
-    assert key(hidden) == "ip:10.0.0.4"
-    quoted_comma = http_scope("10.0.0.1", [("Forwarded", 'for=198.51.100.9;x="a,b"')])
-    assert key(quoted_comma) == "ip:198.51.100.9"
-
-
-def test_client_ip_groups_ipv6_by_prefix() -> None:
-    assert client_ip()(http_scope("2001:db8:1:2:aaaa::1")) == "ip:2001:db8:1:2::/64"
-    assert client_ip(ipv6_prefix=48)(http_scope("2001:db8:1:2::1")) == "ip:2001:db8:1::/48"
-    assert client_ip(ipv6_prefix=128)(http_scope("2001:db8::5")) == "ip:2001:db8::5"
-
-
-def test_client_ip_without_a_peer_does_not_apply() -> None:
-    assert client_ip()(http_scope(None)) is None
-    assert client_ip()(http_scope("testclient")) == "ip:testclient"
-
-
-@pytest.mark.parametrize(
-    ("options", "path"),
-    [
-        ({"trusted_proxies": ["10.0.0.0/33"]}, "trusted_proxies[0]"),
-        ({"trusted_proxies": ["10.0.0.1", 7]}, "trusted_proxies[1]"),
-        ({"header": "x-real-ip"}, "header"),
-        ({"ipv6_prefix": 0}, "ipv6_prefix"),
-        ({"ipv6_prefix": True}, "ipv6_prefix"),
-    ],
-)
-def test_client_ip_rejects_bad_options(options: dict[str, Any], path: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        client_ip(**options)
-    assert info.value.path == path
-
-
-async def test_trusted_proxy_honoured_and_spoofing_ignored_end_to_end(clock: FakeClock) -> None:
-    rule = rule_for(clock, TokenBucket(1, 60.0), key=client_ip(["10.0.0.0/8"]))
-    app = make_app(rule)
-    async with client_of(app, peer="10.0.0.1") as proxy:
-        a = await proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.1"})
-        b = await proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.2"})
-        a_again = await proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.1"})
-    async with client_of(app, peer="203.0.113.9") as attacker:
-        first = await attacker.get("/items", headers={"X-Forwarded-For": "198.51.100.3"})
-        spoofed = await attacker.get("/items", headers={"X-Forwarded-For": "198.51.100.4"})
-    # Behind the trusted proxy, each forwarded client has its own quota.
-    assert [a.status_code, b.status_code, a_again.status_code] == [200, 200, 429]
-    # From an untrusted peer the header is ignored: one quota, whatever it claims.
-    assert [first.status_code, spoofed.status_code] == [200, 429]
-
-
-class HeaderAuth(AuthenticationBackend):
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        user = conn.headers.get("x-user")
-        return (AuthCredentials(["authenticated"]), SimpleUser(user)) if user else None
-
-
-AUTH = [Middleware(AuthenticationMiddleware, backend=HeaderAuth())]
-
-
-async def test_user_key_limits_per_user_and_falls_through_for_anonymous(clock: FakeClock) -> None:
-    per_user = rule_for(clock, TokenBucket(2, 60.0), name="per-user", key=user_key())
-    per_ip = rule_for(clock, TokenBucket(1, 60.0), name="per-ip")
-    app = make_app(per_user, per_ip, outer=AUTH)
-    async with client_of(app) as client:
-        alice = [await client.get("/whoami", headers={"x-user": "alice"}) for _ in range(3)]
-        bob = await client.get("/whoami", headers={"x-user": "bob"})
-        anonymous = [await client.get("/whoami") for _ in range(2)]
-    assert [r.status_code for r in alice] == [200, 200, 429]
-    assert alice[0].text == "alice"
-    assert alice[0].headers["ratelimit"] == '"per-user";r=1;t=30'
-    assert bob.status_code == 200
-    assert bob.headers["ratelimit"] == '"per-user";r=1;t=30'
-    assert [r.status_code for r in anonymous] == [200, 429]
-    assert anonymous[0].headers["ratelimit"] == '"per-ip";r=0;t=60'
-
-
-def test_user_key_reads_identity_then_display_name() -> None:
-    class WithIdentity:
-        is_authenticated = True
-        identity = 42
-        display_name = "Alice"
-
-    class NameOnly:
-        is_authenticated = True
-
-        @property
-        def identity(self) -> str:
-            raise NotImplementedError
-
-        display_name = "alice"
-
-    class Anonymous:
-        is_authenticated = False
-        identity = "nobody"
-
-    key = user_key()
-    assert key({"type": "http", "user": WithIdentity()}) == "user:42"
-    assert key({"type": "http", "user": NameOnly()}) == "user:alice"
-    assert key({"type": "http", "user": Anonymous()}) is None
-    assert key({"type": "http"}) is None
-
-
-def test_user_key_with_a_callable() -> None:
-    key = user_key(lambda scope: scope.get("state", {}).get("tenant"))
-    assert key({"type": "http", "state": {"tenant": "acme"}}) == "user:acme"
-    assert key({"type": "http", "state": {}}) is None
-    with pytest.raises(ConfigError):
-        user_key("tenant")  # type: ignore[arg-type]
-
-
-def test_api_key_is_hashed() -> None:
-    key = api_key()
-    digest = hashlib.sha256(b"sk_live_abc123").hexdigest()[:32]
-    assert key(http_scope(headers=[("X-API-Key", "sk_live_abc123")])) == f"apikey:{digest}"
-    assert key(http_scope()) is None
-    assert key(http_scope(headers=[("X-API-Key", "  ")])) is None
-    assert "sk_live" not in repr(key)
-
-
-def test_api_key_with_a_scheme() -> None:
-    key = api_key("authorization", scheme="Bearer")
-    digest = hashlib.sha256(b"tok-1").hexdigest()[:32]
-    assert key(http_scope(headers=[("Authorization", "bearer tok-1")])) == f"apikey:{digest}"
-    assert key(http_scope(headers=[("Authorization", "Basic dTpw")])) is None
-
-
-class RecordingStore:
-    """A store that answers from memory and records every key it is asked about."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.inner = MemoryStore(clock=clock)
-        self.name = "recording"
-        self.keys: list[str] = []
-
-    async def adecide(self, key: str, *args: Any, **kwargs: Any) -> Any:
-        self.keys.append(key)
-        return await self.inner.adecide(key, *args, **kwargs)
-
-    async def adecide_all(self, key: str, *args: Any, **kwargs: Any) -> Any:
-        self.keys.append(key)
-        return await self.inner.adecide_all(key, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-async def test_raw_api_keys_never_reach_the_store_or_the_response(clock: FakeClock) -> None:
-    store = RecordingStore(clock)
-    limit = TokenBucket(1, 60.0)
-    rule = Rule(RateLimiter(limit, store=store, name="keys", clock=clock), key=api_key())
-    async with client_of(make_app(rule)) as client:
-        ok = await client.get("/items", headers={"X-API-Key": "sk_live_abc123"})
-        refused = await client.get("/items", headers={"X-API-Key": "sk_live_abc123"})
-        other = await client.get("/items", headers={"X-API-Key": "sk_live_other"})
-    assert [ok.status_code, refused.status_code, other.status_code] == [200, 429, 200]
-    assert "sk_live" not in refused.text
-    assert not any("sk_live" in value for value in refused.headers.values())
-    digest = hashlib.sha256(b"sk_live_abc123").hexdigest()[:32]
-    other_digest = hashlib.sha256(b"sk_live_other").hexdigest()[:32]
-    assert store.keys == [f"keys:apikey:{digest}"] * 2 + [f"keys:apikey:{other_digest}"]
 
 
 # -------------------------------------------------------------------- exemption, errors
@@ -672,8 +292,11 @@ async def test_a_failing_store_lets_requests_through_by_default(
     assert response.status_code == 200
     assert "ratelimit" not in response.headers
     assert [r.getMessage() for r in caplog.records] == [
-        "rate limiter 'broken' could not decide; request let through"
+        "rate limiter 'broken' cannot decide: store 'broken' failed (StoreUnavailable: store "
+        "'broken': connection refused); requests it limits are let through until the store "
+        "answers again"
     ]
+    assert caplog.records[0].exc_info is None
     assert "sk_live" not in caplog.text
     assert calls == ["GET /items"]
 
