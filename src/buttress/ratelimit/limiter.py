@@ -191,8 +191,9 @@ class RateLimiter(Strategy):
       seconds (or a :class:`~datetime.timedelta`) in all, then is rejected the same
       way.
     - As a policy (decorator, ``call``/``acall``, inside a
-      :class:`~buttress.Pipeline`) every call acquires first. Its key is ``key``:
-      a constant, or a callable given the call's ``(*args, **kwargs)``.
+      :class:`~buttress.Pipeline`) every call is admitted by ``allow`` first, and
+      only a refusal goes on to :meth:`acquire` (to wait, or to raise). Its key is
+      ``key``: a constant, or a callable given the call's ``(*args, **kwargs)``.
 
     Async twins: :attr:`aallow`, :meth:`ahit`, :meth:`aacquire`, :meth:`areset`,
     :meth:`ahit_many`. Each refused request emits
