@@ -17,16 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buttress.clock import FakeClock
-from buttress.ratelimit import GCRA, FixedWindow, SlidingWindow, TokenBucket
 from buttress.stores import MemoryStore, RedisStore
 from buttress.stores.base import Algorithm, Decision
 
 from tests.integration.test_stores_redis import (  # noqa: F401 - fixtures
     SEQUENCES,
     SEQUENCES_ALL,
+    algorithms,
     client,
     prefix,
     same,
+    sequences,
 )
 
 pytestmark = pytest.mark.integration
@@ -83,30 +84,6 @@ def test_allow_over_several_limits_admits_what_every_store_decides(
         )
 
 
-algorithms = st.one_of(
-    st.builds(
-        lambda cls, rate, period, burst: cls(rate, period, burst),
-        st.sampled_from([TokenBucket, GCRA]),
-        st.floats(0.1, 20.0),
-        st.floats(0.5, 10.0),
-        st.integers(1, 6),
-    ),
-    st.builds(
-        lambda cls, limit, period: cls(limit, period),
-        st.sampled_from([FixedWindow, SlidingWindow]),
-        st.integers(1, 6),
-        st.floats(0.5, 10.0),
-    ),
-)
-sequences = st.lists(
-    st.tuples(
-        st.sampled_from(["a", "b", "c"]),
-        st.one_of(st.just(0.0), st.floats(0.0, 4.0)),
-        st.integers(0, 4),
-    ),
-    min_size=1,
-    max_size=40,
-)
 _examples = itertools.count()
 
 
