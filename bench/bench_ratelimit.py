@@ -2,10 +2,11 @@
 and one raw redis-py EVALSHA round trip.
 
 Every case measures one decision on a key whose limit is high enough to always
-allow. In memory: ``limiter.hit(key)`` (token bucket, GCRA, the windows, two limits
-at once) against limits' ``MemoryStorage`` with its moving window, fixed window and
-sliding window counter strategies, pyrate-limiter's in-memory buckets, and (async)
-aiolimiter. On Redis: the same against limits' Redis storage, and against the
+allow. In memory: ``limiter.allow()`` (the boolean decision that policies use) and
+``limiter.hit()`` (the full result, for headers) — token bucket, GCRA, the windows,
+two limits at once — against limits' ``MemoryStorage`` with its moving window,
+fixed window and sliding window counter strategies, pyrate-limiter's in-memory
+buckets, and (async) aiolimiter. On Redis: the same against limits' Redis storage, and against the
 floor of any Redis-backed limiter, one EVALSHA round trip of a trivial script from
 the same client. Last, a batch of 100 keys in one round trip.
 
@@ -24,7 +25,7 @@ from typing import Any
 from buttress.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingWindow, TokenBucket
 from buttress.stores import RedisStore
 
-from _common import baseline
+from _common import awork, baseline, work
 from _harness import Case, check_works, main
 
 MEM = "rate limit decision, in memory (sync)"
@@ -41,8 +42,25 @@ KEYS_100 = [f"user:{i}" for i in range(100)]
 # --------------------------------------------------------------------- buttress
 
 
+def allow(*limits: Any) -> Callable[[], Any]:
+    return RateLimiter(*limits, name="bench").allow
+
+
+def aallow(*limits: Any) -> Callable[[], Any]:
+    return RateLimiter(*limits, name="bench").aallow
+
+
 def hit(*limits: Any) -> Callable[[], Any]:
     return RateLimiter(*limits, name="bench").hit
+
+
+def policy(*limits: Any) -> Callable[[], Any]:
+    """The limiter as a decorator around the group's function: what a policy adds."""
+    return RateLimiter(*limits, name="bench")(work)
+
+
+def apolicy(*limits: Any) -> Callable[[], Any]:
+    return RateLimiter(*limits, name="bench")(awork)
 
 
 def ahit(*limits: Any) -> Callable[[], Any]:
@@ -211,13 +229,26 @@ MOVING = "moving window, 1,000 keys rotated"
 
 CASES = [
     *baseline(MEM),
-    Case(MEM, "buttress: token bucket", lambda: hit(TokenBucket(HUGE)), target_ns=300),
-    Case(MEM, "buttress: GCRA", lambda: hit(GCRA(HUGE)), target_ns=300),
-    Case(MEM, "buttress: fixed window", lambda: hit(FixedWindow(HUGE))),
-    Case(MEM, "buttress: sliding window", lambda: hit(SlidingWindow(HUGE))),
+    Case(MEM, "buttress: token bucket, allow", lambda: allow(TokenBucket(HUGE)), target_ns=300),
+    Case(MEM, "buttress: GCRA, allow", lambda: allow(GCRA(HUGE)), target_ns=300),
+    Case(MEM, "buttress: fixed window, allow", lambda: allow(FixedWindow(HUGE))),
+    Case(MEM, "buttress: sliding window, allow", lambda: allow(SlidingWindow(HUGE))),
     Case(
         MEM,
-        "buttress: two limits, 10^9/s and 10^12/h",
+        "buttress: two limits, 10^9/s and 10^12/h, allow",
+        lambda: allow(TokenBucket(HUGE), FixedWindow(HUGE * 1000, 3600)),
+    ),
+    Case(
+        MEM,
+        "buttress: token bucket, as a policy (decorated call)",
+        lambda: policy(TokenBucket(HUGE)),
+    ),
+    Case(MEM, "buttress: token bucket, hit (full result)", lambda: hit(TokenBucket(HUGE))),
+    Case(MEM, "buttress: GCRA, hit (full result)", lambda: hit(GCRA(HUGE))),
+    Case(MEM, "buttress: sliding window, hit (full result)", lambda: hit(SlidingWindow(HUGE))),
+    Case(
+        MEM,
+        "buttress: two limits, hit (full result)",
         lambda: hit(TokenBucket(HUGE), FixedWindow(HUGE * 1000, 3600)),
     ),
     Case(
@@ -244,12 +275,24 @@ CASES = [
     *baseline(AMEM, is_async=True),
     Case(
         AMEM,
-        "buttress: token bucket",
-        lambda: ahit(TokenBucket(HUGE)),
+        "buttress: token bucket, aallow",
+        lambda: aallow(TokenBucket(HUGE)),
         is_async=True,
         target_ns=450,
     ),
-    Case(AMEM, "buttress: GCRA", lambda: ahit(GCRA(HUGE)), is_async=True, target_ns=450),
+    Case(AMEM, "buttress: GCRA, aallow", lambda: aallow(GCRA(HUGE)), is_async=True, target_ns=450),
+    Case(
+        AMEM,
+        "buttress: token bucket, as a policy (decorated call)",
+        lambda: apolicy(TokenBucket(HUGE)),
+        is_async=True,
+    ),
+    Case(
+        AMEM,
+        "buttress: token bucket, ahit (full result)",
+        lambda: ahit(TokenBucket(HUGE)),
+        is_async=True,
+    ),
     Case(AMEM, "aiolimiter", aiolimiter_acquire, is_async=True, peer=True),
     Case(
         AMEM,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
+from buttress.stores._local import AllowTwin, LocalStore
 from buttress.stores.base import (
     Algorithm,
     Decision,
@@ -38,12 +39,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Algorithm",
+    "AllowTwin",
     "BreakerConfig",
     "BreakerReply",
     "BreakerReport",
     "BreakerStore",
     "Decision",
     "FallbackStore",
+    "LocalStore",
     "MemoryStore",
     "MultiRequest",
     "RedisBreakerStore",
