@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal, NamedTuple
 
+from buttress._deadline import DEADLINE, fit
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress._validate import (
     check_callable,
@@ -45,7 +46,7 @@ from buttress._validate import (
     check_seconds,
 )
 from buttress.clock import MONOTONIC, Clock
-from buttress.errors import ConfigError, RateLimited
+from buttress.errors import ConfigError, RateLimited, TimeoutExceeded
 from buttress.events import CallRejected
 from buttress.ratelimit._rates import parse_rates
 from buttress.stores import Store, store_from_url
@@ -423,7 +424,10 @@ class RateLimiter(Strategy):
 
         In wait mode, sleep (``clock.sleep``) until the request fits, as long as
         the waits add up to at most ``max_wait`` seconds; a wait that would end
-        later is not begun, and the request is rejected at once.
+        later is not begun, and the request is rejected at once. Inside a
+        :class:`~buttress.Timeout` a wait must also end before its deadline: one
+        that cannot raises the timeout's
+        :class:`~buttress.errors.TimeoutExceeded` at once.
         """
         if cost is None:
             cost = self.cost
@@ -441,6 +445,7 @@ class RateLimiter(Strategy):
             delay = _plan(waits, result[4], deadline - now)
             if delay is None:
                 raise self._error(key, result)
+            self._fit(delay, key, result)
             clock.sleep(delay)
             result = self._decide(skey, cost)
             if result[0]:
@@ -465,11 +470,25 @@ class RateLimiter(Strategy):
             delay = _plan(waits, result[4], deadline - now)
             if delay is None:
                 raise self._error(key, result)
+            self._fit(delay, key, result)
             await clock.asleep(delay)
             result = await self._adecide(skey, cost)
             if result[0]:
                 return result
             now = clock.monotonic()
+
+    def _fit(self, delay: float, key: str | None, result: RateLimitResult) -> None:
+        """A wait inside a :class:`~buttress.Timeout` must end before its deadline.
+
+        One that cannot raises the timeout's ``TimeoutExceeded`` at once, chained
+        from the refusal (which emits its event as any refusal does).
+        """
+        if DEADLINE.get() is None:
+            return
+        try:
+            fit(delay, f"rate limiter {self.name!r}")
+        except TimeoutExceeded as exc:
+            raise exc from self._error(key, result)
 
     def hit_many(self, keys: Sequence[str], cost: int | None = None) -> list[RateLimitResult]:
         """:meth:`hit` for each of ``keys``, in order; on Redis in one round trip."""
