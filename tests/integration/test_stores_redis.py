@@ -532,9 +532,9 @@ def test_from_url_and_configuration(prefix: str) -> None:
         with pytest.raises(ValueError, match="url"):
             store_from_url(bad)
     with pytest.raises(ValueError, match="time_source"):
-        RedisStore(time_source="local")  # type: ignore[arg-type]
+        RedisStore(redis.Redis(), time_source="local")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="client"):
-        RedisStore().decide("k", TokenBucket(1))
+        RedisStore()
 
 
 # ------------------------------------------------------- a private redis-server

@@ -20,6 +20,10 @@ from buttress.errors import CircuitOpen, ConfigError
 from buttress.events import Event
 from buttress.pipeline import Pipeline
 from buttress.policies.circuit import (
+    BreakerConfig,
+    BreakerReply,
+    BreakerReport,
+    BreakerStore,
     BreakerSync,
     CircuitBreaker,
     CircuitMetrics,
@@ -28,7 +32,6 @@ from buttress.policies.circuit import (
 )
 from buttress.policies.circuit._shared import SharedCircuitEngine, breaker_config
 from buttress.stores import StoreFellBack, StoreRecovered, StoreUnavailable
-from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN

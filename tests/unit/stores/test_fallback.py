@@ -177,7 +177,7 @@ def test_switches_to_memory_and_back(
 async def test_async_twin(store: FallbackStore, flaky: Flaky, manual_clock: FakeClock) -> None:
     events = collect(store)
     flaky.down = True
-    flaky.error = RuntimeError("anything at all")
+    flaky.error = ConnectionError("connection reset")  # a transient error counts too
     assert [(await store.adecide("k", WINDOW)).allowed for _ in range(3)] == [True, True, False]
     assert [type(e) for e in events] == [StoreFellBack]
     assert events[0].error is flaky.error  # type: ignore[attr-defined]
