@@ -116,7 +116,7 @@ def store_from_url(
         raise ConfigError(
             f"the factory of {scheme}:// returned {store!r}, which is not a Store", path="url"
         )
-    if fallback and not isinstance(store, MemoryStore):
+    if fallback and scheme.lower() != "memory":
         return FallbackStore(store, probe_interval=probe, clock=clock)
     return store
 
