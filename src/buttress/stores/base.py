@@ -163,11 +163,7 @@ class Store(Protocol):
         ...
 
     def decide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """Atomically decide one request of ``cost`` for ``key`` under every limit at once.
 
@@ -181,11 +177,7 @@ class Store(Protocol):
         ...
 
     async def adecide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`."""
         ...
@@ -254,11 +246,7 @@ class StoreBase(ABC):
 
     @abstractmethod
     def decide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """Atomically decide ``cost`` for ``key`` under every limit, all or nothing.
 
@@ -270,11 +258,7 @@ class StoreBase(ABC):
         """Forget ``key``'s state under every limit of ``algorithms``."""
 
     async def adecide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`; by default it calls it (never waits)."""
         return self.decide_all(key, algorithms, cost, now)

@@ -14,6 +14,7 @@ implementation, :class:`RedisBreakerStore`, the only module here importing redis
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ._events import CircuitState, CircuitStateChanged
@@ -43,9 +44,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The Redis store imports redis; only load it when asked for.
-    if name == "RedisBreakerStore":
-        from ._redis_store import RedisBreakerStore  # noqa: PLC0415 - imports redis
-
-        return RedisBreakerStore
+    if name == "RedisBreakerStore":  # it imports redis: loaded only when asked for
+        return import_module("._redis_store", __name__).RedisBreakerStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,17 +36,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "pip install 'buttress[redis]'"
     ) from exc
 
-from buttress._validate import check_choice, check_clock, check_name, check_seconds
+from buttress._validate import check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
-from buttress.stores.redis import (
-    Clients,
-    check_prefix,
-    check_timeout,
-    check_url,
-    run_scripts,
-    script,
-)
+from buttress.stores.redis import Clients, Options, run_scripts, script
 
 from ._store import BreakerConfig, BreakerReply, BreakerReport
 
@@ -132,24 +125,18 @@ class RedisBreakerStore:
                 f"expected a redis.Redis (or use RedisBreakerStore.from_url), got {client!r}",
                 path="client",
             )
-        self._setup(
-            Clients(client=client),
-            prefix=prefix,
-            time_source=time_source,
-            ttl=ttl,
-            clock=clock,
-            name=name,
-        )
+        options = Options.check(prefix, time_source, clock, name)
+        self._setup(Clients(client=client), options, ttl)
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
-        timeout: float | timedelta | None = DEFAULT_TIMEOUT,
-        prefix: str = "buttress",
-        time_source: Literal["server", "client"] = "server",
         ttl: float | timedelta = DEFAULT_TTL,
+        prefix: str = "buttress",
+        timeout: float | timedelta | None = DEFAULT_TIMEOUT,
+        time_source: Literal["server", "client"] = "server",
         clock: Clock = MONOTONIC,
         name: str = "redis",
     ) -> RedisBreakerStore:
@@ -160,32 +147,16 @@ class RedisBreakerStore:
         and connect timeout; it does not retry, so a slow or dead server fails the
         sync fast. :meth:`close` closes it.
         """
-        clients = Clients(url=check_url(url), timeout=check_timeout(timeout))
+        options = Options.check(prefix, time_source, clock, name)
         store = cls.__new__(cls)
-        store._setup(
-            clients, prefix=prefix, time_source=time_source, ttl=ttl, clock=clock, name=name
-        )
+        store._setup(Clients.from_url(url, timeout), options, ttl)
         return store
 
-    def _setup(
-        self,
-        clients: Clients,
-        *,
-        prefix: object,
-        time_source: object,
-        ttl: object,
-        clock: object,
-        name: object,
-    ) -> None:
-        self.prefix = check_prefix(prefix)
-        self.time_source: Literal["server", "client"] = check_choice(
-            time_source, "time_source", ("server", "client")
-        )
-        self.ttl = check_seconds(ttl, "ttl", positive=True)
-        self.clock: Clock = check_clock(clock)
-        self.name = check_name(name) or "redis"
+    def _setup(self, clients: Clients, options: Options, ttl: object) -> None:
         self._clients = clients
         self._keys: dict[str, tuple[str, str]] = {}
+        self.prefix, self.time_source, self.clock, self.name = options
+        self.ttl = check_seconds(ttl, "ttl", positive=True)
 
     def keys(self, name: str) -> tuple[str, str]:
         """The Redis keys (state hash, window) of the breaker called ``name``."""
@@ -219,11 +190,7 @@ class RedisBreakerStore:
         )
 
     def sync(
-        self,
-        owner: str,
-        reports: Sequence[BreakerReport],
-        lease: float,
-        now: float | None = None,
+        self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
         """Run the sync script for every report in one round trip."""
         if not reports:

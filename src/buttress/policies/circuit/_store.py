@@ -117,11 +117,7 @@ class BreakerStore(Protocol):
         ...
 
     def sync(
-        self,
-        owner: str,
-        reports: Sequence[BreakerReport],
-        lease: float,
-        now: float | None = None,
+        self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
         """Merge every report and return the shared states, in order."""
         ...

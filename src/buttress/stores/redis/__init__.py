@@ -1,10 +1,11 @@
 """Redis-backed state: the rate-limit store, and the building blocks it shares.
 
 - :class:`RedisStore`: rate-limit decisions, one Lua script and one round trip each.
-- :func:`run_scripts` / :func:`arun_scripts`: run Lua script calls in one round
-  trip, reloading scripts after ``NOSCRIPT`` and mapping driver errors to
-  :class:`~buttress.stores.StoreError`. Every Redis-backed state in buttress (rate
-  limits, shared circuit breakers) goes through them.
+- :func:`script`, :func:`run_scripts` / :func:`arun_scripts`: Lua scripts (after
+  a small prelude of helpers, :data:`PRELUDE`) called in one round trip, reloaded
+  after ``NOSCRIPT``, driver errors mapped to :class:`~buttress.stores.StoreError`.
+  Every Redis-backed state in buttress (rate limits, shared circuit breakers) goes
+  through them.
 - :class:`Clients`: a store's redis-py clients — one sync client, and one asyncio
   client per event loop when built from a URL.
 - :func:`check_url`: a Redis URL checked without connecting
@@ -23,15 +24,26 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "the Redis store needs the 'redis' package: pip install 'buttress[redis]'"
     ) from exc
 
-from ._clients import DEFAULT_TIMEOUT, SCHEMES, Clients, check_timeout, check_url, map_error
-from ._scripts import Call, arun_scripts, run_scripts, script
-from ._store import RedisStore, check_prefix
+from ._clients import (
+    DEFAULT_TIMEOUT,
+    SCHEMES,
+    Clients,
+    Options,
+    check_prefix,
+    check_timeout,
+    check_url,
+    map_error,
+)
+from ._scripts import PRELUDE, Call, arun_scripts, run_scripts, script
+from ._store import RedisStore
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "PRELUDE",
     "SCHEMES",
     "Call",
     "Clients",
+    "Options",
     "RedisStore",
     "arun_scripts",
     "check_prefix",

@@ -12,7 +12,7 @@ import inspect
 import math
 import threading
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -25,7 +25,8 @@ from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry as _Retry
 
-from buttress._validate import optional_seconds
+from buttress._validate import check_choice, check_clock, check_name, optional_seconds
+from buttress.clock import Clock
 from buttress.errors import ConfigError
 from buttress.stores.base import StoreError, StoreUnavailable
 
@@ -34,6 +35,8 @@ __all__ = [
     "SCHEMES",
     "UNAVAILABLE",
     "Clients",
+    "Options",
+    "check_prefix",
     "check_timeout",
     "check_url",
     "map_error",
@@ -188,6 +191,32 @@ def check_timeout(timeout: object, path: str = "timeout") -> float | None:
     return optional_seconds(timeout, path, positive=True)
 
 
+def check_prefix(prefix: object, path: str = "prefix") -> str:
+    """A key prefix: a string without ``{`` or ``}`` (they would move the hash tag)."""
+    if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+        raise ConfigError(f"must be a string without braces, got {prefix!r}", path=path)
+    return prefix
+
+
+class Options(NamedTuple):
+    """What every Redis-backed store is configured with, checked (:meth:`check`)."""
+
+    prefix: str
+    time_source: Literal["server", "client"]
+    clock: Clock
+    name: str
+
+    @classmethod
+    def check(cls, prefix: object, time_source: object, clock: object, name: object) -> Options:
+        """The options, each checked: :class:`ConfigError` naming the first bad one."""
+        return cls(
+            check_prefix(prefix),
+            check_choice(time_source, "time_source", ("server", "client")),
+            check_clock(clock),
+            check_name(name) or "redis",
+        )
+
+
 def _sync_client(url: str, timeout: float | None) -> Any:
     # No client-side retries: redis-py would otherwise retry with backoff, stalling a
     # fallback store or a breaker sync for seconds while the server is away.
@@ -244,15 +273,19 @@ class Clients:
         url: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._sync = client
-        self._async = async_client
-        self.url = url
-        self.timeout = timeout
-        self.owned = url is not None
+        self._sync, self._async = client, async_client
+        self.url, self.timeout = url, timeout
+        self.owned = url is not None  # only clients built here are closed here
         # (loop, client) last used: one attribute, so a thread reads a matching pair.
         self._last: tuple[Any, Any] = (None, None)
         self._loops: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: object, timeout: object = DEFAULT_TIMEOUT) -> Clients:
+        """Clients to build from ``url`` as they are needed; both checked now (see
+        :func:`check_url` and :func:`check_timeout`), nothing connects."""
+        return cls(url=check_url(url), timeout=check_timeout(timeout))
 
     def sync(self) -> Any:
         """The ``redis.Redis`` client, built from the URL on first use."""

@@ -7,6 +7,10 @@ as the call itself). When Redis answers ``NOSCRIPT`` — after a ``SCRIPT FLUSH`
 restart or a failover — the missing scripts are loaded and their calls repeated in
 one more round trip.
 
+Every script starts with buttress's prelude (``stores/lua/prelude.lua``): small
+helpers that know no algorithm — ``now_of(ARGV[1])`` (the given time, or the
+server's clock), ``numbers(text)``, ``store_numbers(key, values, ttl_ms)``.
+
 The logic is written once, as a generator that yields each round trip and gets its
 replies back (sans-I/O); :func:`run_scripts` and :func:`arun_scripts` only drive it.
 """
@@ -16,22 +20,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Generator, Sequence
 from functools import lru_cache
+from importlib import resources
 from typing import Any, TypeAlias
 
 from redis.exceptions import NoScriptError
 
 from ._clients import map_error
 
-__all__ = ["Call", "arun_scripts", "run_scripts", "script"]
+__all__ = ["PRELUDE", "Call", "arun_scripts", "run_scripts", "script"]
 
 Call: TypeAlias = tuple[str, str, tuple[Any, ...]]
 """One script call: ``(sha1, source, args)``, ``args`` being what follows the sha in
 ``EVALSHA``: the number of keys, the keys, then the script's arguments."""
 
 
+# Read at import, never from a caller's thread: importlib.resources takes the import
+# lock, and a fork while another thread holds it leaves the child's copy locked.
+PRELUDE = resources.files("buttress.stores").joinpath("lua/prelude.lua").read_text("utf-8")
+"""The Lua helpers every script starts with (see the module docstring)."""
+
+
 @lru_cache(maxsize=1024)
-def script(source: str) -> tuple[str, str]:
-    """``(sha1, source)`` of a Lua script, as ``SCRIPT LOAD`` names it."""
+def script(body: str) -> tuple[str, str]:
+    """``(sha1, source)`` of the script running ``body`` after the :data:`PRELUDE`.
+
+    ``sha1`` is what ``SCRIPT LOAD`` names ``source`` and what a :data:`Call` gives.
+    """
+    source = f"{PRELUDE}\n{body}"
     return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
 
 

@@ -18,16 +18,16 @@ lets one script touch all of a key's limits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import redis
 import redis.asyncio
 
-from buttress._validate import check_choice, check_clock, check_name, check_seconds
+from buttress._validate import check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
 from buttress.stores.base import (
@@ -40,14 +40,13 @@ from buttress.stores.base import (
     validate_cost,
 )
 
-from ._clients import DEFAULT_TIMEOUT, Clients, check_timeout, check_url, map_error
+from ._clients import DEFAULT_TIMEOUT, Clients, Options, map_error
 from ._scripts import Call, arun_scripts, run_scripts, script
 
-__all__ = ["DEFAULT_TIMEOUT", "RedisStore", "check_prefix"]
+__all__ = ["DEFAULT_TIMEOUT", "RedisStore"]
 
+_T = TypeVar("_T")
 _new = tuple.__new__
-# Prepared calls per algorithm; bounded in case a program builds a new algorithm
-# object per call.
 _PREPARED_MAX = 1024
 
 
@@ -78,6 +77,24 @@ def _script_all(bodies: tuple[str, ...]) -> tuple[str, str]:
     return script(f"local deciders = {{}}\n{blocks}{_FRAME_ALL}")
 
 
+_K = TypeVar("_K")
+
+
+def _prepared(table: dict[_K, _T], key: _K, prepare: Callable[[_K], _T]) -> _T:
+    """``table[key]``, prepared on first use; bounded, since a program may build a
+    new algorithm object per call."""
+    try:
+        found = table.get(key)
+    except TypeError:  # an unhashable algorithm of the caller's own: no caching
+        return prepare(key)
+    if found is None:
+        found = prepare(key)
+        if len(table) >= _PREPARED_MAX:
+            table.clear()
+        table[key] = found
+    return found
+
+
 def _encoded(*numbers: Any) -> tuple[bytes, ...]:
     """Numbers as redis-py would send them, encoded once instead of on every call."""
     return tuple(repr(number).encode() for number in numbers)
@@ -102,13 +119,6 @@ def _parse(reply: Any) -> Decision:
 def _parse_all(reply: Any) -> tuple[Decision, ...]:
     numbers = reply.split()
     return tuple(_decision(numbers[at : at + 5]) for at in range(0, len(numbers), 5))
-
-
-def check_prefix(prefix: object, path: str = "prefix") -> str:
-    """A key prefix: a string without ``{`` or ``}`` (they would move the hash tag)."""
-    if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
-        raise ConfigError(f"must be a string without braces, got {prefix!r}", path=path)
-    return prefix
 
 
 def _check_clients(client: Any, async_client: Any) -> None:
@@ -180,22 +190,16 @@ class RedisStore(StoreBase):
         name: str = "redis",
     ) -> None:
         _check_clients(client, async_client)
-        self._setup(
-            Clients(client=client, async_client=async_client),
-            prefix=prefix,
-            time_source=time_source,
-            clock=clock,
-            ttl_slack=ttl_slack,
-            name=name,
-        )
+        options = Options.check(prefix, time_source, clock, name)
+        self._setup(Clients(client=client, async_client=async_client), options, ttl_slack)
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
-        timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         prefix: str = "buttress",
+        timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         time_source: Literal["server", "client"] = "server",
         clock: Clock = MONOTONIC,
         ttl_slack: float | timedelta = 1.0,
@@ -212,35 +216,14 @@ class RedisStore(StoreBase):
         client; each event loop gets an asyncio client of its own, closed when the
         loop shuts down. :meth:`close` / :meth:`aclose` close them.
         """
-        clients = Clients(url=check_url(url), timeout=check_timeout(timeout))
         store = cls.__new__(cls)
-        store._setup(
-            clients,
-            prefix=prefix,
-            time_source=time_source,
-            clock=clock,
-            ttl_slack=ttl_slack,
-            name=name,
-        )
+        options = Options.check(prefix, time_source, clock, name)
+        store._setup(Clients.from_url(url, timeout), options, ttl_slack)
         return store
 
-    def _setup(
-        self,
-        clients: Clients,
-        *,
-        prefix: object,
-        time_source: object,
-        clock: object,
-        ttl_slack: object,
-        name: object,
-    ) -> None:
-        self.prefix = check_prefix(prefix)
-        self.time_source: Literal["server", "client"] = check_choice(
-            time_source, "time_source", ("server", "client")
-        )
-        self.clock: Clock = check_clock(clock)
+    def _setup(self, clients: Clients, options: Options, ttl_slack: object) -> None:
+        self.prefix, self.time_source, self.clock, self.name = options
         self.ttl_slack = check_seconds(ttl_slack, "ttl_slack")
-        self.name = check_name(name) or "redis"
         self._slack = round(self.ttl_slack * 1000)
         self._clients = clients
         self._prepared: dict[Algorithm, tuple[str, str, tuple[Any, ...]]] = {}
@@ -260,15 +243,23 @@ class RedisStore(StoreBase):
         return [f"{self.prefix}:{{{key}}}:{slot}" for slot in slot_names(algorithms)]
 
     def _prepare(self, algorithm: Algorithm) -> tuple[str, str, tuple[Any, ...]]:
+        # (sha, source, the arguments after the time and the cost)
         sha, source = _script(algorithm.lua)
-        prepared = (sha, source, _encoded(self._slack, *algorithm.lua_args))
-        try:
-            if len(self._prepared) >= _PREPARED_MAX:
-                self._prepared.clear()
-            self._prepared[algorithm] = prepared
-        except TypeError:  # an unhashable algorithm of the caller's own: no caching
-            pass
-        return prepared
+        return sha, source, _encoded(self._slack, *algorithm.lua_args)
+
+    def _prepare_all(
+        self, algorithms: tuple[Algorithm, ...]
+    ) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
+        # (sha, source, the key suffixes, the arguments after the time and the cost)
+        if not algorithms:
+            raise ValueError("decide_all needs at least one algorithm")
+        sha, source = _script_all(tuple(algorithm.lua for algorithm in algorithms))
+        tail: list[Any] = [self._slack]
+        for algorithm in algorithms:
+            args = algorithm.lua_args
+            tail += (len(args), *args)
+        suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
+        return sha, source, suffixes, _encoded(*tail)
 
     def _when(self, now: float | None) -> float | bytes:
         if now is not None:
@@ -278,49 +269,18 @@ class RedisStore(StoreBase):
     def _call(self, key: str, algorithm: Algorithm, cost: int, now: float | None) -> Call:
         if type(cost) is not int or cost < 0:
             cost = validate_cost(cost)
-        try:
-            prepared = self._prepared.get(algorithm)
-        except TypeError:
-            prepared = None
-        if prepared is None:
-            prepared = self._prepare(algorithm)
-        sha, source, tail = prepared
+        sha, source, tail = _prepared(self._prepared, algorithm, self._prepare)
         key = f"{self.prefix}:{{{key}}}:{algorithm.name}"
         return sha, source, (1, key, self._when(now), cost, *tail)
-
-    def _prepare_all(
-        self, algorithms: tuple[Algorithm, ...]
-    ) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
-        if not algorithms:
-            raise ValueError("decide_all needs at least one algorithm")
-        sha, source = _script_all(tuple(algorithm.lua for algorithm in algorithms))
-        tail: list[Any] = [self._slack]
-        for algorithm in algorithms:
-            args = algorithm.lua_args
-            tail += (len(args), *args)
-        suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
-        prepared = (sha, source, suffixes, _encoded(*tail))
-        try:
-            if len(self._prepared_all) >= _PREPARED_MAX:
-                self._prepared_all.clear()
-            self._prepared_all[algorithms] = prepared
-        except TypeError:
-            pass
-        return prepared
 
     def _call_all(
         self, key: str, algorithms: Sequence[Algorithm], cost: int, now: float | None
     ) -> Call:
         if type(cost) is not int or cost < 0:
             cost = validate_cost(cost)
-        limits = tuple(algorithms)
-        try:
-            prepared = self._prepared_all.get(limits)
-        except TypeError:
-            prepared = None
-        if prepared is None:
-            prepared = self._prepare_all(limits)
-        sha, source, suffixes, tail = prepared
+        sha, source, suffixes, tail = _prepared(
+            self._prepared_all, tuple(algorithms), self._prepare_all
+        )
         head = f"{self.prefix}:{{{key}"
         keys = [head + suffix for suffix in suffixes]
         return sha, source, (len(keys), *keys, self._when(now), cost, *tail)
@@ -348,11 +308,7 @@ class RedisStore(StoreBase):
         return _parse((await arun_scripts(self._clients.for_loop(), (call,), self.name))[0])
 
     def decide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """Every limit on ``key`` at once, all or nothing: one script, one ``EVALSHA``.
 
@@ -363,15 +319,20 @@ class RedisStore(StoreBase):
         return _parse_all(run_scripts(self._clients.sync(), (call,), self.name)[0])
 
     async def adecide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`."""
         call = self._call_all(key, algorithms, cost, now)
         return _parse_all((await arun_scripts(self._clients.for_loop(), (call,), self.name))[0])
+
+    def _batch(self, calls: list[Call], parse: Callable[[Any], _T]) -> list[_T]:
+        if not calls:
+            return []
+        return [parse(reply) for reply in run_scripts(self._clients.sync(), calls, self.name)]
+
+    async def _abatch(self, calls: list[Call], parse: Callable[[Any], _T]) -> list[_T]:
+        replies = await arun_scripts(self._clients.for_loop(), calls, self.name) if calls else []
+        return [parse(reply) for reply in replies]
 
     def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
         """Decide several ``(key, algorithm, cost)`` requests in one pipelined round trip.
@@ -379,22 +340,17 @@ class RedisStore(StoreBase):
         Each decision is atomic on its own; the batch is not a transaction (so keys
         may live on different Cluster slots).
         """
-        now = self._one_instant(now)
-        calls = [self._call(key, algorithm, cost, now) for key, algorithm, cost in requests]
-        if not calls:
-            return []
-        return [_parse(reply) for reply in run_scripts(self._clients.sync(), calls, self.name)]
+        now, call = self._one_instant(now), self._call
+        return self._batch([call(key, limit, cost, now) for key, limit, cost in requests], _parse)
 
     async def adecide_many(
         self, requests: Sequence[Request], now: float | None = None
     ) -> list[Decision]:
         """The async twin of :meth:`decide_many`."""
-        now = self._one_instant(now)
-        calls = [self._call(key, algorithm, cost, now) for key, algorithm, cost in requests]
-        if not calls:
-            return []
-        replies = await arun_scripts(self._clients.for_loop(), calls, self.name)
-        return [_parse(reply) for reply in replies]
+        now, call = self._one_instant(now), self._call
+        return await self._abatch(
+            [call(key, limit, cost, now) for key, limit, cost in requests], _parse
+        )
 
     def decide_all_many(
         self, requests: Sequence[MultiRequest], now: float | None = None
@@ -404,22 +360,17 @@ class RedisStore(StoreBase):
         Each key's decision is atomic and all or nothing; the batch is not a
         transaction.
         """
-        now = self._one_instant(now)
-        calls = [self._call_all(key, limits, cost, now) for key, limits, cost in requests]
-        if not calls:
-            return []
-        return [_parse_all(reply) for reply in run_scripts(self._clients.sync(), calls, self.name)]
+        now, call = self._one_instant(now), self._call_all
+        return self._batch([call(key, lim, cost, now) for key, lim, cost in requests], _parse_all)
 
     async def adecide_all_many(
         self, requests: Sequence[MultiRequest], now: float | None = None
     ) -> list[tuple[Decision, ...]]:
         """The async twin of :meth:`decide_all_many`."""
-        now = self._one_instant(now)
-        calls = [self._call_all(key, limits, cost, now) for key, limits, cost in requests]
-        if not calls:
-            return []
-        replies = await arun_scripts(self._clients.for_loop(), calls, self.name)
-        return [_parse_all(reply) for reply in replies]
+        now, call = self._one_instant(now), self._call_all
+        return await self._abatch(
+            [call(key, lim, cost, now) for key, lim, cost in requests], _parse_all
+        )
 
     # -------------------------------------------------------------------- reset
 
