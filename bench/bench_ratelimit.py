@@ -100,7 +100,7 @@ def raw_evalsha_ours() -> Callable[[], Any]:
 
     store = redis_store()
     client = redis.Redis.from_url(REDIS_URL)
-    sha, source, args = store._call("bench:raw", GCRA(HUGE), 1, None)
+    ((sha, source, args),) = store._calls([("bench:raw", GCRA(HUGE), 1)], None)
     client.script_load(source)
 
     def call() -> Any:

@@ -18,6 +18,10 @@
 -- ARGV[2]  cost
 -- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
 -- ARGV[4…] per limit, in KEYS order: the count of its configuration numbers, then them
+-- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
+-- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
+-- (doubles), little-endian, no padding: 33 bytes.
+local DECISION = '<Bi8i8dd'
 local now = now_of(ARGV[1])
 local cost = tonumber(ARGV[2])
 local slack = tonumber(ARGV[3])
@@ -78,10 +82,10 @@ else
   end
 end
 
--- One string of 5 numbers per limit, as decide.lua answers for one.
+-- One packed decision per limit, in order, as decide.lua answers for one.
 local parts = {}
 for i = 1, n do
   local o = outcomes[i]
-  parts[i] = string.format('%d %d %d %.17g %.17g', o[2], o[3], o[4], o[5], o[6])
+  parts[i] = struct.pack(DECISION, o[2], o[3], o[4], o[5], o[6])
 end
-return table.concat(parts, ' ')
+return table.concat(parts)

@@ -302,15 +302,34 @@ class Clients:
                     client = self._sync = _sync_client(self.url, self.timeout)
         return client
 
-    def for_loop(self) -> Any:
-        """The ``redis.asyncio.Redis`` client for the running event loop."""
+    def for_loop(self, store: str) -> Any:
+        """The ``redis.asyncio.Redis`` client for the running event loop.
+
+        A client given to the constructor belongs to the first loop that uses it:
+        from any other loop, :class:`StoreError` naming ``store`` (redis-py would
+        fail there, or worse, now and then work).
+        """
         loop = asyncio.get_running_loop()
         last = self._last
         if last[0] is loop:
             return last[1]
         if self._async is not None:
-            return self._async
+            return self._given(loop, store)
         return self._new_loop(loop)
+
+    def _given(self, loop: asyncio.AbstractEventLoop, store: str) -> Any:
+        with self._lock:
+            if self._last[0] is None:
+                self._last = (loop, self._async)
+            elif self._last[0] is not loop:
+                raise StoreError(
+                    store,
+                    f"the asyncio Redis client given as async_client= belongs to event loop "
+                    f"{self._last[0]!r}, not to the running one: a client serves one loop. "
+                    "Give each loop a store of its own, or build the store from a URL "
+                    "(one client per loop)",
+                )
+        return self._async
 
     def _new_loop(self, loop: asyncio.AbstractEventLoop) -> Any:
         if self.url is None:

@@ -23,11 +23,15 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeAlias
 
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from ._clients import map_error
 
 __all__ = ["PRELUDE", "Call", "arun_scripts", "run_scripts", "script"]
+
+# Replies stay bytes whatever the client's decode_responses: scripts may answer binary.
+_RAW = {NEVER_DECODE: True}
 
 Call: TypeAlias = tuple[str, str, tuple[Any, ...]]
 """One script call: ``(sha1, source, args)``, ``args`` being what follows the sha in
@@ -60,7 +64,7 @@ def _exchange(client: Any, calls: Sequence[Call], store: str) -> Generator[Any, 
         if len(calls) == 1:
             sha, _, args = calls[0]
             try:
-                replies = [(yield client.evalsha(sha, *args))]
+                replies = [(yield client.execute_command("EVALSHA", sha, *args, **_RAW))]
             except NoScriptError as exc:
                 replies = [exc]
         else:
@@ -86,12 +90,15 @@ def _pipeline(client: Any, sources: Sequence[str], calls: Sequence[Call]) -> Any
     for source in sources:
         pipe.script_load(source)
     for sha, _, args in calls:
-        pipe.evalsha(sha, *args)
+        pipe.execute_command("EVALSHA", sha, *args, **_RAW)
     return pipe
 
 
 def run_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
     """The replies of ``calls``, in order, made with the ``redis.Redis`` ``client``.
+
+    Bulk strings come back as ``bytes`` even from a client with
+    ``decode_responses=True``, so a script may answer in binary.
 
     One round trip (two after a ``NOSCRIPT``). A failure raises
     :class:`~buttress.stores.StoreUnavailable` (connection, timeout) or

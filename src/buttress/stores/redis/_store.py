@@ -18,9 +18,10 @@ lets one script touch all of a key's limits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from typing import Any, Literal, TypeVar
 
@@ -100,25 +101,28 @@ def _encoded(*numbers: Any) -> tuple[bytes, ...]:
     return tuple(repr(number).encode() for number in numbers)
 
 
-_ONE = (b"1", "1")  # "allowed", from a client with or without decode_responses
+# A decision as the frames pack it (see DECISION in decide.lua): one C call unpacks
+# all five fields, already of the types a Decision holds.
+_DECISION = struct.Struct("<?qqdd")
+_unpack = _DECISION.unpack
+_iter_unpack = _DECISION.iter_unpack
+_make = partial(tuple.__new__, Decision)
 
 
-def _decision(numbers: Sequence[Any]) -> Decision:
-    allowed, limit, remaining, reset_after, retry_after = numbers
-    return _new(
-        Decision,
-        (allowed in _ONE, int(limit), int(remaining), float(reset_after), float(retry_after)),
-    )
+def _parse(reply: bytes) -> Decision:
+    return _new(Decision, _unpack(reply))
 
 
-def _parse(reply: Any) -> Decision:
-    # "allowed limit remaining reset_after retry_after", see decide.lua.
-    return _decision(reply.split())
+def _parse_all(reply: bytes) -> tuple[Decision, ...]:
+    return tuple(map(_make, _iter_unpack(reply)))
 
 
-def _parse_all(reply: Any) -> tuple[Decision, ...]:
-    numbers = reply.split()
-    return tuple(_decision(numbers[at : at + 5]) for at in range(0, len(numbers), 5))
+def _parse_many(replies: list[bytes]) -> list[Decision]:
+    return list(map(_make, _iter_unpack(b"".join(replies))))
+
+
+def _parse_all_many(replies: list[bytes]) -> list[tuple[Decision, ...]]:
+    return [tuple(map(_make, _iter_unpack(reply))) for reply in replies]
 
 
 def _check_clients(client: Any, async_client: Any) -> None:
@@ -168,6 +172,8 @@ class RedisStore(StoreBase):
 
     __slots__ = (
         "_clients",
+        "_head",
+        "_last",
         "_prepared",
         "_prepared_all",
         "_slack",
@@ -226,7 +232,9 @@ class RedisStore(StoreBase):
         self.ttl_slack = check_seconds(ttl_slack, "ttl_slack")
         self._slack = round(self.ttl_slack * 1000)
         self._clients = clients
-        self._prepared: dict[Algorithm, tuple[str, str, tuple[Any, ...]]] = {}
+        self._head = f"{self.prefix}:{{"
+        self._prepared: dict[Algorithm, tuple[str, str, str, tuple[Any, ...]]] = {}
+        self._last: tuple[Algorithm | None, Any] = (None, None)
         # algorithms -> (sha, source, key suffixes, trailing args)
         self._prepared_all: dict[
             tuple[Algorithm, ...], tuple[str, str, tuple[str, ...], tuple[Any, ...]]
@@ -242,10 +250,10 @@ class RedisStore(StoreBase):
         """The Redis keys holding ``key``'s states under each of ``algorithms``."""
         return [f"{self.prefix}:{{{key}}}:{slot}" for slot in slot_names(algorithms)]
 
-    def _prepare(self, algorithm: Algorithm) -> tuple[str, str, tuple[Any, ...]]:
-        # (sha, source, the arguments after the time and the cost)
+    def _prepare(self, algorithm: Algorithm) -> tuple[str, str, str, tuple[Any, ...]]:
+        # (sha, source, the key's end, the arguments after the time and the cost)
         sha, source = _script(algorithm.lua)
-        return sha, source, _encoded(self._slack, *algorithm.lua_args)
+        return sha, source, f"}}:{algorithm.name}", _encoded(self._slack, *algorithm.lua_args)
 
     def _prepare_all(
         self, algorithms: tuple[Algorithm, ...]
@@ -262,34 +270,40 @@ class RedisStore(StoreBase):
         return sha, source, suffixes, _encoded(*tail)
 
     def _when(self, now: float | None) -> float | bytes:
+        # The time argument: the caller's, else the server's (""), else one clock read
+        # (for a whole batch: one instant, as in the memory store).
         if now is not None:
             return now
         return b"" if self.time_source == "server" else self.clock.time()
 
-    def _call(self, key: str, algorithm: Algorithm, cost: int, now: float | None) -> Call:
-        if type(cost) is not int or cost < 0:
-            cost = validate_cost(cost)
-        sha, source, tail = _prepared(self._prepared, algorithm, self._prepare)
-        key = f"{self.prefix}:{{{key}}}:{algorithm.name}"
-        return sha, source, (1, key, self._when(now), cost, *tail)
+    def _calls(self, requests: Iterable[Request], now: float | None) -> list[Call]:
+        """The script call of each ``(key, algorithm, cost)`` request."""
+        when, head, table, prepare = self._when(now), self._head, self._prepared, self._prepare
+        # The last algorithm and its prepared call: requests of a batch share one, and
+        # a limiter asks for the same one every time.
+        last, prepared = self._last
+        calls: list[Call] = []
+        for key, algorithm, given in requests:
+            cost = given if type(given) is int and given >= 0 else validate_cost(given)
+            if algorithm is not last:
+                prepared = _prepared(table, algorithm, prepare)
+                last = algorithm
+            sha, source, end, tail = prepared
+            # One tuple concatenation is faster than unpacking ``tail``.
+            calls.append((sha, source, (1, head + key + end, when, cost) + tail))  # noqa: RUF005
+        self._last = (last, prepared)  # one attribute: read whole by other threads
+        return calls
 
-    def _call_all(
-        self, key: str, algorithms: Sequence[Algorithm], cost: int, now: float | None
-    ) -> Call:
-        if type(cost) is not int or cost < 0:
-            cost = validate_cost(cost)
-        sha, source, suffixes, tail = _prepared(
-            self._prepared_all, tuple(algorithms), self._prepare_all
-        )
-        head = f"{self.prefix}:{{{key}"
-        keys = [head + suffix for suffix in suffixes]
-        return sha, source, (len(keys), *keys, self._when(now), cost, *tail)
-
-    def _one_instant(self, now: float | None) -> float | None:
-        if now is None and self.time_source == "client":
-            # One instant for the whole batch, as in the memory store.
-            return self.clock.time()
-        return now
+    def _calls_all(self, requests: Iterable[MultiRequest], now: float | None) -> list[Call]:
+        """The script call of each ``(key, algorithms, cost)`` all-limits request."""
+        when, head, table = self._when(now), self._head, self._prepared_all
+        calls: list[Call] = []
+        for key, algorithms, cost in requests:
+            sha, source, ends, tail = _prepared(table, tuple(algorithms), self._prepare_all)
+            start = head + key
+            keys = [start + end for end in ends]
+            calls.append((sha, source, (len(keys), *keys, when, validate_cost(cost), *tail)))
+        return calls
 
     # ---------------------------------------------------------------- decisions
 
@@ -297,15 +311,15 @@ class RedisStore(StoreBase):
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
     ) -> Decision:
         """Atomically decide one request of ``cost`` for ``key``: one ``EVALSHA``."""
-        call = self._call(key, algorithm, cost, now)
-        return _parse(run_scripts(self._clients.sync(), (call,), self.name)[0])
+        calls = self._calls(((key, algorithm, cost),), now)
+        return _parse(run_scripts(self._clients.sync(), calls, self.name)[0])
 
     async def adecide(
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
     ) -> Decision:
         """The async twin of :meth:`decide`."""
-        call = self._call(key, algorithm, cost, now)
-        return _parse((await arun_scripts(self._clients.for_loop(), (call,), self.name))[0])
+        calls = self._calls(((key, algorithm, cost),), now)
+        return _parse((await arun_scripts(self._clients.for_loop(self.name), calls, self.name))[0])
 
     def decide_all(
         self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
@@ -315,24 +329,26 @@ class RedisStore(StoreBase):
         The limits' keys (``buttress:{key}:tb``, ``buttress:{key}:fw``, ...) share
         the ``{key}`` hash tag, so on a Cluster they live in one slot.
         """
-        call = self._call_all(key, algorithms, cost, now)
-        return _parse_all(run_scripts(self._clients.sync(), (call,), self.name)[0])
+        calls = self._calls_all(((key, algorithms, cost),), now)
+        return _parse_all(run_scripts(self._clients.sync(), calls, self.name)[0])
 
     async def adecide_all(
         self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`."""
-        call = self._call_all(key, algorithms, cost, now)
-        return _parse_all((await arun_scripts(self._clients.for_loop(), (call,), self.name))[0])
+        calls = self._calls_all(((key, algorithms, cost),), now)
+        return _parse_all(
+            (await arun_scripts(self._clients.for_loop(self.name), calls, self.name))[0]
+        )
 
-    def _batch(self, calls: list[Call], parse: Callable[[Any], _T]) -> list[_T]:
-        if not calls:
-            return []
-        return [parse(reply) for reply in run_scripts(self._clients.sync(), calls, self.name)]
+    def _batch(self, calls: list[Call], parse: Callable[[list[Any]], list[_T]]) -> list[_T]:
+        return parse(run_scripts(self._clients.sync(), calls, self.name)) if calls else []
 
-    async def _abatch(self, calls: list[Call], parse: Callable[[Any], _T]) -> list[_T]:
-        replies = await arun_scripts(self._clients.for_loop(), calls, self.name) if calls else []
-        return [parse(reply) for reply in replies]
+    async def _abatch(self, calls: list[Call], parse: Callable[[list[Any]], list[_T]]) -> list[_T]:
+        replies = (
+            await arun_scripts(self._clients.for_loop(self.name), calls, self.name) if calls else []
+        )
+        return parse(replies)
 
     def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
         """Decide several ``(key, algorithm, cost)`` requests in one pipelined round trip.
@@ -340,17 +356,13 @@ class RedisStore(StoreBase):
         Each decision is atomic on its own; the batch is not a transaction (so keys
         may live on different Cluster slots).
         """
-        now, call = self._one_instant(now), self._call
-        return self._batch([call(key, limit, cost, now) for key, limit, cost in requests], _parse)
+        return self._batch(self._calls(requests, now), _parse_many)
 
     async def adecide_many(
         self, requests: Sequence[Request], now: float | None = None
     ) -> list[Decision]:
         """The async twin of :meth:`decide_many`."""
-        now, call = self._one_instant(now), self._call
-        return await self._abatch(
-            [call(key, limit, cost, now) for key, limit, cost in requests], _parse
-        )
+        return await self._abatch(self._calls(requests, now), _parse_many)
 
     def decide_all_many(
         self, requests: Sequence[MultiRequest], now: float | None = None
@@ -360,17 +372,13 @@ class RedisStore(StoreBase):
         Each key's decision is atomic and all or nothing; the batch is not a
         transaction.
         """
-        now, call = self._one_instant(now), self._call_all
-        return self._batch([call(key, lim, cost, now) for key, lim, cost in requests], _parse_all)
+        return self._batch(self._calls_all(requests, now), _parse_all_many)
 
     async def adecide_all_many(
         self, requests: Sequence[MultiRequest], now: float | None = None
     ) -> list[tuple[Decision, ...]]:
         """The async twin of :meth:`decide_all_many`."""
-        now, call = self._one_instant(now), self._call_all
-        return await self._abatch(
-            [call(key, lim, cost, now) for key, lim, cost in requests], _parse_all
-        )
+        return await self._abatch(self._calls_all(requests, now), _parse_all_many)
 
     # -------------------------------------------------------------------- reset
 
@@ -384,7 +392,7 @@ class RedisStore(StoreBase):
 
     async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
         """The async twin of :meth:`reset_all`."""
-        client = self._clients.for_loop()
+        client = self._clients.for_loop(self.name)
         try:
             await client.delete(*self.keys_of(key, algorithms))
         except Exception as exc:
