@@ -1,6 +1,6 @@
 -- buttress: one rate-limit decision, atomically, in one round trip.
 --
--- The store's prelude (prelude.lua: now_of, numbers, store_numbers) and the
+-- The store's prelude (prelude.lua: now_of, doubles, numbers, store_numbers) and the
 -- algorithm's Lua twin are prepended to this file; the twin defines
 --   local function decide(state, now, cost, args)
 --     -> new_state, allowed (1/0), limit, remaining, reset_after, retry_after
@@ -11,19 +11,17 @@
 -- KEYS[1]  the state key
 -- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
 -- ARGV[2]  cost
--- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
--- ARGV[4…] the algorithm's configuration numbers (its `args`)
+-- ARGV[3]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
+--          (slack for clients whose clocks disagree), then the algorithm's
+--          configuration numbers (its `args`)
 -- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
 -- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
 -- (doubles), little-endian, no padding: 33 bytes.
 local DECISION = '<Bi8i8dd'
 local now = now_of(ARGV[1])
 local cost = tonumber(ARGV[2])
-local slack = tonumber(ARGV[3])
-local args = {}
-for i = 4, #ARGV do
-  args[#args + 1] = tonumber(ARGV[i])
-end
+local args = doubles(ARGV[3])
+local slack = table.remove(args, 1)
 
 local state = nil
 local raw = redis.call('GET', KEYS[1])

@@ -1,7 +1,8 @@
 -- buttress: several rate limits on one key, decided together, atomically, all or
 -- nothing, in one round trip.
 --
--- The store prepends its prelude (prelude.lua: now_of, numbers, store_numbers), then
+-- The store prepends its prelude (prelude.lua: now_of, doubles, numbers,
+-- store_numbers), then
 -- one block per limit, each defining that limit's Lua twin and registering it:
 --   do
 --     local function decide(state, now, cost, args) ... end
@@ -16,24 +17,26 @@
 -- KEYS[i]  the state key of limit i (all share the caller's {hash tag}: one slot)
 -- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
 -- ARGV[2]  cost
--- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
--- ARGV[4…] per limit, in KEYS order: the count of its configuration numbers, then them
+-- ARGV[3]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
+--          (slack for clients whose clocks disagree), then per limit, in KEYS order,
+--          the count of its configuration numbers and those numbers
 -- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
 -- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
 -- (doubles), little-endian, no padding: 33 bytes.
 local DECISION = '<Bi8i8dd'
 local now = now_of(ARGV[1])
 local cost = tonumber(ARGV[2])
-local slack = tonumber(ARGV[3])
+local packed = doubles(ARGV[3])
+local slack = packed[1]
 
 local n = #KEYS
 local args, raws, states = {}, {}, {}
-local pos = 4
+local pos = 2
 for i = 1, n do
-  local count = tonumber(ARGV[pos])
+  local count = packed[pos]
   local a = {}
   for j = 1, count do
-    a[j] = tonumber(ARGV[pos + j])
+    a[j] = packed[pos + j]
   end
   args[i] = a
   pos = pos + count + 1

@@ -16,6 +16,15 @@ local function now_of(arg)
   return now
 end
 
+-- The doubles packed (little-endian, 8 bytes each) in the string `packed`, as a
+-- list: one C call for them all, where a string argument per number would cost a
+-- conversion each, on both sides.
+local function doubles(packed)
+  local values = {struct.unpack('<' .. string.rep('d', #packed / 8), packed)}
+  values[#values] = nil -- struct.unpack also returns the position after the last
+  return values
+end
+
 -- The numbers of a space-separated string, in order.
 local function numbers(text)
   local out = {}

@@ -18,6 +18,7 @@ replies back (sans-I/O); :func:`run_scripts` and :func:`arun_scripts` only drive
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Generator, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -30,8 +31,28 @@ from ._clients import map_error
 
 __all__ = ["PRELUDE", "Call", "arun_scripts", "run_scripts", "script"]
 
-# Replies stay bytes whatever the client's decode_responses: scripts may answer binary.
-_RAW = {NEVER_DECODE: True}
+# Replies stay bytes whatever the client's decode_responses: scripts may answer in
+# binary. Asking costs a few per cent of a round trip, so only clients that decode
+# are asked; what each client does is looked up once (by identity, bounded).
+_RAW: dict[str, Any] = {NEVER_DECODE: True}
+_AS_IS: dict[str, Any] = {}
+_decoding: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _options(client: Any) -> dict[str, Any]:
+    """The options that keep ``client``'s replies raw: none unless it decodes."""
+    known = _decoding.get(id(client))
+    if known is not None and known[0]() is client:
+        return known[1]
+    try:
+        options = _RAW if client.get_encoder().decode_responses else _AS_IS
+        if len(_decoding) >= 256:
+            _decoding.clear()
+        _decoding[id(client)] = (weakref.ref(client), options)
+    except Exception:  # a client of an unusual kind: ask every time, always right
+        return _RAW
+    return options
+
 
 Call: TypeAlias = tuple[str, str, tuple[Any, ...]]
 """One script call: ``(sha1, source, args)``, ``args`` being what follows the sha in
@@ -54,25 +75,31 @@ def script(body: str) -> tuple[str, str]:
     return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
 
 
-def _exchange(client: Any, calls: Sequence[Call], store: str) -> Generator[Any, Any, list[Any]]:
+def _exchange(
+    client: Any, calls: Sequence[Call], store: str, first: list[Any] | None = None
+) -> Generator[Any, Any, list[Any]]:
     """The round trips that run ``calls`` on ``client``: yields what each one returns.
 
     With a sync client that is the replies themselves; with an asyncio one, an
     awaitable the driver awaits, sending the replies (or throwing the error) back.
+    ``first``: the replies of a first round trip the driver already made.
     """
+    options = _options(client)
     try:
-        if len(calls) == 1:
+        if first is not None:
+            replies = first
+        elif len(calls) == 1:
             sha, _, args = calls[0]
             try:
-                replies = [(yield client.execute_command("EVALSHA", sha, *args, **_RAW))]
+                replies = [(yield client.execute_command("EVALSHA", sha, *args, **options))]
             except NoScriptError as exc:
                 replies = [exc]
         else:
-            replies = yield _pipeline(client, (), calls).execute(raise_on_error=False)
+            replies = yield _pipeline(client, (), calls, options).execute(raise_on_error=False)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             sources = tuple(dict.fromkeys(calls[i][1] for i in missing))
-            again = _pipeline(client, sources, [calls[i] for i in missing])
+            again = _pipeline(client, sources, [calls[i] for i in missing], options)
             retried = yield again.execute(raise_on_error=False)
             for i, reply in zip(missing, retried[len(sources) :], strict=True):
                 replies[i] = reply
@@ -84,13 +111,15 @@ def _exchange(client: Any, calls: Sequence[Call], store: str) -> Generator[Any, 
     return replies
 
 
-def _pipeline(client: Any, sources: Sequence[str], calls: Sequence[Call]) -> Any:
+def _pipeline(
+    client: Any, sources: Sequence[str], calls: Sequence[Call], options: dict[str, Any]
+) -> Any:
     """A pipeline (not a transaction) loading ``sources``, then making ``calls``."""
     pipe = client.pipeline(transaction=False)
     for source in sources:
         pipe.script_load(source)
     for sha, _, args in calls:
-        pipe.execute_command("EVALSHA", sha, *args, **_RAW)
+        pipe.execute_command("EVALSHA", sha, *args, **options)
     return pipe
 
 
@@ -105,7 +134,16 @@ def run_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
     :class:`~buttress.stores.StoreError` naming ``store``, the driver's error as
     ``__cause__``.
     """
-    steps = _exchange(client, calls, store)
+    first = None
+    if len(calls) == 1:  # the hot path: one call, and no generator to drive for it
+        sha, _, args = calls[0]
+        try:
+            return [client.execute_command("EVALSHA", sha, *args, **_options(client))]
+        except NoScriptError as exc:
+            first = [exc]  # reloaded below, as in a batch
+        except Exception as exc:
+            raise map_error(store, exc) from exc
+    steps = _exchange(client, calls, store, first)
     try:
         replies = next(steps)
         while True:

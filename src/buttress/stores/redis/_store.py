@@ -96,9 +96,10 @@ def _prepared(table: dict[_K, _T], key: _K, prepare: Callable[[_K], _T]) -> _T:
     return found
 
 
-def _encoded(*numbers: Any) -> tuple[bytes, ...]:
-    """Numbers as redis-py would send them, encoded once instead of on every call."""
-    return tuple(repr(number).encode() for number in numbers)
+def _packed(*numbers: float) -> tuple[bytes]:
+    """Numbers as one argument of little-endian doubles (``doubles`` in prelude.lua):
+    made once per limit, one argument for redis-py to send and Redis to parse."""
+    return (struct.pack(f"<{len(numbers)}d", *numbers),)
 
 
 # A decision as the frames pack it (see DECISION in decide.lua): one C call unpacks
@@ -253,7 +254,7 @@ class RedisStore(StoreBase):
     def _prepare(self, algorithm: Algorithm) -> tuple[str, str, str, tuple[Any, ...]]:
         # (sha, source, the key's end, the arguments after the time and the cost)
         sha, source = _script(algorithm.lua)
-        return sha, source, f"}}:{algorithm.name}", _encoded(self._slack, *algorithm.lua_args)
+        return sha, source, f"}}:{algorithm.name}", _packed(self._slack, *algorithm.lua_args)
 
     def _prepare_all(
         self, algorithms: tuple[Algorithm, ...]
@@ -267,7 +268,7 @@ class RedisStore(StoreBase):
             args = algorithm.lua_args
             tail += (len(args), *args)
         suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
-        return sha, source, suffixes, _encoded(*tail)
+        return sha, source, suffixes, _packed(*tail)
 
     def _when(self, now: float | None) -> float | bytes:
         # The time argument: the caller's, else the server's (""), else one clock read
