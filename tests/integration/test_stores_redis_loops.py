@@ -137,8 +137,24 @@ async def test_a_given_client_in_another_loop_is_a_store_error(prefix: str) -> N
     assert isinstance(error, StoreError)
     assert "event loop" in str(error)
     assert "async_client=" in str(error)
+    assert not error.outage
     assert (await store.adecide("k", TokenBucket(5))).allowed  # its own loop still works
+    # A fallback store does not hide the misuse behind memory.
+    fallback = FallbackStore(store)
+    assert isinstance(await asyncio.to_thread(lambda: elsewhere_with(fallback)), StoreError)
+    assert not fallback.degraded
     await client.aclose()
+
+
+def elsewhere_with(store: FallbackStore) -> BaseException | None:
+    async def main() -> None:
+        await store.adecide("k", TokenBucket(5))
+
+    try:
+        asyncio.run(main())
+    except BaseException as exc:
+        return exc
+    return None
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -322,7 +322,15 @@ class StoreBase(ABC):
 
 
 class StoreError(ButtressError):
-    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``."""
+    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``.
+
+    ``outage`` tells a :class:`~buttress.stores.FallbackStore` whether to answer
+    from its fallback meanwhile: true for a failing backend, false for a store used
+    wrongly (an asyncio client in an event loop it does not belong to), which no
+    fallback should hide.
+    """
+
+    outage: bool = True
 
     def __init__(self, store: str, message: str) -> None:
         self.store = store

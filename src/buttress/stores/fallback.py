@@ -75,12 +75,15 @@ class StoreRecovered(Event):
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` from a store means it is down (so a fallback should answer).
 
-    A :class:`~buttress.stores.StoreError`, or an error
-    :func:`~buttress.errors.is_transient` calls transient (a store of your own that
-    lets a driver's connection error through). Anything else is a bug or a
-    configuration error, which a fallback would only hide.
+    A :class:`~buttress.stores.StoreError` (unless its ``outage`` is false: the
+    store was used wrongly), or an error :func:`~buttress.errors.is_transient` calls
+    transient (a store of your own that lets a driver's connection error through).
+    Anything else is a bug or a configuration error, which a fallback would only
+    hide.
     """
-    return isinstance(error, StoreError) or is_transient(error)
+    if isinstance(error, StoreError):
+        return error.outage
+    return is_transient(error)
 
 
 def cause(error: BaseException) -> str:

@@ -371,6 +371,9 @@ async def test_errors_that_are_no_outage_reach_the_caller(
 def test_what_counts_as_an_outage() -> None:
     assert is_outage(StoreUnavailable("redis", "down"))
     assert is_outage(StoreError("redis", "WRONGTYPE"))
+    misuse = StoreError("redis", "wrong event loop")
+    misuse.outage = False
+    assert not is_outage(misuse)
     assert is_outage(ConnectionRefusedError())
     assert is_outage(TimeoutError())
     assert not is_outage(RuntimeError("bug"))

@@ -322,13 +322,15 @@ class Clients:
             if self._last[0] is None:
                 self._last = (loop, self._async)
             elif self._last[0] is not loop:
-                raise StoreError(
+                error = StoreError(
                     store,
                     f"the asyncio Redis client given as async_client= belongs to event loop "
                     f"{self._last[0]!r}, not to the running one: a client serves one loop. "
                     "Give each loop a store of its own, or build the store from a URL "
                     "(one client per loop)",
                 )
+                error.outage = False  # a misuse, not an outage: no fallback hides it
+                raise error
         return self._async
 
     def _new_loop(self, loop: asyncio.AbstractEventLoop) -> Any:
