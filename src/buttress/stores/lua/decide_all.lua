@@ -15,18 +15,18 @@
 -- allowed report their standing as a cost-0 ask would.
 --
 -- KEYS[i]  the state key of limit i (all share the caller's {hash tag}: one slot)
--- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
--- ARGV[2]  cost
--- ARGV[3]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
+-- ARGV[1]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
 --          (slack for clients whose clocks disagree), then per limit, in KEYS order,
 --          the count of its configuration numbers and those numbers
+-- ARGV[2]  cost
+-- ARGV[3]  now in seconds; absent (or "") to use the Redis server's clock (TIME)
 -- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
 -- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
 -- (doubles), little-endian, no padding: 33 bytes.
 local DECISION = '<Bi8i8dd'
-local now = now_of(ARGV[1])
+local now = now_of(ARGV[3])
 local cost = tonumber(ARGV[2])
-local packed = doubles(ARGV[3])
+local packed = doubles(ARGV[1])
 local slack = packed[1]
 
 local n = #KEYS

@@ -1,8 +1,8 @@
 -- buttress: helpers every buttress script starts with (buttress.stores.redis.script
 -- puts this file in front of each). They know no algorithm.
 
--- The time of the call in seconds: `arg` when it is a number, else ("") the Redis
--- server's own clock, so every process sharing the server agrees.
+-- The time of the call in seconds: `arg` when it is a number, else (nil or "") the
+-- Redis server's own clock, so every process sharing the server agrees.
 local function now_of(arg)
   local now = tonumber(arg)
   if now == nil then

@@ -54,9 +54,10 @@ def _options(client: Any) -> dict[str, Any]:
     return options
 
 
-Call: TypeAlias = tuple[str, str, tuple[Any, ...]]
+Call: TypeAlias = tuple[str | bytes, str, tuple[Any, ...]]
 """One script call: ``(sha1, source, args)``, ``args`` being what follows the sha in
-``EVALSHA``: the number of keys, the keys, then the script's arguments."""
+``EVALSHA``: the number of keys, the keys, then the script's arguments. The sha1 may
+be given as ``bytes``, which redis-py sends without encoding it again."""
 
 
 # Read at import, never from a caller's thread: importlib.resources takes the import

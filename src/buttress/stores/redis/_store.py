@@ -96,10 +96,13 @@ def _prepared(table: dict[_K, _T], key: _K, prepare: Callable[[_K], _T]) -> _T:
     return found
 
 
-def _packed(*numbers: float) -> tuple[bytes]:
+def _packed(*numbers: float) -> bytes:
     """Numbers as one argument of little-endian doubles (``doubles`` in prelude.lua):
     made once per limit, one argument for redis-py to send and Redis to parse."""
-    return (struct.pack(f"<{len(numbers)}d", *numbers),)
+    return struct.pack(f"<{len(numbers)}d", *numbers)
+
+
+_ONE_KEY = b"1"  # the number of keys of a single decision, encoded once
 
 
 # A decision as the frames pack it (see DECISION in decide.lua): one C call unpacks
@@ -234,11 +237,11 @@ class RedisStore(StoreBase):
         self._slack = round(self.ttl_slack * 1000)
         self._clients = clients
         self._head = f"{self.prefix}:{{"
-        self._prepared: dict[Algorithm, tuple[str, str, str, tuple[Any, ...]]] = {}
+        self._prepared: dict[Algorithm, tuple[bytes, str, str, bytes]] = {}
         self._last: tuple[Algorithm | None, Any] = (None, None)
         # algorithms -> (sha, source, key suffixes, trailing args)
         self._prepared_all: dict[
-            tuple[Algorithm, ...], tuple[str, str, tuple[str, ...], tuple[Any, ...]]
+            tuple[Algorithm, ...], tuple[bytes, str, tuple[str, ...], bytes]
         ] = {}
 
     # ----------------------------------------------------------------- requests
@@ -251,31 +254,37 @@ class RedisStore(StoreBase):
         """The Redis keys holding ``key``'s states under each of ``algorithms``."""
         return [f"{self.prefix}:{{{key}}}:{slot}" for slot in slot_names(algorithms)]
 
-    def _prepare(self, algorithm: Algorithm) -> tuple[str, str, str, tuple[Any, ...]]:
-        # (sha, source, the key's end, the arguments after the time and the cost)
+    def _prepare(self, algorithm: Algorithm) -> tuple[bytes, str, str, bytes]:
+        # (sha, source, the key's end, the packed numbers), as sent: bytes where redis-py
+        # would encode on every call.
         sha, source = _script(algorithm.lua)
-        return sha, source, f"}}:{algorithm.name}", _packed(self._slack, *algorithm.lua_args)
+        return (
+            sha.encode(),
+            source,
+            f"}}:{algorithm.name}",
+            _packed(self._slack, *algorithm.lua_args),
+        )
 
     def _prepare_all(
         self, algorithms: tuple[Algorithm, ...]
-    ) -> tuple[str, str, tuple[str, ...], tuple[Any, ...]]:
-        # (sha, source, the key suffixes, the arguments after the time and the cost)
+    ) -> tuple[bytes, str, tuple[str, ...], bytes]:
+        # (sha, source, the keys' ends, the packed numbers)
         if not algorithms:
             raise ValueError("decide_all needs at least one algorithm")
         sha, source = _script_all(tuple(algorithm.lua for algorithm in algorithms))
-        tail: list[Any] = [self._slack]
+        numbers: list[float] = [self._slack]
         for algorithm in algorithms:
             args = algorithm.lua_args
-            tail += (len(args), *args)
-        suffixes = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
-        return sha, source, suffixes, _packed(*tail)
+            numbers += (len(args), *args)
+        ends = tuple(f"}}:{slot}" for slot in slot_names(algorithms))
+        return sha.encode(), source, ends, _packed(*numbers)
 
-    def _when(self, now: float | None) -> float | bytes:
-        # The time argument: the caller's, else the server's (""), else one clock read
+    def _when(self, now: float | None) -> tuple[float, ...]:
+        # The time argument: the caller's; none for the server's; else one clock read
         # (for a whole batch: one instant, as in the memory store).
         if now is not None:
-            return now
-        return b"" if self.time_source == "server" else self.clock.time()
+            return (now,)
+        return () if self.time_source == "server" else (self.clock.time(),)
 
     def _calls(self, requests: Iterable[Request], now: float | None) -> list[Call]:
         """The script call of each ``(key, algorithm, cost)`` request."""
@@ -289,9 +298,8 @@ class RedisStore(StoreBase):
             if algorithm is not last:
                 prepared = _prepared(table, algorithm, prepare)
                 last = algorithm
-            sha, source, end, tail = prepared
-            # One tuple concatenation is faster than unpacking ``tail``.
-            calls.append((sha, source, (1, head + key + end, when, cost) + tail))  # noqa: RUF005
+            sha, source, end, packed = prepared
+            calls.append((sha, source, (_ONE_KEY, head + key + end, packed, cost, *when)))
         self._last = (last, prepared)  # one attribute: read whole by other threads
         return calls
 
@@ -300,10 +308,10 @@ class RedisStore(StoreBase):
         when, head, table = self._when(now), self._head, self._prepared_all
         calls: list[Call] = []
         for key, algorithms, cost in requests:
-            sha, source, ends, tail = _prepared(table, tuple(algorithms), self._prepare_all)
+            sha, source, ends, packed = _prepared(table, tuple(algorithms), self._prepare_all)
             start = head + key
             keys = [start + end for end in ends]
-            calls.append((sha, source, (len(keys), *keys, when, validate_cost(cost), *tail)))
+            calls.append((sha, source, (len(keys), *keys, packed, validate_cost(cost), *when)))
         return calls
 
     # ---------------------------------------------------------------- decisions
