@@ -6,8 +6,9 @@
 local function now_of(arg)
   local now = tonumber(arg)
   if now == nil then
-    if redis.replicate_commands then
+    if redis.replicate_commands and not redis.REDIS_VERSION_NUM then
       -- Redis < 5 replicates scripts verbatim unless told otherwise; TIME needs this.
+      -- (Redis 7, the first to tell its version here, only replicates effects.)
       redis.replicate_commands()
     end
     local t = redis.call('TIME')

@@ -90,9 +90,8 @@ def _exchange(
         if first is not None:
             replies = first
         elif len(calls) == 1:
-            sha, _, args = calls[0]
             try:
-                replies = [(yield client.execute_command("EVALSHA", sha, *args, **options))]
+                replies = [(yield _evalsha(client, calls[0]))]
             except NoScriptError as exc:
                 replies = [exc]
         else:
@@ -124,6 +123,20 @@ def _pipeline(
     return pipe
 
 
+def _evalsha(client: Any, call: Call) -> Any:
+    """One call, outside any pipeline: its reply (sync) or an awaitable of it (async)."""
+    sha, _, args = call
+    return client.execute_command("EVALSHA", sha, *args, **_options(client))
+
+
+def _after(error: Exception, store: str) -> list[Any]:
+    """The first round trip's replies when a single call failed with ``error``: a
+    ``NOSCRIPT`` is for :func:`_exchange` to reload; anything else is raised, mapped."""
+    if isinstance(error, NoScriptError):
+        return [error]
+    raise map_error(store, error) from error
+
+
 def run_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
     """The replies of ``calls``, in order, made with the ``redis.Redis`` ``client``.
 
@@ -136,15 +149,16 @@ def run_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
     ``__cause__``.
     """
     first = None
-    if len(calls) == 1:  # the hot path: one call, and no generator to drive for it
-        sha, _, args = calls[0]
+    if len(calls) == 1:  # the hot path: no generator to drive for one call
         try:
-            return [client.execute_command("EVALSHA", sha, *args, **_options(client))]
-        except NoScriptError as exc:
-            first = [exc]  # reloaded below, as in a batch
+            return [_evalsha(client, calls[0])]
         except Exception as exc:
-            raise map_error(store, exc) from exc
-    steps = _exchange(client, calls, store, first)
+            first = _after(exc, store)
+    return _driven(_exchange(client, calls, store, first))
+
+
+def _driven(steps: Generator[Any, Any, list[Any]]) -> list[Any]:
+    """Run the round trips of a sync client's exchange: its replies are the values."""
     try:
         replies = next(steps)
         while True:
@@ -156,7 +170,13 @@ def run_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
 
 async def arun_scripts(client: Any, calls: Sequence[Call], store: str) -> list[Any]:
     """The async twin of :func:`run_scripts`, with a ``redis.asyncio.Redis`` client."""
-    steps = _exchange(client, calls, store)
+    first = None
+    if len(calls) == 1:  # the hot path, as in run_scripts
+        try:
+            return [await _evalsha(client, calls[0])]
+        except Exception as exc:
+            first = _after(exc, store)
+    steps = _exchange(client, calls, store, first)
     try:
         pending = next(steps)
         while True:
