@@ -31,7 +31,7 @@ and the :class:`RateLimitResult` that headers need.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import timedelta
 from typing import Any, Literal, NamedTuple
 
@@ -437,20 +437,15 @@ class RateLimiter(Strategy):
         result = self._decide(skey, cost)
         if result[0]:
             return result
-        clock = self.clock
-        waits = self._waits
-        now = clock.monotonic() if waits else 0.0
-        deadline = now + self.max_wait
-        while True:
-            delay = _plan(waits, result[4], deadline - now)
-            if delay is None:
-                raise self._error(key, result)
-            self._fit(delay, key, result)
-            clock.sleep(delay)
-            result = self._decide(skey, cost)
-            if result[0]:
-                return result
-            now = clock.monotonic()
+        waits = self._waits_for(key, result)
+        try:
+            delay = next(waits)
+            while True:
+                self.clock.sleep(delay)
+                delay = waits.send(self._decide(skey, cost))
+        except StopIteration as granted:
+            done: RateLimitResult = granted.value
+            return done
 
     async def aacquire(self, key: str | None = None, cost: int | None = None) -> RateLimitResult:
         """The async twin of :meth:`acquire`; it waits with ``await clock.asleep``."""
@@ -462,6 +457,25 @@ class RateLimiter(Strategy):
         result = await self._adecide(skey, cost)
         if result[0]:
             return result
+        waits = self._waits_for(key, result)
+        try:
+            delay = next(waits)
+            while True:
+                await self.clock.asleep(delay)
+                delay = waits.send(await self._adecide(skey, cost))
+        except StopIteration as granted:
+            done: RateLimitResult = granted.value
+            return done
+
+    def _waits_for(
+        self, key: str | None, result: RateLimitResult
+    ) -> Generator[float, RateLimitResult, RateLimitResult]:
+        """The waits after a refusal, decided without I/O: the drivers sleep and ask.
+
+        Yields each wait; is sent the decision taken after it; returns the
+        decision that admitted the request, or raises the refusal (or the enclosing
+        timeout's error) when no more waiting can help.
+        """
         clock = self.clock
         waits = self._waits
         now = clock.monotonic() if waits else 0.0
@@ -471,8 +485,7 @@ class RateLimiter(Strategy):
             if delay is None:
                 raise self._error(key, result)
             self._fit(delay, key, result)
-            await clock.asleep(delay)
-            result = await self._adecide(skey, cost)
+            result = yield delay
             if result[0]:
                 return result
             now = clock.monotonic()
