@@ -161,7 +161,7 @@ def test_a_limiter_closes_the_store_it_built() -> None:
     assert limiter.hit("k").allowed
     limiter.reset("k")
     limiter.close()
-    assert store._client is None  # closed: the next call would build a new client
+    assert store._clients._sync is None  # closed: the next call would build a new client
 
 
 def test_limiter_rides_out_a_dead_redis(private_redis: PrivateRedis) -> None:  # noqa: F811

@@ -1,6 +1,7 @@
 -- buttress: one rate-limit decision, atomically, in one round trip.
 --
--- The algorithm's Lua twin is prepended to this file: it defines
+-- The store's prelude (prelude.lua: now_of, numbers, store_numbers) and the
+-- algorithm's Lua twin are prepended to this file; the twin defines
 --   local function decide(state, now, cost, args)
 --     -> new_state, allowed (1/0), limit, remaining, reset_after, retry_after
 -- This frame knows no algorithm. It reads the time, loads the key's state (a string
@@ -12,15 +13,7 @@
 -- ARGV[2]  cost
 -- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
 -- ARGV[4…] the algorithm's configuration numbers (its `args`)
-local now = tonumber(ARGV[1])
-if now == nil then
-  if redis.replicate_commands then
-    -- Redis < 5 replicates scripts verbatim unless told otherwise; TIME needs this.
-    redis.replicate_commands()
-  end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+local now = now_of(ARGV[1])
 local cost = tonumber(ARGV[2])
 local slack = tonumber(ARGV[3])
 local args = {}
@@ -31,22 +24,14 @@ end
 local state = nil
 local raw = redis.call('GET', KEYS[1])
 if raw then
-  state = {}
-  for word in string.gmatch(raw, '%S+') do
-    state[#state + 1] = tonumber(word)
-  end
+  state = numbers(raw)
 end
 
 local new_state, allowed, limit, remaining, reset_after, retry_after =
   decide(state, now, cost, args)
 
 if reset_after > 0 then
-  local parts = {}
-  for i, value in ipairs(new_state) do
-    -- %.17g round-trips a double exactly, so the next decision sees what Python would.
-    parts[i] = string.format('%.17g', value)
-  end
-  redis.call('SET', KEYS[1], table.concat(parts, ' '), 'PX', math.ceil(reset_after * 1000) + slack)
+  store_numbers(KEYS[1], new_state, math.ceil(reset_after * 1000) + slack)
 elseif raw then
   redis.call('DEL', KEYS[1])
 end

@@ -1,8 +1,8 @@
 -- buttress: several rate limits on one key, decided together, atomically, all or
 -- nothing, in one round trip.
 --
--- The store prepends one block per limit, each defining that limit's Lua twin and
--- registering it:
+-- The store prepends its prelude (prelude.lua: now_of, numbers, store_numbers), then
+-- one block per limit, each defining that limit's Lua twin and registering it:
 --   do
 --     local function decide(state, now, cost, args) ... end
 --     deciders[i] = decide
@@ -18,14 +18,7 @@
 -- ARGV[2]  cost
 -- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
 -- ARGV[4…] per limit, in KEYS order: the count of its configuration numbers, then them
-local now = tonumber(ARGV[1])
-if now == nil then
-  if redis.replicate_commands then
-    redis.replicate_commands()
-  end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+local now = now_of(ARGV[1])
 local cost = tonumber(ARGV[2])
 local slack = tonumber(ARGV[3])
 
@@ -43,11 +36,7 @@ for i = 1, n do
   local raw = redis.call('GET', KEYS[i])
   raws[i] = raw
   if raw then
-    local state = {}
-    for word in string.gmatch(raw, '%S+') do
-      state[#state + 1] = tonumber(word)
-    end
-    states[i] = state
+    states[i] = numbers(raw)
   else
     states[i] = false
   end
@@ -76,13 +65,7 @@ if all then
     local outcome = outcomes[i]
     local reset_after = outcome[5]
     if reset_after > 0 then
-      local parts = {}
-      for k, value in ipairs(outcome[1]) do
-        -- %.17g round-trips a double exactly, so the next decision sees what Python would.
-        parts[k] = string.format('%.17g', value)
-      end
-      redis.call('SET', KEYS[i], table.concat(parts, ' '),
-        'PX', math.ceil(reset_after * 1000) + slack)
+      store_numbers(KEYS[i], outcome[1], math.ceil(reset_after * 1000) + slack)
     elseif raws[i] then
       redis.call('DEL', KEYS[i])
     end

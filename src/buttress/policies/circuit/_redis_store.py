@@ -4,9 +4,9 @@ Each breaker lives under one hash tag, ``{prefix}:{circuit:<name>}:state`` (a ha
 state, epoch, open-until time, open duration, trial-lease holder, window totals)
 and ``{prefix}:{circuit:<name>}:window`` (the window's chunks or time buckets), so
 both keys sit on one Cluster slot and one script updates them atomically. The
-script, ``stores/lua/breaker_sync.lua``, is loaded with ``SCRIPT LOAD`` and called
-with ``EVALSHA``; after a ``SCRIPT FLUSH`` or a failover (``NOSCRIPT``) it is loaded
-again and the calls repeated. All breakers of one sync go in one pipeline.
+script, ``policies/circuit/lua/breaker_sync.lua``, runs through
+:func:`buttress.stores.redis.run_scripts`, as the rate-limit store's do: all
+breakers of one sync in one round trip, reloaded after a ``NOSCRIPT``.
 
 Time is the Redis server's (``TIME`` inside the script) so every process agrees on
 when an open breaker may be probed; ``time_source="client"`` sends ``clock.time()``
@@ -15,36 +15,33 @@ last sync that touched them.
 
 Only this module (and :mod:`buttress.stores.redis`) imports ``redis``; driver errors
 are mapped to :class:`~buttress.stores.StoreUnavailable` /
-:class:`~buttress.stores.StoreError`.
+:class:`~buttress.stores.StoreError`. The client is used from the syncing thread
+only, so there is no asyncio side.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
 try:
     import redis  # noqa: F401 - the availability check itself
-    from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ImportError(
         "sharing circuit breakers through Redis needs the 'redis' package: "
         "pip install 'buttress[redis]'"
     ) from exc
 
+from buttress._validate import check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
-from buttress.stores._redis import (
-    check_url,
-    map_error,
-    sync_client_from_url,
-)
-from buttress.stores.base import StoreError
-from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport
+from buttress.stores.redis import Clients, Options, run_scripts, script
+
+from ._store import BreakerConfig, BreakerReply, BreakerReport
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TTL", "RedisBreakerStore"]
 
@@ -59,20 +56,12 @@ _INF = math.inf
 _KEYS_MAX = 4096
 
 
-def _load_script() -> tuple[str, str]:
-    source = resources.files("buttress.stores").joinpath("lua/breaker_sync.lua").read_text("utf-8")
-    return hashlib.sha1(source.encode("utf-8")).hexdigest(), source
-
-
 # Read once, at import. Reading it lazily from the sync thread took the import
 # lock there; a process forked while that lock was held gave its child a lock
 # that nobody would ever release, and the child's sync thread hung on it.
-_SCRIPT = _load_script()
-
-
-def _script() -> tuple[str, str]:
-    """``(sha1, source)`` of the sync script."""
-    return _SCRIPT
+_SHA, _SOURCE = script(
+    resources.files("buttress.policies.circuit").joinpath("lua/breaker_sync.lua").read_text("utf-8")
+)
 
 
 @cache
@@ -115,21 +104,11 @@ class RedisBreakerStore:
       ``buttress:{circuit:payments}:state``).
     - ``time_source``: ``"server"`` (Redis ``TIME``, the default) or ``"client"``
       (``clock.time()``); a ``now`` passed to :meth:`sync` always wins.
-    - ``ttl``: seconds the keys of a breaker no process syncs any more are kept.
+    - ``ttl``: seconds (or a ``timedelta``) the keys of a breaker no process syncs
+      any more are kept.
     """
 
-    __slots__ = (
-        "_client",
-        "_keys",
-        "_owned",
-        "_timeout",
-        "_url",
-        "clock",
-        "name",
-        "prefix",
-        "time_source",
-        "ttl",
-    )
+    __slots__ = ("_clients", "_keys", "clock", "name", "prefix", "time_source", "ttl")
 
     def __init__(
         self,
@@ -137,61 +116,47 @@ class RedisBreakerStore:
         *,
         prefix: str = "buttress",
         time_source: Literal["server", "client"] = "server",
-        ttl: float = DEFAULT_TTL,
+        ttl: float | timedelta = DEFAULT_TTL,
         clock: Clock = MONOTONIC,
         name: str = "redis",
     ) -> None:
-        if time_source not in ("server", "client"):
+        if client is None or not callable(getattr(client, "pipeline", None)):
             raise ConfigError(
-                f"must be 'server' or 'client', got {time_source!r}", path="time_source"
+                f"expected a redis.Redis (or use RedisBreakerStore.from_url), got {client!r}",
+                path="client",
             )
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ConfigError(f"must be a number > 0, got {ttl!r}", path="ttl")
-        self._client = client
-        self._keys: dict[str, tuple[str, str]] = {}
-        self._url: str | None = None
-        self._timeout: float | None = None
-        self._owned = False
-        self.prefix = prefix
-        self.time_source = time_source
-        self.ttl = float(ttl)
-        self.clock = clock
-        self.name = name
+        options = Options.check(prefix, time_source, clock, name)
+        self._setup(Clients(client=client), options, ttl)
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        ttl: float | timedelta = DEFAULT_TTL,
         prefix: str = "buttress",
+        timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         time_source: Literal["server", "client"] = "server",
-        ttl: float = DEFAULT_TTL,
         clock: Clock = MONOTONIC,
         name: str = "redis",
     ) -> RedisBreakerStore:
-        """A store whose client is built (lazily, on first use) from a ``redis://`` URL.
+        """A store whose client is built (lazily, on first use) from a Redis URL.
 
-        ``timeout`` is the client's socket and connect timeout; it does not retry,
-        so a slow or dead server fails the sync fast. :meth:`close` closes it.
+        The URL is checked now, without connecting (see
+        :func:`buttress.stores.redis.check_url`). ``timeout`` is the client's socket
+        and connect timeout; it does not retry, so a slow or dead server fails the
+        sync fast. :meth:`close` closes it.
         """
-        check_url(url)
-        store = cls(prefix=prefix, time_source=time_source, ttl=ttl, clock=clock, name=name)
-        store._url = url
-        store._timeout = timeout
-        store._owned = True
+        options = Options.check(prefix, time_source, clock, name)
+        store = cls.__new__(cls)
+        store._setup(Clients.from_url(url, timeout), options, ttl)
         return store
 
-    def _sync_client(self) -> Any:
-        client = self._client
-        if client is None:
-            if self._url is None:
-                raise ConfigError(
-                    "this RedisBreakerStore has no client: pass client= or use from_url()",
-                    path="client",
-                )
-            client = self._client = sync_client_from_url(self._url, self._timeout)
-        return client
+    def _setup(self, clients: Clients, options: Options, ttl: object) -> None:
+        self._clients = clients
+        self._keys: dict[str, tuple[str, str]] = {}
+        self.prefix, self.time_source, self.clock, self.name = options
+        self.ttl = check_seconds(ttl, "ttl", positive=True)
 
     def keys(self, name: str) -> tuple[str, str]:
         """The Redis keys (state hash, window) of the breaker called ``name``."""
@@ -224,51 +189,22 @@ class RedisBreakerStore:
             _rules(report.config),
         )
 
-    def _error(self, exc: BaseException) -> StoreError:
-        return map_error(self.name, exc)
-
     def sync(
-        self,
-        owner: str,
-        reports: Sequence[BreakerReport],
-        lease: float,
-        now: float | None = None,
+        self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
-        """Run the sync script for every report in one pipelined round trip."""
+        """Run the sync script for every report in one round trip."""
         if not reports:
             return []
         if now is None and self.time_source == "client":
             now = self.clock.time()
         when = "" if now is None else repr(float(now))
         tail = f"{float(lease)!r} {max(1, round(self.ttl * 1000))}"
-        calls = [self._args(owner, report, tail, when) for report in reports]
-        sha, source = _script()
-        client = self._sync_client()
-        try:
-            pipe = client.pipeline(transaction=False)
-            for args in calls:
-                pipe.evalsha(sha, *args)
-            replies = pipe.execute(raise_on_error=False)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing:
-                client.script_load(source)
-                pipe = client.pipeline(transaction=False)
-                for i in missing:
-                    pipe.evalsha(sha, *calls[i])
-                for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from exc
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise self._error(reply) from reply
-        return [_parse(reply) for reply in replies]
+        calls = [(_SHA, _SOURCE, self._args(owner, report, tail, when)) for report in reports]
+        return [_parse(reply) for reply in run_scripts(self._clients.sync(), calls, self.name)]
 
     def close(self) -> None:
         """Close the client if this store built it (see :meth:`from_url`)."""
-        if self._owned and self._client is not None:
-            self._client.close()
-            self._client = None
+        self._clients.close()
 
     def __repr__(self) -> str:
         return f"RedisBreakerStore(name={self.name!r}, prefix={self.prefix!r})"

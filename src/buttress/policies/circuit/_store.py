@@ -8,10 +8,11 @@ made, whether it wants to run trial calls) and gets back one :class:`BreakerRepl
 shared window, evaluates the trip rules over it, performs at most one transition
 atomically, and answers — for all breakers of one process in one round trip.
 
-This module is the lower layer: it knows breaker *states* only as their stable
-string values (``"closed"``, ``"open"``, ``"half_open"``, ``"isolated"``) and never
-imports :mod:`buttress.policies`. The Redis implementation is
-:class:`buttress.stores.breaker_redis.RedisBreakerStore`.
+The contract knows breaker *states* only as their stable string values
+(``"closed"``, ``"open"``, ``"half_open"``, ``"isolated"``), so a store can be
+written without the breaker's engine. The Redis implementation is
+:class:`~buttress.policies.circuit.RedisBreakerStore` (``_redis_store``); a store of
+your own implements :class:`BreakerStore`.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class BreakerStore(Protocol):
     owner); ``lease`` is how many seconds a granted lease lasts unless renewed.
     ``now`` (wall-clock seconds) is for tests and for stores told to use the
     client's clock; by default the store uses its server's time. Errors surface
-    as :class:`~buttress.stores.StoreError` (never a driver's exception).
+    as :class:`~buttress.stores.StoreError` (never a driver's exception); the
+    breakers then decide alone until a sync gets through.
     """
 
     @property
@@ -115,11 +117,7 @@ class BreakerStore(Protocol):
         ...
 
     def sync(
-        self,
-        owner: str,
-        reports: Sequence[BreakerReport],
-        lease: float,
-        now: float | None = None,
+        self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
         """Merge every report and return the shared states, in order."""
         ...

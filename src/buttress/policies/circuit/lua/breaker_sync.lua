@@ -5,7 +5,8 @@
 -- shared state, applies the same trip rules as the local engine over the shared
 -- window, makes at most one transition per step, and returns the state every
 -- process should be in. The rules are documented in docs/policies/circuit-breaker.md
--- ("Sharing a breaker across processes").
+-- ("Sharing a breaker across processes"). It runs after buttress's script prelude
+-- (buttress/stores/lua/prelude.lua: now_of, numbers).
 --
 -- KEYS[1]  the state hash     (state, epoch, until, open_for, reason, holder, lease,
 --                              calls, failures, slow, consec, head)
@@ -25,23 +26,8 @@
 --          slow_call_ratio, consecutive_failures (0: off), open_duration,
 --          open_duration_factor, max_open_duration
 local skey, wkey = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
-if now == nil then
-  if redis.replicate_commands then
-    redis.replicate_commands()
-  end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+local now = now_of(ARGV[1])
 local me = ARGV[2]
-
-local function numbers(text)
-  local out = {}
-  for word in string.gmatch(text, '%S+') do
-    out[#out + 1] = tonumber(word)
-  end
-  return out
-end
 
 local r = numbers(ARGV[3])
 local base, d_calls, d_failures, d_slow = r[1], r[2], r[3], r[4]
