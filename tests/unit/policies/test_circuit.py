@@ -239,10 +239,22 @@ def test_time_window_option_replaces_the_count_window() -> None:
     assert (options.window, options.window_seconds, options.min_calls) == (None, 60.0, 500)
 
 
-def test_min_calls_is_capped_at_a_count_window() -> None:
+def test_min_calls_defaults_to_ten_or_a_smaller_count_window() -> None:
+    assert CircuitBreaker().options.min_calls == 10
     assert CircuitBreaker(window=5).options.min_calls == 5
     assert CircuitBreaker(window=50, min_calls=20).options.min_calls == 20
+    assert CircuitBreaker(window=5, min_calls=5).options.min_calls == 5
     assert CircuitBreaker(window_seconds=5, min_calls=500).options.min_calls == 500
+
+
+@pytest.mark.parametrize(("window", "min_calls"), [(5, 10), (1, 2), (100, 101)])
+def test_min_calls_above_a_count_window_is_refused(window: int, min_calls: int) -> None:
+    # It used to be capped silently; a count window never holds more outcomes, so
+    # the ratios could never trip: refused, saying what is valid.
+    with pytest.raises(ConfigError) as info:
+        CircuitBreaker(window=window, min_calls=min_calls)
+    assert info.value.path == "min_calls"
+    assert f"at most window ({window})" in str(info.value)
 
 
 def test_small_window_with_default_min_calls_trips(clock: FakeClock) -> None:
