@@ -452,9 +452,7 @@ def test_keys_are_hash_tagged_and_expire(client: redis.Redis, prefix: str) -> No
 
 def test_server_time_by_default(client: redis.Redis, prefix: str) -> None:
     with BreakerHub(client, background=False, prefix=prefix) as hub:
-        breaker = CircuitBreaker(
-            name="pay", window=2, min_calls=2, open_duration=30.0, hub=hub
-        )
+        breaker = CircuitBreaker(name="pay", window=2, min_calls=2, open_duration=30.0, hub=hub)
         hub.exchange()
         failing(breaker, 2)
         hub.exchange()
@@ -467,9 +465,7 @@ def test_server_time_by_default(client: redis.Redis, prefix: str) -> None:
 
 def test_a_store_from_a_url_is_closed_with_the_sync(prefix: str) -> None:
     require_service("redis")
-    hub = BreakerHub(
-        "redis://127.0.0.1:6379/0", background=False, prefix=prefix, timeout=1.0
-    )
+    hub = BreakerHub("redis://127.0.0.1:6379/0", background=False, prefix=prefix, timeout=1.0)
     breaker = CircuitBreaker(name="pay", hub=hub)
     assert hub.exchange()
     store = hub._store

@@ -32,9 +32,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen
 from buttress.policies.circuit import (
+    BreakerHub,
     BreakerReply,
     BreakerReport,
-    BreakerHub,
     CircuitBreaker,
     CircuitState,
     RedisBreakerStore,

@@ -81,7 +81,7 @@ class PacedOptions(Options):
     kind = "paced"
 
     limit: int = option(doc="How many calls at most.")
-    pause: float | datetime.timedelta = option(1.0, doc="How long to pause between calls.")  # noqa: RUF009
+    pause: float | datetime.timedelta = option(1.0, doc="How long to pause between calls.")
     on: object = option(None, toml="exceptions", doc="Which errors count.")
     hook: object = option(None, toml=False, doc="Code only.")
 

@@ -146,7 +146,12 @@ def test_a_slow_listener_holds_up_no_other_call() -> None:
                 assert release.wait(5)
 
     breaker.subscribe(slow_listener)
-    first = threading.Thread(target=lambda: pytest.raises(ConnectionError, breaker.call, fetch_user))
+
+    def failing() -> None:
+        with pytest.raises(ConnectionError):
+            breaker.call(fetch_user)
+
+    first = threading.Thread(target=failing)
     first.start()
     assert inside.wait(5)  # the first thread is in the listener, with the trip's event
     # Meanwhile another thread is admitted and recorded at once (the lock is free),

@@ -23,10 +23,10 @@ from buttress.events import Event
 from buttress.pipeline import Pipeline
 from buttress.policies.circuit import (
     BreakerConfig,
+    BreakerHub,
     BreakerReply,
     BreakerReport,
     BreakerStore,
-    BreakerHub,
     BreakerSync,
     CircuitBreaker,
     CircuitMetrics,
@@ -225,13 +225,13 @@ def test_breaker_sync_is_a_deprecated_hub(store: ScriptedStore, clock: FakeClock
 
 
 def test_hub_and_its_former_name_are_exclusive(hub: BreakerHub) -> None:
-    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError) as info:
+    with pytest.warns(DeprecationWarning, match="sync"), pytest.raises(ConfigError) as info:
         CircuitBreaker(name="pay", hub=hub, sync=hub)
     assert info.value.path == "sync"
 
 
 def test_a_deprecated_sync_still_needs_a_name(hub: BreakerHub) -> None:
-    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError) as info:
+    with pytest.warns(DeprecationWarning, match="sync"), pytest.raises(ConfigError) as info:
         CircuitBreaker(sync=hub)
     assert info.value.path == "name"
 
@@ -321,9 +321,7 @@ def test_reports_count_every_outcome_including_lock_free_successes(
 
 
 def test_trailing_failures_and_slow_calls_are_reported(hub: BreakerHub, clock: FakeClock) -> None:
-    breaker = shared(
-        hub, clock, window=10, min_calls=10, slow_call_duration=2.0, failure_ratio=1.0
-    )
+    breaker = shared(hub, clock, window=10, min_calls=10, slow_call_duration=2.0, failure_ratio=1.0)
 
     def slow() -> str:
         clock.advance(3.0)

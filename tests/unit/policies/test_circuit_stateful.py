@@ -283,7 +283,8 @@ class BreakerMachine(RuleBasedStateMachine):
             return
         if outcome == "timed_out":  # cut off by a buttress Timeout: a failure, and slow
             engine.on_timeout(call.ticket)
-            model.record(call.era, True, self.breaker.options.slow_call_duration is not None, self.now)
+            timed = self.breaker.options.slow_call_duration is not None
+            model.record(call.era, True, timed, self.now)
             return
         nothing = {
             "cancelled": asyncio.CancelledError(),  # by the caller

@@ -112,13 +112,13 @@ class CircuitEngine:
         "_gen",
         "_is_ignored",
         "_lock",
+        "_max_open",
         "_min_calls",
         "_name",
-        "_max_open",
-        "_needed",
-        "_open_duration",
         "_names",
+        "_needed",
         "_now",
+        "_open_duration",
         "_open_for",
         "_options",
         "_pending",
@@ -139,7 +139,8 @@ class CircuitEngine:
 
     def __init__(self, options: CircuitOptions, clock: Clock, name: str, events: Emitter) -> None:
         self._options = options
-        assert options.min_calls is not None and options.half_open_successes is not None
+        assert options.min_calls is not None  # resolved by the options
+        assert options.half_open_successes is not None
         self._min_calls = options.min_calls
         self._needed = options.half_open_successes
         # Durations are float seconds once validated (a timedelta was converted).
@@ -230,15 +231,11 @@ class CircuitEngine:
 
     # ------------------------------------------------------------------- outcomes
 
-    def on_success(
-        self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None
-    ) -> None:
+    def on_success(self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None) -> None:
         """The call admitted with ``ticket`` returned a success after ``elapsed`` seconds."""
         self._record(ticket, False, elapsed >= self.slow_after, fn)
 
-    def on_failure(
-        self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None
-    ) -> None:
+    def on_failure(self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None) -> None:
         """The call returned a value the matcher calls a failure (a 503 response)."""
         self._record(ticket, True, elapsed >= self.slow_after, fn)
 
@@ -301,9 +298,7 @@ class CircuitEngine:
             if ticket == self._gen and self._state is _HALF_OPEN:
                 self._trials -= 1
 
-    def _record(
-        self, ticket: int, failed: bool, slow: bool, fn: Callable[..., Any] | None
-    ) -> None:
+    def _record(self, ticket: int, failed: bool, slow: bool, fn: Callable[..., Any] | None) -> None:
         with self._lock:
             if ticket != self._gen:
                 return  # admitted in an era that is over

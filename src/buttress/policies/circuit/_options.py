@@ -73,8 +73,7 @@ class CircuitOptions(Options):
     )
     window_seconds: float | timedelta | None = option(
         None,
-        doc="Time window instead: the calls of the last this many seconds, in 10 to 600 "
-        "buckets.",
+        doc="Time window instead: the calls of the last this many seconds, in 10 to 600 buckets.",
     )
     consecutive_failures: int | None = option(
         None, doc="Also trip after this many failures in a row (off when unset)."
