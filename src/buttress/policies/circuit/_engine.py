@@ -235,6 +235,17 @@ class CircuitEngine:
         """The call admitted with ``ticket`` returned a success after ``elapsed`` seconds."""
         self._record(ticket, False, elapsed >= self.slow_after, fn)
 
+    def on_late_success(
+        self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None
+    ) -> None:
+        """A sync call returned a success, not on the lock-free path: a slow one that
+        returned past the deadline of an enclosing ``Timeout`` (which refuses its
+        result) is a timeout; any other, a success."""
+        if elapsed >= self.slow_after and past_deadline():
+            self.on_timeout(ticket, fn)
+        else:
+            self._record(ticket, False, elapsed >= self.slow_after, fn)
+
     def on_failure(self, ticket: int, elapsed: float, fn: Callable[..., Any] | None = None) -> None:
         """The call returned a value the matcher calls a failure (a 503 response)."""
         self._record(ticket, True, elapsed >= self.slow_after, fn)
@@ -277,13 +288,33 @@ class CircuitEngine:
             return
         self._record(ticket, failed, elapsed >= self.slow_after, fn)
 
-    def judge(self, ticket: int, result: object) -> bool:
-        """Whether the returned ``result`` is a failure; a raising rule gives the permit back."""
-        try:
-            return bool(self._result_rule(result))
-        except BaseException:
-            self.release(ticket)
-            raise
+    def judge(
+        self,
+        ticket: int,
+        result: object,
+        elapsed: float,
+        fn: Callable[..., Any] | None = None,
+    ) -> bool:
+        """Whether the returned ``result`` is a failure; if so, it is recorded.
+
+        A result rule of the user's that raises gives the trial permit back and
+        propagates. The default rule never raises: a result it cannot make sense of
+        is no HTTP response, a success.
+        """
+        if self.default_results:
+            try:
+                failed = result_is_failure(result)
+            except Exception:  # an object that resists inspection is no response
+                failed = False
+        else:
+            try:
+                failed = bool(self._result_rule(result))
+            except BaseException:
+                self.release(ticket)
+                raise
+        if failed:
+            self._record(ticket, True, elapsed >= self.slow_after, fn)
+        return failed
 
     def finish(self, fast: int, ticket: int, elapsed: float, late: bool) -> None:
         """A ``with breaker:`` block ran to its end (``late``: past a sync deadline)."""

@@ -7,19 +7,21 @@ runner, direct runner, decorator, each sync and async — and for every combinat
 of what the breaker needs, so that no variant pays for what it does not use:
 
 - ``timed``: slow-call detection is on, so the clock is read before and after the
-  call (never otherwise);
+  call (never otherwise); in sync shapes a slow success is also checked against
+  the deadline of an enclosing ``Timeout`` (which refuses a late result): late, it
+  is a timeout;
 - ``shared``: the breaker is shared through a :class:`~._hub.BreakerHub`, and a
   success on the lock-free path is tallied for the shared window;
-- ``late`` (timed sync shapes): a call that returned after the deadline of an
-  enclosing ``Timeout`` (which refuses its result) counts as a timeout;
-- the result rule: none (results never fail), the default one (a plain value —
-  ``None``, a number, a string, a container — is a success after one set lookup of
-  its type; anything else is asked whether it is an HTTP response with a transient
-  status), or the user's ``on_result``.
+- the result rule: ``plain`` (the default rule; a value whose class is the last one
+  found plain — ``None``, a number, a string, a container — is a success after one
+  identity test, anything else is asked whether it is an HTTP response with a
+  transient status), ``custom`` (the user's ``on_result``), or neither (a matcher
+  for which no result fails).
 
-On the closed-and-clean path a call costs one attribute read before and, for the
-default result rule, one set lookup after: ``fast`` is non-zero, nothing is
-recorded, no lock is taken.
+On the closed-and-clean path a call costs one attribute read before and one
+identity test after: ``fast`` is non-zero, nothing is recorded, no lock is taken.
+``with breaker:`` / ``async with breaker:`` blocks are not generated: they run the
+same engine calls from ``__enter__`` and ``__exit__``.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ from contextvars import ContextVar
 from datetime import timedelta
 from functools import cache
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from buttress._codegen import Shape, factory
-from buttress._deadline import DEADLINE
 from buttress._outcome import _PLAIN, OnErrors
 from buttress._strategy import GeneratedDrivers
 from buttress._validate import check_clock
@@ -54,61 +55,78 @@ _Entry = tuple[int, int, float]
 
 _DRIVER = """
 {DEF} circuit_breaker{SIG}:
+    @plain nonlocal seen
     fast = engine.fast
     ticket = fast or acquire(fn)
     @timed start = now()
     try:
         result = {AWAIT}{CALL}
-        {CHECK}
+        @plain if {KIND} is not seen:
+        @plain     {CHECK}
+        @plain     kind = type(result)
+        @plain     if kind in plain:
+        @plain         seen = kind
+        @plain     elif judge(ticket, result, {ELAPSED_NOW}, fn):
+        @plain         return result
+        @!plain {CHECK}
     except BaseException as exc:
-        @timed on_error(ticket, exc, now() - start, fn)
-        @!timed on_error(ticket, exc, 0.0, fn)
+        on_error(ticket, exc, {ELAPSED_NOW}, fn)
         raise
     @timed elapsed = now() - start
-    @!timed elapsed = 0.0
-    @late if deadline() is not None and past_deadline():
-    @late     on_timeout(ticket, fn)
-    @late elif {FAILED}:
-    @!late if {FAILED}:
-        on_failure(ticket, elapsed, fn)
-    elif {CLEAN}:
-        @shared tally()
-        @!shared pass
-    else:
-        on_success(ticket, elapsed, fn)
+    @custom if judge(ticket, result, {ELAPSED}, fn):
+    @custom     return result
+    @shared if {CLEAN}:
+    @shared     tally()
+    @shared else:
+    @shared     on_success(ticket, {ELAPSED}, fn)
+    @!shared if not ({CLEAN}):
+    @!shared     on_success(ticket, {ELAPSED}, fn)
     return result
 """
+"""The one driver of every shape and flag.
+
+``plain``, the default result rule: a value of the type last found plain (kept in
+``seen``; plain types are never coroutines, so the shape's ``{CHECK}`` of a sync call
+only runs for other types) is a success at the cost of one identity test; another
+type is looked up in the set of plain types, and a value of a type not in it is
+judged (``judge`` records a failure and says so; it never raises for the default
+rule, so it may run inside the ``try``). ``custom``: the user's ``on_result``, judged
+after the ``try``, so that a rule that raises is not taken for the call's error.
+"""
+
+_KIND = "result.__class__"
 
 _PARAMS = (
     "engine",
     "acquire",
     "on_error",
     "on_success",
-    "on_failure",
-    "on_timeout",
     "judge",
     "plain",
+    "seen",
     "tally",
     "now",
     "slow_after",
-    "deadline",
-    "past_deadline",
 )
-
-_Results = Literal["none", "default", "custom"]
-
-_FAILED: dict[_Results, str] = {
-    "none": "False",  # compiled away
-    "default": "type(result) not in plain and judge(ticket, result)",
-    "custom": "judge(ticket, result)",
-}
 
 
 @cache
-def _template(results: _Results, timed: bool) -> str:
-    """The driver's template with its result rule and its test of a clean success."""
-    clean = "fast and elapsed < slow_after" if timed else "fast"
-    return _DRIVER.replace("{FAILED}", _FAILED[results]).replace("{CLEAN}", clean)
+def _template(timed: bool, kind: str) -> str:
+    """The driver's template with the times it reads (or not), and how it takes the
+    result's class on the hot path."""
+    if timed:
+        template = (
+            _DRIVER.replace("{ELAPSED_NOW}", "now() - start")
+            .replace("{ELAPSED}", "elapsed")
+            .replace("{CLEAN}", "fast and elapsed < slow_after")
+        )
+    else:
+        template = (
+            _DRIVER.replace("{ELAPSED_NOW}", "0.0")
+            .replace("{ELAPSED}", "0.0")
+            .replace("{CLEAN}", "fast")
+        )
+    return template.replace("{KIND}", kind)
 
 
 class CircuitBreaker(GeneratedDrivers):
@@ -334,36 +352,28 @@ class CircuitBreaker(GeneratedDrivers):
         engine = self._engine
         timed = engine.timed
         shared = isinstance(engine, SharedCircuitEngine)
-        results: _Results = (
-            "none"
-            if not engine.checks_results
-            else "default"
-            if engine.default_results
-            else "custom"
-        )
+        checks = engine.checks_results
+        flags = {
+            "timed": timed,
+            "shared": shared,
+            "plain": checks and engine.default_results,
+            "custom": checks and not engine.default_results,
+        }
         # Only a sync call returns past a deadline: an async one is cancelled at it.
+        # The deadline is read on the locked path only, for a slow call.
         late = timed and not shape.is_async
-        make = factory(
-            _template(results, timed),
-            shape,
-            _PARAMS,
-            {"timed": timed, "shared": shared, "late": late},
-            label="circuit breaker",
-        )
+        make = factory(_template(timed, _KIND), shape, _PARAMS, flags, label="circuit breaker")
         values = (
             engine,
             engine.acquire,
             engine.on_error,
-            engine.on_success,
-            engine.on_failure,
-            engine.on_timeout,
+            engine.on_late_success if late else engine.on_success,
             engine.judge,
             _PLAIN,
+            type(None),
             engine.tally if isinstance(engine, SharedCircuitEngine) else None,
             self._now,
             engine.slow_after,
-            DEADLINE.get,
-            past_deadline,
         )
         return make(*values) if target is None else make(*values, target)
 
@@ -415,7 +425,8 @@ class CircuitBreaker(GeneratedDrivers):
         if exc is not None:
             engine.on_error(ticket, exc, elapsed)
             return
-        engine.finish(fast, ticket, elapsed, timed and not is_async and past_deadline())
+        slow = elapsed >= engine.slow_after
+        engine.finish(fast, ticket, elapsed, slow and not is_async and past_deadline())
 
     def __repr__(self) -> str:
         # The stored state, without the due open-to-half-open move: a repr has no effects.

@@ -37,18 +37,13 @@ from typing import Any, NamedTuple, cast
 from buttress.clock import Clock
 from buttress.events import Emitter
 
-from ._engine import CircuitEngine
+from ._engine import _CLOSED, _HALF_OPEN, _ISOLATED, _OPEN, CircuitEngine
 from ._events import CircuitState
 from ._options import CircuitOptions
 from ._store import BreakerConfig, BreakerReply, BreakerReport
 from ._window import CountWindow, TimeWindow, bucket_count
 
 __all__ = ["SharedCircuitEngine", "breaker_config"]
-
-_CLOSED = CircuitState.CLOSED
-_OPEN = CircuitState.OPEN
-_HALF_OPEN = CircuitState.HALF_OPEN
-_ISOLATED = CircuitState.ISOLATED
 
 # Manual commands: they apply to the shared state whatever happened meanwhile.
 _COMMANDS = frozenset({"isolate", "reset"})
