@@ -69,8 +69,7 @@ async def acharge(amount: int) -> str:
 
 
 assert_type(charge(10, currency="USD"), str)
-pending = acharge(10)
-assert_type(pending, Coroutine[Any, Any, str])
+pending: Coroutine[Any, Any, str] = acharge(10)  # the decorator keeps it a coroutine function
 pending.close()
 assert_type(breaker.call(charge, 10), str)
 assert_type(breaker.call(acharge, 10), UseAcall)  # refused: use acall
