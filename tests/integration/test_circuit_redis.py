@@ -640,7 +640,8 @@ def test_the_thread_brings_a_trip_to_the_others_within_an_interval(
     interval = 0.1
     with (
         BreakerHub(client, interval=interval, prefix=prefix) as sa,
-        BreakerHub(client, interval=interval, prefix=prefix) as sb,
+        # b only watches: without calls its breaker would doze (idle_interval).
+        BreakerHub(client, interval=interval, idle_interval=interval, prefix=prefix) as sb,
     ):
         a = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sa)
         b = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sb)
@@ -662,10 +663,44 @@ def test_the_thread_brings_a_trip_to_the_others_within_an_interval(
         assert seen_after < interval + 0.05, seen_after
 
 
+def test_a_dozing_breaker_hears_of_a_trip_at_its_first_call(
+    client: redis.Redis, prefix: str
+) -> None:
+    interval = 0.1
+    with (
+        BreakerHub(client, interval=interval, prefix=prefix) as sa,
+        BreakerHub(client, interval=interval, idle_interval=30.0, prefix=prefix) as sb,
+    ):
+        a = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sa)
+        b = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sb)
+        opened = threading.Event()
+        b.subscribe(lambda event: opened.set(), CircuitStateChanged)
+        pause = threading.Event()
+        for _ in range(200):  # both joined, and b has dozed off
+            if a.shared_metrics is not None and b._engine._dozing:
+                break
+            pause.wait(0.01)
+        assert b._engine._dozing
+        failing(a, 4)
+        assert not opened.wait(3 * interval)  # dozing: b is not exchanged every interval
+        assert b.call(lambda: "served") == "served"  # decided on the state b had
+        woke = time.monotonic()
+        assert opened.wait(5)
+        assert b.state is OPEN
+        # One round trip, and thread scheduling: well under an interval.
+        assert time.monotonic() - woke < interval, time.monotonic() - woke
+
+
 def _process(role: str, prefix: str, shared: tuple[Any, Any, Any], interval: float) -> None:
     """One real process: ``a`` fails until its breaker trips, ``b`` only watches."""
     tripped, done, results = shared
-    hub = BreakerHub("redis://127.0.0.1:6379/0", interval=interval, prefix=prefix, timeout=1.0)
+    hub = BreakerHub(
+        "redis://127.0.0.1:6379/0",
+        interval=interval,
+        idle_interval=interval,  # b only watches: exchanged every interval all the same
+        prefix=prefix,
+        timeout=1.0,
+    )
     breaker = CircuitBreaker(name="pay", window=10, min_calls=5, hub=hub)
     opened = threading.Event()
     breaker.subscribe(

@@ -717,3 +717,33 @@ async def test_an_async_block_cancelled_by_a_timeout_is_a_timeout(
     with pytest.raises(TimeoutExceeded):
         await task
     assert breaker.state is OPEN
+
+
+# ========================================== a sync entry point, an async function
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"slow_call_duration": 1.0}, {"on_result": lambda value: value is None}]
+)
+def test_an_async_function_is_refused_after_plain_results(
+    options: dict[str, Any], clock: FakeClock
+) -> None:
+    async def fetch() -> int:
+        return 1
+
+    breaker = CircuitBreaker(window=10, min_calls=10, clock=clock, **options)
+    for _ in range(3):
+        breaker.call(returning(1))  # the last plain class is remembered
+    with pytest.raises(TypeError, match="acall"):
+        breaker.call(fetch)
+    with pytest.raises(TypeError, match="acall"):
+        Pipeline(breaker).call(fetch)
+    with pytest.raises(TypeError, match="acall"):
+        breaker(lambda _: fetch(), None)  # a sync callable returning a coroutine
+    assert breaker.metrics.calls == 3  # refused: counted as nothing
+
+    trial = tripped_open(clock, **options)
+    with pytest.raises(TypeError, match="acall"):
+        trial.call(fetch)
+    assert trial._engine.trials() == (0, 0)  # the refused trial gave its permit back
+    assert trial.state is HALF_OPEN

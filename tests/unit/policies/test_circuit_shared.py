@@ -246,6 +246,8 @@ def test_a_deprecated_sync_still_needs_a_name(hub: BreakerHub) -> None:
         ({"interval": "0.1"}, "interval"),
         ({"lease": 0.0}, "lease"),
         ({"interval": 1.0, "lease": 0.5}, "lease"),
+        ({"idle_interval": 0}, "idle_interval"),
+        ({"interval": 1.0, "lease": 5.0, "idle_interval": 0.5}, "idle_interval"),
         ({"clock": object()}, "clock"),
     ],
 )
@@ -909,3 +911,124 @@ def test_the_thread_survives_a_bug(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_breaker_store_is_a_protocol() -> None:
     assert isinstance(ScriptedStore(), BreakerStore)
+
+
+# ------------------------------------------------------------------- idle breakers
+
+
+def thread_exchange(hub: BreakerHub) -> None:
+    """One round of the hub's thread (which skips breakers with nothing to tell)."""
+    hub._exchange(everyone=False)
+
+
+def names_exchanged(store: ScriptedStore) -> list[str]:
+    names = [report.name for report in store.reports]
+    store.reports.clear()
+    return names
+
+
+def test_idle_interval_defaults_and_takes_a_timedelta(store: ScriptedStore) -> None:
+    with BreakerHub(store, background=False) as hub:
+        assert (hub.interval, hub.idle_interval) == (0.1, 1.0)
+    with BreakerHub(store, background=False, interval=0.5, lease=5.0) as hub:
+        assert hub.idle_interval == 5.0
+    with BreakerHub(store, background=False, idle_interval=timedelta(seconds=3)) as hub:
+        assert hub.idle_interval == 3.0
+
+
+def test_an_idle_breaker_is_exchanged_every_idle_interval(
+    store: ScriptedStore, clock: FakeClock
+) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        busy = shared(hub, clock, name="busy", window=1, min_calls=1)
+        quiet = shared(hub, clock, name="quiet", window=1, min_calls=1)
+        thread_exchange(hub)  # both join
+        assert sorted(names_exchanged(store)) == ["busy", "quiet"]
+        for _ in range(9):
+            clock.advance(0.1)
+            busy.call(ok)
+            thread_exchange(hub)
+            assert names_exchanged(store) == ["busy"]  # the quiet one dozes
+        clock.advance(0.2)
+        thread_exchange(hub)  # a second has passed: the quiet one is due
+        assert names_exchanged(store) == ["quiet"]
+        assert quiet.shared_metrics is not None
+
+
+def test_the_first_call_of_a_dozing_breaker_wakes_the_hub(
+    store: ScriptedStore, clock: FakeClock
+) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        breaker = shared(hub, clock, window=1, min_calls=1)
+        breaker.call(ok)
+        thread_exchange(hub)
+        clock.advance(0.1)
+        thread_exchange(hub)  # nothing to tell: it dozes
+        assert engine_of(breaker).fast == 0  # the lock-free path is closed to one call
+        names_exchanged(store)
+        hub._wake.clear()
+        breaker.call(ok)
+        assert hub._wake.is_set()  # the hub hears from the first call at once
+        thread_exchange(hub)
+        assert [(r.name, r.calls) for r in store.reports] == [("pay", 1)]
+        assert engine_of(breaker).fast  # and the lock-free path is open again
+
+
+def test_a_dozing_breaker_wakes_even_before_its_call_ends(
+    store: ScriptedStore, clock: FakeClock
+) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        breaker = shared(hub, clock, window=1, min_calls=1)
+        thread_exchange(hub)
+        thread_exchange(hub)
+        names_exchanged(store)
+        with breaker:  # admitted; its outcome is not known yet
+            thread_exchange(hub)  # woken by the admission: exchanged all the same
+            assert names_exchanged(store) == ["pay"]
+
+
+def test_tallied_successes_are_not_lost_by_dozing(store: ScriptedStore, clock: FakeClock) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        breaker = shared(hub, clock, window=1, min_calls=1)
+        breaker.call(ok)
+        thread_exchange(hub)
+        names_exchanged(store)
+        for _ in range(5):  # lock-free successes, tallied
+            breaker.call(ok)
+        assert not engine_of(breaker).doze()  # it has something to tell
+        thread_exchange(hub)
+        assert [r.calls for r in store.reports] == [5]
+
+
+def test_a_transition_of_a_dozing_breaker_is_exchanged_at_once(
+    store: ScriptedStore, clock: FakeClock
+) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        breaker = shared(hub, clock)
+        thread_exchange(hub)
+        thread_exchange(hub)
+        names_exchanged(store)
+        breaker.isolate()
+        thread_exchange(hub)
+        assert [r.proposal for r in store.reports] == ["isolated"]
+
+
+def test_while_the_store_is_down_every_breaker_is_retried_every_interval(
+    store: ScriptedStore, clock: FakeClock
+) -> None:
+    with BreakerHub(store, background=False, clock=clock) as hub:
+        breaker = shared(hub, clock)
+        thread_exchange(hub)
+        clock.advance(0.1)
+        thread_exchange(hub)  # dozing: the store is not asked
+        assert names_exchanged(store) == ["pay"]
+        store.answers = [StoreUnavailable("scripted", "down")] * 2
+        clock.advance(1.0)
+        thread_exchange(hub)  # due: the store fails, the breaker goes on alone
+        assert hub.degraded
+        for _ in range(2):  # alone, it has to re-join: it does not doze
+            clock.advance(0.1)
+            thread_exchange(hub)
+        assert names_exchanged(store) == ["pay", "pay", "pay"]
+        assert not hub.degraded
+        assert breaker.shared_metrics is not None

@@ -77,6 +77,11 @@ class BreakerHub:
     - ``interval``: seconds between exchanges; the consistency bound in the docs is
       stated in terms of it. Each exchange is one pipelined round trip for all
       breakers.
+    - ``idle_interval``: seconds between exchanges for a breaker that has had
+      nothing to tell (no call, no transition) since its last one; its next call
+      wakes the hub for an exchange at once. Default ``max(10 * interval, 1.0)``;
+      give ``interval`` to exchange every breaker every interval (a process that
+      only watches a breaker's events, never calling through it).
     - ``lease``: seconds the right to run half-open trials stays with a process that
       stops renewing it (it renews while its trials run); default
       ``max(5 * interval, 0.5)``.
@@ -112,6 +117,7 @@ class BreakerHub:
         "_wake",
         "background",
         "degraded",
+        "idle_interval",
         "interval",
         "lease",
         "name",
@@ -123,6 +129,7 @@ class BreakerHub:
         store: str | BreakerStore | Any,
         *,
         interval: float | timedelta = DEFAULT_INTERVAL,
+        idle_interval: float | timedelta | None = None,
         lease: float | timedelta | None = None,
         prefix: str = "buttress",
         timeout: float | timedelta | None = 0.25,
@@ -133,6 +140,16 @@ class BreakerHub:
         name: str = "breaker-hub",
     ) -> None:
         self.interval = check_seconds(interval, "interval", positive=True)
+        self.idle_interval = (
+            max(10 * self.interval, 1.0)
+            if idle_interval is None
+            else check_seconds(idle_interval, "idle_interval", positive=True)
+        )
+        if self.idle_interval < self.interval:
+            raise ConfigError(
+                f"must be at least interval ({self.interval:g}s), got {idle_interval!r}",
+                path="idle_interval",
+            )
         self.lease = (
             max(5 * self.interval, 0.5)
             if lease is None
@@ -225,10 +242,19 @@ class BreakerHub:
         Never raises for a store failure: the breakers go on alone and
         :class:`StoreFellBack` is emitted (once per outage).
         """
+        return self._exchange(everyone=True)
+
+    def _exchange(self, *, everyone: bool) -> bool:
+        """One exchange: of every breaker, or (the thread's) of those with something
+        to tell and those whose ``idle_interval`` is up."""
         with self._lock:
             if self._closed:
                 return False
             engines = self._live()
+            now = self._clock.monotonic()
+            if not everyone:
+                idle = self.idle_interval
+                engines = [e for e in engines if now - e.exchanged_at >= idle or not e.doze()]
             if not engines:
                 return not self.degraded
             reports = [engine.report() for engine in engines]
@@ -245,6 +271,7 @@ class BreakerHub:
                 return False
             for engine, reply in zip(engines, replies, strict=True):
                 engine.adopt(reply)
+                engine.exchanged_at = now
             if self.closed:  # a listener closed the hub meanwhile
                 for engine in engines:
                     engine.go_local()
@@ -306,7 +333,7 @@ class BreakerHub:
         while not stop.is_set():
             wake.clear()  # a transition from now on asks for another exchange
             try:
-                self.exchange()
+                self._exchange(everyone=False)
             except Exception:  # a bug must not silently end the sharing
                 _log.exception("buttress breaker hub %r failed", self.name)
             wait(wake, interval)

@@ -22,6 +22,10 @@ exchange with the store reports and applies what the exchange brings back (the
   shared state (open until the shared time, closed with a fresh window after a
   close or reset elsewhere, half-open with or without the lease, isolated), emitting
   the usual :class:`~._events.CircuitStateChanged` with the shared transition's reason.
+- **Idle.** A breaker with nothing to tell — no call, no transition, no trial
+  wanted since the last exchange — may *doze* (:meth:`SharedCircuitEngine.doze`):
+  the hub then exchanges it only every ``idle_interval``, and its next call takes
+  the locked path, which wakes the hub for an exchange at once.
 - **Alone.** When the store cannot be reached, :meth:`SharedCircuitEngine.go_local`
   turns it into a plain local breaker (trials without a lease) until an exchange
   succeeds.
@@ -30,6 +34,7 @@ exchange with the store reports and applies what the exchange brings back (the
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
@@ -125,13 +130,16 @@ class SharedCircuitEngine(CircuitEngine):
         "__weakref__",
         "_adopting",
         "_connected",
+        "_dozing",
         "_epoch",
         "_proposal",
         "_rejoin",
         "_sent",
+        "_stirred",
         "_tally_seen",
         "_wake",
         "config",
+        "exchanged_at",
         "shared_metrics",
         "tally",
     )
@@ -165,6 +173,21 @@ class SharedCircuitEngine(CircuitEngine):
         self._sent: _Proposal | None = None
         self.shared_metrics: tuple[int, int, int, int] | None = None
         """``(calls, failures, slow, consecutive)`` of the shared window at the last exchange."""
+        self._dozing = False
+        self._stirred = False
+        self.exchanged_at = -math.inf
+        """When (on the hub's clock) the hub last exchanged this breaker."""
+
+    # ----------------------------------------------------------------- admission
+
+    def acquire(self, fn: Callable[..., Any] | None = None) -> int:
+        if self._dozing:
+            # The first call after a quiet spell: hear from the others at once. The
+            # call itself does not wait; it is decided on the state at hand.
+            self._dozing = False
+            self._stirred = True
+            self._wake()
+        return CircuitEngine.acquire(self, fn)
 
     # ------------------------------------------------------------- local changes
 
@@ -211,6 +234,33 @@ class SharedCircuitEngine(CircuitEngine):
             super().finish(fast, ticket, elapsed, late)
 
     # --------------------------------------------------------------- exchanging
+
+    def doze(self) -> bool:
+        """Whether this breaker has had nothing to tell since the last exchange.
+
+        If so it dozes: the lock-free path is closed to its next call, whose
+        :meth:`acquire` wakes the hub. Successes tallied since the last exchange are
+        moved into the window's counts here (the next report carries them).
+        """
+        with self._lock:
+            if self._stirred:
+                self._stirred = False
+                return False
+            window = self._window
+            mark = self.tally()
+            window.d_calls += mark - self._tally_seen - 1
+            self._tally_seen = mark
+            if (
+                not self._connected
+                or self._proposal is not None
+                or self._starved
+                or self._trials
+                or window.d_calls
+            ):
+                return False
+            self._dozing = True
+            self.fast = 0  # the next call takes the locked path, and wakes the hub
+            return True
 
     def report(self) -> BreakerReport:
         """What the next exchange tells the store; the counts start again from zero."""
