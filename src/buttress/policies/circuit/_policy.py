@@ -379,7 +379,7 @@ class CircuitBreaker(GeneratedDrivers):
     def __enter__(self) -> CircuitBreaker:
         """``with breaker:`` — admit the block (or raise :class:`CircuitOpen`); its
         outcome is recorded on exit: an exception as a call's, a normal exit as a
-        success (and, with slow-call detection on, one that ends past the deadline of
+        success (and, with slow-call detection on, a slow one that ends past the deadline of
         an enclosing ``Timeout`` as a timeout)."""
         engine = self._engine
         fast = engine.fast
