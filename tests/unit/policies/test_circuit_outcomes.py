@@ -671,18 +671,31 @@ def test_a_late_return_with_its_own_clock_uses_the_deadlines_clock() -> None:
     assert breaker.metrics.failures == 1
 
 
-def test_a_late_return_in_a_pessimistic_timeout_is_a_timeout(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(window=1, min_calls=1, slow_call_duration=1.0, clock=clock)
-    gate, opened = threading.Event(), threading.Event()
+def test_a_late_return_in_a_pessimistic_timeout_is_a_timeout(manual_clock: FakeClock) -> None:
+    breaker = CircuitBreaker(window=1, min_calls=1, slow_call_duration=1.0, clock=manual_clock)
+    started, gate, opened = threading.Event(), threading.Event(), threading.Event()
     breaker.subscribe(lambda event: opened.set())
 
     def blocked() -> str:
+        started.set()
         gate.wait(5)
         return "late"
 
-    timeout = Timeout(1.0, mode="pessimistic", clock=clock)
-    with pytest.raises(TimeoutExceeded):
-        timeout.call(breaker.call, blocked)  # the fake clock's wait times out at once
+    timeout = Timeout(1.0, mode="pessimistic", clock=manual_clock)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            timeout.call(breaker.call, blocked)
+        except TimeoutExceeded as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(5)  # the call runs on a worker; the caller waits for it
+    manual_clock.advance(1.0)  # the deadline passes: the caller is released
+    thread.join(5)
+    assert len(errors) == 1
     gate.set()  # the abandoned call returns, in its worker, past the deadline
     assert opened.wait(5)
     assert breaker.state is OPEN
