@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from buttress.policies.circuit import BreakerSync, CircuitBreaker
+from buttress.policies.circuit import BreakerHub, CircuitBreaker
 
 from _common import awork, baseline, work
 from _harness import Case, check_works, main
@@ -27,11 +27,11 @@ def redis_up() -> bool:
         return False
 
 
-def shared_sync():  # type: ignore[no-untyped-def]
-    # The sync's thread runs (interval 0.1 s) while the calls are timed: its cost
+def shared_hub():  # type: ignore[no-untyped-def]
+    # The hub's thread runs (interval 0.1 s) while the calls are timed: its cost
     # to the calling thread is part of the measure. Never closed: a worker exits.
-    sync = BreakerSync(REDIS, interval=0.1, prefix="buttress-bench")
-    return CircuitBreaker(name="bench", sync=sync)(work)
+    hub = BreakerHub(REDIS, interval=0.1, prefix="buttress-bench")
+    return CircuitBreaker(name="bench", hub=hub)(work)
 
 
 def shared_baseline():  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ if redis_up():
     CASES += [
         *baseline(SHARED),
         Case(SHARED, "buttress, local (same options)", shared_baseline),
-        Case(SHARED, "buttress, shared", shared_sync, note="target: at most 2x the local"),
+        Case(SHARED, "buttress, shared", shared_hub, note="target: at most 2x the local"),
     ]
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from buttress.policies.backoff import (
 )
 from buttress.policies.bulkhead import Bulkhead
 from buttress.policies.circuit import (
+    BreakerHub,
     BreakerSync,
     CircuitBreaker,
     CircuitState,
@@ -69,6 +70,7 @@ __all__ = [
     "MONOTONIC",
     "PROGRAMMING_ERRORS",
     "Backoff",
+    "BreakerHub",
     "BreakerSync",
     "Bulkhead",
     "BulkheadFull",

@@ -1,9 +1,9 @@
 """Shared circuit breakers against a real Redis.
 
 Most tests simulate several processes in one: each "process" is an independent
-breaker with its own :class:`BreakerSync` (its own owner id), all on one fake clock
+breaker with its own :class:`BreakerHub` (its own owner id), all on one fake clock
 whose wall time is sent to Redis (``time_source="client"``), and each sync is run by
-hand with ``sync_once()``. One test runs real processes (multiprocessing, spawn),
+hand with ``exchange()``. One test runs real processes (multiprocessing, spawn),
 one the background thread on the real clock, and the outage tests use a private
 redis-server that is killed and restarted on the same port.
 """
@@ -26,7 +26,7 @@ from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen
 from buttress.events import Event
 from buttress.policies.circuit import (
-    BreakerSync,
+    BreakerHub,
     CircuitBreaker,
     CircuitMetrics,
     CircuitState,
@@ -46,7 +46,7 @@ HALF_OPEN = CircuitState.HALF_OPEN
 ISOLATED = CircuitState.ISOLATED
 
 
-class Down(OSError):
+class Down(ConnectionError):
     """The protected dependency failed."""
 
 
@@ -69,7 +69,7 @@ def succeed(breaker: CircuitBreaker, times: int = 1) -> None:
         assert breaker.call(ok) == "ok"
 
 
-def recorder(target: CircuitBreaker | BreakerSync) -> list[Event]:
+def recorder(target: CircuitBreaker | BreakerHub) -> list[Event]:
     events: list[Event] = []
     target.subscribe(events.append)
     return events
@@ -81,9 +81,9 @@ def transitions(events: list[Event]) -> list[tuple[str, str, str]]:
     ]
 
 
-def sync_all(*syncs: BreakerSync) -> None:
-    for breaker_sync in syncs:
-        assert breaker_sync.sync_once()
+def sync_all(*syncs: BreakerHub) -> None:
+    for hub in syncs:
+        assert hub.exchange()
 
 
 @pytest.fixture
@@ -104,16 +104,16 @@ def prefix(client: redis.Redis) -> Iterator[str]:
 
 
 class Cluster:
-    """Several simulated processes on one fake clock: one BreakerSync each."""
+    """Several simulated processes on one fake clock: one BreakerHub each."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = FakeClock()
-        self.syncs: list[BreakerSync] = []
+        self.syncs: list[BreakerHub] = []
 
-    def sync(self, **options: Any) -> BreakerSync:
-        breaker_sync = BreakerSync(
+    def sync(self, **options: Any) -> BreakerHub:
+        hub = BreakerHub(
             self.client,
             background=False,
             clock=self.clock,
@@ -121,23 +121,23 @@ class Cluster:
             prefix=self.prefix,
             **options,
         )
-        self.syncs.append(breaker_sync)
-        return breaker_sync
+        self.syncs.append(hub)
+        return hub
 
     def processes(
         self, count: int, *, name: str = "pay", **options: Any
-    ) -> list[tuple[CircuitBreaker, BreakerSync]]:
+    ) -> list[tuple[CircuitBreaker, BreakerHub]]:
         found = []
         for _ in range(count):
-            breaker_sync = self.sync()
-            breaker = CircuitBreaker(name=name, sync=breaker_sync, clock=self.clock, **options)
-            found.append((breaker, breaker_sync))
+            hub = self.sync()
+            breaker = CircuitBreaker(name=name, hub=hub, clock=self.clock, **options)
+            found.append((breaker, hub))
         sync_all(*(s for _, s in found))  # every process joins
         return found
 
     def close(self) -> None:
-        for breaker_sync in self.syncs:
-            breaker_sync.close()
+        for hub in self.syncs:
+            hub.close()
 
 
 @pytest.fixture
@@ -155,8 +155,8 @@ def test_a_trip_in_one_process_opens_the_other(cluster: Cluster) -> None:
     events = recorder(b)
     failing(a, 4)
     assert (a.state, b.state) == (OPEN, CLOSED)
-    sa.sync_once()
-    sb.sync_once()
+    sa.exchange()
+    sb.exchange()
     assert b.state is OPEN
     assert b.until == a.until == 30.0
     with pytest.raises(CircuitOpen) as info:
@@ -170,14 +170,14 @@ def test_the_shared_window_trips_when_no_process_would_alone(cluster: Cluster) -
     for breaker in (a, b):
         failing(breaker, 2)
         succeed(breaker)
-    sa.sync_once()
+    sa.exchange()
     assert a.shared_metrics == CircuitMetrics(3, 2, 0, 0)
     assert a.state is CLOSED
-    sb.sync_once()  # 6 calls, 4 failures: over the ratio
+    sb.exchange()  # 6 calls, 4 failures: over the ratio
     assert b.state is OPEN
     assert b.shared_metrics == CircuitMetrics(6, 4, 0, 0)
     events = recorder(a)
-    sa.sync_once()
+    sa.exchange()
     assert a.state is OPEN
     assert transitions(events) == [("closed", "open", "failure_ratio")]
 
@@ -202,12 +202,12 @@ def test_the_count_window_cuts_its_oldest_chunk_pro_rata(cluster: Cluster) -> No
         return "slow"
 
     failing(a, 6)
-    sa.sync_once()
+    sa.exchange()
     assert a.shared_metrics == CircuitMetrics(6, 6, 0, 6)
     for _ in range(4):
         b.call(slow)
     succeed(b, 4)
-    sb.sync_once()
+    sb.exchange()
     # 14 outcomes: the oldest chunk (6 failures) keeps 2 calls, and 2 failures of 6.
     assert b.shared_metrics == CircuitMetrics(10, 2, 4, 0)
     assert b.state is CLOSED
@@ -216,39 +216,39 @@ def test_the_count_window_cuts_its_oldest_chunk_pro_rata(cluster: Cluster) -> No
 def test_the_time_window_forgets_old_buckets(cluster: Cluster) -> None:
     (a, sa), (b, sb) = cluster.processes(2, window_seconds=10, min_calls=4, failure_ratio=0.5)
     failing(a, 2)
-    sa.sync_once()
+    sa.exchange()
     assert a.shared_metrics == CircuitMetrics(2, 2, 0, 2)
     cluster.clock.advance(11.0)
     failing(b, 1)
     succeed(b, 1)
-    sb.sync_once()
+    sb.exchange()
     assert b.shared_metrics == CircuitMetrics(2, 1, 0, 0)  # a's failures left the window
     failing(a, 2)
-    sa.sync_once()  # 4 calls, 3 failures
+    sa.exchange()  # 4 calls, 3 failures
     assert a.state is OPEN
-    sb.sync_once()
+    sb.exchange()
     assert b.state is OPEN
 
 
 def test_consecutive_failures_add_up_across_processes(cluster: Cluster) -> None:
     (a, sa), (b, sb) = cluster.processes(2, consecutive_failures=4, min_calls=100)
     failing(a, 2)
-    sa.sync_once()
+    sa.exchange()
     succeed(b)
     failing(b, 1)
-    sb.sync_once()  # b's success ends the run: 1 failure since
+    sb.exchange()  # b's success ends the run: 1 failure since
     assert b.shared_metrics == CircuitMetrics(4, 3, 0, 1)
     failing(a, 1)
-    sa.sync_once()
+    sa.exchange()
     failing(b, 1)
-    sb.sync_once()
+    sb.exchange()
     assert b.shared_metrics == CircuitMetrics(6, 5, 0, 3)
     failing(b, 1)  # b has seen 3 in a row, a 3: neither trips alone
     assert (a.state, b.state) == (CLOSED, CLOSED)
-    sb.sync_once()  # but there were 4 in a row since b's success
+    sb.exchange()  # but there were 4 in a row since b's success
     assert b.state is OPEN
     events = recorder(a)
-    sa.sync_once()
+    sa.exchange()
     assert transitions(events) == [("closed", "open", "consecutive_failures")]
 
 
@@ -256,12 +256,12 @@ def test_outcomes_of_an_era_that_is_over_are_dropped(cluster: Cluster) -> None:
     (a, sa), (b, sb) = cluster.processes(2, window=10, min_calls=4)
     failing(a, 3)  # not synced yet
     b.reset()
-    sb.sync_once()
-    sa.sync_once()
+    sb.exchange()
+    sa.exchange()
     assert a.shared_metrics == CircuitMetrics(0, 0, 0, 0)
     assert a.metrics == CircuitMetrics(0, 0, 0, 0)  # the reset reached a's window too
     failing(a, 1)
-    sa.sync_once()
+    sa.exchange()
     assert a.shared_metrics == CircuitMetrics(1, 1, 0, 1)
 
 
@@ -356,16 +356,16 @@ def test_the_lease_passes_on_when_its_holder_goes_quiet(cluster: Cluster) -> Non
     cluster.clock.advance(5.0)
     with pytest.raises(CircuitOpen):
         a.call(ok)
-    sa.sync_once()  # a holds the lease, then never syncs again (it died)
+    sa.exchange()  # a holds the lease, then never syncs again (it died)
     with pytest.raises(CircuitOpen):
         b.call(ok)
-    sb.sync_once()
+    sb.exchange()
     with pytest.raises(CircuitOpen):
         b.call(ok)
     cluster.clock.advance(0.5)
-    sb.sync_once()
+    sb.exchange()
     assert b.call(ok) == "ok"
-    sb.sync_once()
+    sb.exchange()
     assert b.state is CLOSED
 
 
@@ -392,7 +392,7 @@ def test_the_holder_without_traffic_lets_the_lease_lapse(cluster: Cluster) -> No
 def test_isolate_and_reset_propagate(cluster: Cluster) -> None:
     (a, sa), (b, sb) = cluster.processes(2, window=10, min_calls=10)
     failing(b, 3)
-    sb.sync_once()
+    sb.exchange()
     a.isolate()
     sync_all(sa, sb)
     assert b.state is ISOLATED
@@ -433,12 +433,12 @@ def test_isolating_an_open_breaker_is_not_undone_by_its_open_time(cluster: Clust
 
 def test_keys_are_hash_tagged_and_expire(client: redis.Redis, prefix: str) -> None:
     clock = FakeClock()
-    with BreakerSync(
+    with BreakerHub(
         client, background=False, clock=clock, time_source="client", prefix=prefix, ttl=60.0
-    ) as breaker_sync:
-        breaker = CircuitBreaker(name="pay", window=10, sync=breaker_sync, clock=clock)
+    ) as hub:
+        breaker = CircuitBreaker(name="pay", window=10, hub=hub, clock=clock)
         failing(breaker, 1)
-        assert breaker_sync.sync_once()
+        assert hub.exchange()
     state, window = f"{prefix}:{{circuit:pay}}:state", f"{prefix}:{{circuit:pay}}:window"
     assert RedisBreakerStore(client, prefix=prefix).keys("pay") == (state, window)
     assert key_slot(state.encode()) == key_slot(window.encode())
@@ -451,13 +451,11 @@ def test_keys_are_hash_tagged_and_expire(client: redis.Redis, prefix: str) -> No
 
 
 def test_server_time_by_default(client: redis.Redis, prefix: str) -> None:
-    with BreakerSync(client, background=False, prefix=prefix) as breaker_sync:
-        breaker = CircuitBreaker(
-            name="pay", window=2, min_calls=2, open_duration=30.0, sync=breaker_sync
-        )
-        breaker_sync.sync_once()
+    with BreakerHub(client, background=False, prefix=prefix) as hub:
+        breaker = CircuitBreaker(name="pay", window=2, min_calls=2, open_duration=30.0, hub=hub)
+        hub.exchange()
         failing(breaker, 2)
-        breaker_sync.sync_once()
+        hub.exchange()
         until = float(client.hget(f"{prefix}:{{circuit:pay}}:state", "until") or 0)
         server_now = client.time()
         assert 29.0 < until - (server_now[0] + server_now[1] / 1e6) <= 30.0
@@ -467,15 +465,13 @@ def test_server_time_by_default(client: redis.Redis, prefix: str) -> None:
 
 def test_a_store_from_a_url_is_closed_with_the_sync(prefix: str) -> None:
     require_service("redis")
-    breaker_sync = BreakerSync(
-        "redis://127.0.0.1:6379/0", background=False, prefix=prefix, timeout=1.0
-    )
-    breaker = CircuitBreaker(name="pay", sync=breaker_sync)
-    assert breaker_sync.sync_once()
-    store = breaker_sync._store
+    hub = BreakerHub("redis://127.0.0.1:6379/0", background=False, prefix=prefix, timeout=1.0)
+    breaker = CircuitBreaker(name="pay", hub=hub)
+    assert hub.exchange()
+    store = hub._store
     assert isinstance(store, RedisBreakerStore)
     assert store._clients._sync is not None
-    breaker_sync.close()
+    hub.close()
     assert store._clients._sync is None
     assert breaker.call(ok) == "ok"
 
@@ -497,9 +493,9 @@ def test_one_round_trip_for_every_breaker(
 ) -> None:
     client = private_redis.client()
     clock = FakeClock()
-    with BreakerSync(client, background=False, clock=clock) as breaker_sync:
-        breakers = [CircuitBreaker(name=f"b{i}", sync=breaker_sync, clock=clock) for i in range(20)]
-        assert breaker_sync.sync_once()  # loads the script
+    with BreakerHub(client, background=False, clock=clock) as hub:
+        breakers = [CircuitBreaker(name=f"b{i}", hub=hub, clock=clock) for i in range(20)]
+        assert hub.exchange()  # loads the script
         sends = 0
         original = redis.connection.Connection.send_packed_command
 
@@ -509,7 +505,7 @@ def test_one_round_trip_for_every_breaker(
             original(self, command, check_health)
 
         monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
-        assert breaker_sync.sync_once()
+        assert hub.exchange()
         monkeypatch.undo()
         assert sends == 1
         assert len(client.keys("buttress:{circuit:b*}:state")) == len(breakers)
@@ -519,21 +515,21 @@ def test_one_round_trip_for_every_breaker(
 def test_the_script_is_reloaded_after_a_flush(private_redis: PrivateRedis) -> None:
     client = private_redis.client()
     clock = FakeClock()
-    with BreakerSync(client, background=False, clock=clock) as breaker_sync:
-        breaker = CircuitBreaker(name="pay", window=2, min_calls=2, sync=breaker_sync, clock=clock)
-        assert breaker_sync.sync_once()
+    with BreakerHub(client, background=False, clock=clock) as hub:
+        breaker = CircuitBreaker(name="pay", window=2, min_calls=2, hub=hub, clock=clock)
+        assert hub.exchange()
         client.script_flush()
         failing(breaker, 1)
-        assert breaker_sync.sync_once()
+        assert hub.exchange()
         assert breaker.shared_metrics == CircuitMetrics(1, 1, 0, 1)
     client.close()
 
 
-def _sync_until_it_answers(breaker_sync: BreakerSync) -> None:
+def _sync_until_it_answers(hub: BreakerHub) -> None:
     # A client's first command after the server restarted may still meet the dead
     # connection; the next one reconnects.
     for _ in range(5):
-        if breaker_sync.sync_once():
+        if hub.exchange():
             return
     raise AssertionError("the sync did not re-join")
 
@@ -544,14 +540,14 @@ def test_an_outage_never_reaches_the_callers_and_the_breakers_rejoin(
     clock = FakeClock()
     options = {"window": 4, "min_calls": 2, "open_duration": 10.0, "clock": clock}
     syncs = [
-        BreakerSync(
+        BreakerHub(
             private_redis.url, background=False, clock=clock, time_source="client", timeout=1.0
         )
         for _ in range(2)
     ]
     sa, sb = syncs
-    a = CircuitBreaker(name="pay", sync=sa, **options)  # type: ignore[arg-type]
-    b = CircuitBreaker(name="pay", sync=sb, **options)  # type: ignore[arg-type]
+    a = CircuitBreaker(name="pay", hub=sa, **options)  # type: ignore[arg-type]
+    b = CircuitBreaker(name="pay", hub=sb, **options)  # type: ignore[arg-type]
     events = recorder(sa)
     b_events = recorder(b)
     try:
@@ -560,14 +556,14 @@ def test_an_outage_never_reaches_the_callers_and_the_breakers_rejoin(
         sync_all(sa, sb)
         private_redis.stop()
 
-        assert not sa.sync_once()
-        assert not sb.sync_once()
+        assert not sa.exchange()
+        assert not sb.exchange()
         assert (sa.degraded, sb.degraded) == (True, True)
         # Alone, each breaker still breaks: a trips on its own failures.
         failing(a, 2)
         assert (a.state, b.state) == (OPEN, CLOSED)
         succeed(b, 5)
-        assert not sa.sync_once()  # still down: one event per outage, not per sync
+        assert not sa.exchange()  # still down: one event per outage, not per sync
         assert [type(e) for e in events] == [StoreFellBack]
 
         clock.advance(3.0)
@@ -584,8 +580,8 @@ def test_an_outage_never_reaches_the_callers_and_the_breakers_rejoin(
         # b's outcomes while away were not pushed into the fresh window.
         assert b.shared_metrics == CircuitMetrics(0, 0, 0, 0)
     finally:
-        for breaker_sync in syncs:
-            breaker_sync.close()
+        for hub in syncs:
+            hub.close()
 
 
 def test_a_live_outage_with_the_background_thread(private_redis: PrivateRedis) -> None:
@@ -601,9 +597,9 @@ def test_a_live_outage_with_the_background_thread(private_redis: PrivateRedis) -
         with switched:
             assert switched.wait_for(lambda: len(events) >= count, timeout=15)
 
-    with BreakerSync(private_redis.url, interval=0.02, timeout=0.2) as breaker_sync:
-        breaker_sync.subscribe(listener)
-        breaker = CircuitBreaker(name="live", window=4, min_calls=4, sync=breaker_sync)
+    with BreakerHub(private_redis.url, interval=0.02, timeout=0.2) as hub:
+        hub.subscribe(listener)
+        breaker = CircuitBreaker(name="live", window=4, min_calls=4, hub=hub)
         guarded = breaker(ok)
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -643,11 +639,12 @@ def test_the_thread_brings_a_trip_to_the_others_within_an_interval(
 ) -> None:
     interval = 0.1
     with (
-        BreakerSync(client, interval=interval, prefix=prefix) as sa,
-        BreakerSync(client, interval=interval, prefix=prefix) as sb,
+        BreakerHub(client, interval=interval, prefix=prefix) as sa,
+        # b only watches: without calls its breaker would doze (idle_interval).
+        BreakerHub(client, interval=interval, idle_interval=interval, prefix=prefix) as sb,
     ):
-        a = CircuitBreaker(name="pay", window=4, min_calls=4, sync=sa)
-        b = CircuitBreaker(name="pay", window=4, min_calls=4, sync=sb)
+        a = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sa)
+        b = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sb)
         opened = threading.Event()
         b.subscribe(lambda event: opened.set(), CircuitStateChanged)
         joined = threading.Event()
@@ -666,11 +663,45 @@ def test_the_thread_brings_a_trip_to_the_others_within_an_interval(
         assert seen_after < interval + 0.05, seen_after
 
 
+def test_a_dozing_breaker_hears_of_a_trip_at_its_first_call(
+    client: redis.Redis, prefix: str
+) -> None:
+    interval = 0.1
+    with (
+        BreakerHub(client, interval=interval, prefix=prefix) as sa,
+        BreakerHub(client, interval=interval, idle_interval=30.0, prefix=prefix) as sb,
+    ):
+        a = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sa)
+        b = CircuitBreaker(name="pay", window=4, min_calls=4, hub=sb)
+        opened = threading.Event()
+        b.subscribe(lambda event: opened.set(), CircuitStateChanged)
+        pause = threading.Event()
+        for _ in range(200):  # both joined, and b has dozed off
+            if a.shared_metrics is not None and b._engine._dozing:
+                break
+            pause.wait(0.01)
+        assert b._engine._dozing
+        failing(a, 4)
+        assert not opened.wait(3 * interval)  # dozing: b is not exchanged every interval
+        assert b.call(lambda: "served") == "served"  # decided on the state b had
+        woke = time.monotonic()
+        assert opened.wait(5)
+        assert b.state is OPEN
+        # One round trip, and thread scheduling: well under an interval.
+        assert time.monotonic() - woke < interval, time.monotonic() - woke
+
+
 def _process(role: str, prefix: str, shared: tuple[Any, Any, Any], interval: float) -> None:
     """One real process: ``a`` fails until its breaker trips, ``b`` only watches."""
     tripped, done, results = shared
-    sync = BreakerSync("redis://127.0.0.1:6379/0", interval=interval, prefix=prefix, timeout=1.0)
-    breaker = CircuitBreaker(name="pay", window=10, min_calls=5, sync=sync)
+    hub = BreakerHub(
+        "redis://127.0.0.1:6379/0",
+        interval=interval,
+        idle_interval=interval,  # b only watches: exchanged every interval all the same
+        prefix=prefix,
+        timeout=1.0,
+    )
+    breaker = CircuitBreaker(name="pay", window=10, min_calls=5, hub=hub)
     opened = threading.Event()
     breaker.subscribe(
         lambda event: opened.set() if event.new is CircuitState.OPEN else None,
@@ -695,7 +726,7 @@ def _process(role: str, prefix: str, shared: tuple[Any, Any, Any], interval: flo
             assert opened.wait(10)
             results.put((role, time.time()))
     finally:
-        sync.close()
+        hub.close()
 
 
 def test_real_processes_trip_together(client: redis.Redis, prefix: str) -> None:
@@ -725,18 +756,18 @@ def test_real_processes_trip_together(client: redis.Redis, prefix: str) -> None:
 def test_a_forked_child_syncs_on_its_own(client: redis.Redis, prefix: str) -> None:
     interval = 0.05
     with (
-        BreakerSync(client, interval=interval, prefix=prefix) as parent_sync,
-        BreakerSync(client, interval=interval, prefix=prefix) as other_sync,
+        BreakerHub(client, interval=interval, prefix=prefix) as parent_sync,
+        BreakerHub(client, interval=interval, prefix=prefix) as other_sync,
     ):
-        inherited = CircuitBreaker(name="pay", window=4, min_calls=4, sync=parent_sync)
-        other = CircuitBreaker(name="pay", window=4, min_calls=4, sync=other_sync)
+        inherited = CircuitBreaker(name="pay", window=4, min_calls=4, hub=parent_sync)
+        other = CircuitBreaker(name="pay", window=4, min_calls=4, hub=other_sync)
         opened = threading.Event()
         other.subscribe(lambda event: opened.set(), CircuitStateChanged)
         context = multiprocessing.get_context("fork")
         owners = context.Queue()
 
         def child() -> None:
-            # The parent's thread did not come along: the child has its own sync.
+            # The parent's thread did not come along: the child has its own hub.
             pause = threading.Event()
             for _ in range(500):
                 if inherited.shared_metrics is not None:

@@ -1,6 +1,6 @@
 """Shared breakers as a Hypothesis state machine: three simulated processes, one real Redis.
 
-Each process is a shared breaker with its own :class:`BreakerSync`, all on one fake
+Each process is a shared breaker with its own :class:`BreakerHub`, all on one fake
 clock. The machine starts and finishes calls in any interleaving (several in flight
 at once, through the engine exactly as the drivers call it), syncs processes in any
 order, isolates and resets anywhere, and moves time — syncing every process as the
@@ -32,9 +32,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen
 from buttress.policies.circuit import (
+    BreakerHub,
     BreakerReply,
     BreakerReport,
-    BreakerSync,
     CircuitBreaker,
     CircuitState,
     RedisBreakerStore,
@@ -53,7 +53,7 @@ INTERVAL = 0.1
 LEASE = 0.5
 
 
-class Down(OSError):
+class Down(ConnectionError):
     """The protected dependency failed."""
 
 
@@ -93,7 +93,7 @@ class SharedBreakers(RuleBasedStateMachine):
         self.client: redis.Redis | None = None
         self.prefix = ""
         self.clock = FakeClock()
-        self.syncs: list[BreakerSync] = []
+        self.syncs: list[BreakerHub] = []
         self.breakers: list[CircuitBreaker] = []
         self.engines: list[SharedCircuitEngine] = []
         self.inflight: list[InFlight] = []
@@ -129,22 +129,22 @@ class SharedBreakers(RuleBasedStateMachine):
                     self.client, prefix=self.prefix, time_source="client", clock=self.clock
                 )
             )
-            breaker_sync = BreakerSync(
+            hub = BreakerHub(
                 store, interval=INTERVAL, lease=LEASE, background=False, clock=self.clock
             )
             self.stores.append(store)
-            breaker = CircuitBreaker(name="shared", sync=breaker_sync, **options)  # type: ignore[arg-type]
+            breaker = CircuitBreaker(name="shared", hub=hub, **options)  # type: ignore[arg-type]
             engine = breaker._engine
             assert isinstance(engine, SharedCircuitEngine)
-            self.syncs.append(breaker_sync)
+            self.syncs.append(hub)
             self.breakers.append(breaker)
             self.engines.append(engine)
-        for breaker_sync in self.syncs:
-            assert breaker_sync.sync_once()
+        for hub in self.syncs:
+            assert hub.exchange()
 
     def teardown(self) -> None:
-        for breaker_sync in self.syncs:
-            breaker_sync.close()
+        for hub in self.syncs:
+            hub.close()
         if self.client is not None:
             keys = list(self.client.scan_iter(f"{self.prefix}:*"))
             if keys:
@@ -197,7 +197,7 @@ class SharedBreakers(RuleBasedStateMachine):
 
     def _sync(self, process: int) -> None:
         down = self.stores[process].down
-        assert self.syncs[process].sync_once() is not down
+        assert self.syncs[process].exchange() is not down
         assert self.syncs[process].degraded is down
 
     @rule(process=st.integers(0, PROCESSES - 1))
@@ -248,7 +248,7 @@ class SharedBreakers(RuleBasedStateMachine):
             store.down = False
         for _ in range(2):
             for process in order:
-                assert self.syncs[process].sync_once()
+                assert self.syncs[process].exchange()
         states = {engine._state for engine in self.engines}
         epochs = {engine._epoch for engine in self.engines}
         assert len(states) == 1, states

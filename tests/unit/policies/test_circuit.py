@@ -12,7 +12,7 @@ import pytest
 
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen, ConfigError
-from buttress.events import CallRejected, Event
+from buttress.events import CallRejected, Event, call_name
 from buttress.pipeline import Pipeline
 from buttress.policies.circuit import (
     CircuitBreaker,
@@ -31,7 +31,7 @@ HALF_OPEN = CircuitState.HALF_OPEN
 ISOLATED = CircuitState.ISOLATED
 
 
-class Down(OSError):
+class Down(ConnectionError):
     """The protected dependency failed."""
 
 
@@ -239,10 +239,22 @@ def test_time_window_option_replaces_the_count_window() -> None:
     assert (options.window, options.window_seconds, options.min_calls) == (None, 60.0, 500)
 
 
-def test_min_calls_is_capped_at_a_count_window() -> None:
+def test_min_calls_defaults_to_ten_or_a_smaller_count_window() -> None:
+    assert CircuitBreaker().options.min_calls == 10
     assert CircuitBreaker(window=5).options.min_calls == 5
     assert CircuitBreaker(window=50, min_calls=20).options.min_calls == 20
+    assert CircuitBreaker(window=5, min_calls=5).options.min_calls == 5
     assert CircuitBreaker(window_seconds=5, min_calls=500).options.min_calls == 500
+
+
+@pytest.mark.parametrize(("window", "min_calls"), [(5, 10), (1, 2), (100, 101)])
+def test_min_calls_above_a_count_window_is_refused(window: int, min_calls: int) -> None:
+    # It used to be capped silently; a count window never holds more outcomes, so
+    # the ratios could never trip: refused, saying what is valid.
+    with pytest.raises(ConfigError) as info:
+        CircuitBreaker(window=window, min_calls=min_calls)
+    assert info.value.path == "min_calls"
+    assert f"at most window ({window})" in str(info.value)
 
 
 def test_small_window_with_default_min_calls_trips(clock: FakeClock) -> None:
@@ -612,7 +624,7 @@ def test_open_rejects_with_until_and_retry_after(clock: FakeClock) -> None:
     assert ran == []
     assert (info.value.name, info.value.until, info.value.retry_after) == ("pay", 130.0, 17.5)
     assert rejections(events) == ["circuit_open"]
-    assert events[-1] == CallRejected("pay", "circuit_open")
+    assert events[-1] == CallRejected("pay", "circuit_open", call="list.append")
 
 
 def test_open_turns_half_open_exactly_at_until(clock: FakeClock) -> None:
@@ -1119,14 +1131,16 @@ def test_full_cycle_of_events(clock: FakeClock) -> None:
     failing(breaker)
     clock.advance(5.0)
     succeed(breaker)
+    f, o = call_name(fail), call_name(ok)
     assert events == [
-        CircuitStateChanged("api", CLOSED, OPEN, "failure_ratio"),
-        CallRejected("api", "circuit_open"),
-        CircuitStateChanged("api", OPEN, HALF_OPEN, "open_duration_elapsed"),
-        CircuitStateChanged("api", HALF_OPEN, OPEN, "trial_failed"),
-        CircuitStateChanged("api", OPEN, HALF_OPEN, "open_duration_elapsed"),
-        CircuitStateChanged("api", HALF_OPEN, CLOSED, "trials_succeeded"),
+        CircuitStateChanged("api", CLOSED, OPEN, "failure_ratio", call=f),
+        CallRejected("api", "circuit_open", call=o),
+        CircuitStateChanged("api", OPEN, HALF_OPEN, "open_duration_elapsed", call=f),
+        CircuitStateChanged("api", HALF_OPEN, OPEN, "trial_failed", call=f),
+        CircuitStateChanged("api", OPEN, HALF_OPEN, "open_duration_elapsed", call=o),
+        CircuitStateChanged("api", HALF_OPEN, CLOSED, "trials_succeeded", call=o),
     ]
+    assert f == "tests.unit.policies.test_circuit.fail"
 
 
 def test_no_event_objects_without_listeners(
@@ -1156,7 +1170,7 @@ def test_listener_may_read_and_drive_the_breaker(clock: FakeClock) -> None:
         if isinstance(event, CircuitStateChanged):
             seen.append((breaker.state, breaker.metrics))
             if event.new is OPEN:
-                breaker.reset()  # re-entrant: the lock is held by this same thread
+                breaker.reset()  # its own event comes after this listener returns
 
     breaker.subscribe(listener)
     failing(breaker)
@@ -1173,8 +1187,12 @@ def test_listener_reset_during_the_half_open_move(clock: FakeClock) -> None:
             breaker.reset()
 
     breaker.subscribe(listener)
-    succeed(breaker)  # admitted as a plain closed call after the listener's reset
+    # Admitted as the trial before the event reached the listener, whose reset then
+    # started a new era: the trial's outcome belongs to the old one and is dropped.
+    succeed(breaker)
     assert breaker.state is CLOSED
+    assert breaker.metrics == CircuitMetrics(0, 0, 0, 0)
+    succeed(breaker)
     assert breaker.metrics == CircuitMetrics(1, 0, 0, 0)
 
 

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 from buttress.clock import FakeClock
-from buttress.errors import CircuitOpen
+from buttress.errors import BulkheadFull, CircuitOpen
 from buttress.events import CallRejected, Event
 from buttress.policies.circuit import CircuitBreaker, CircuitOptions, CircuitState
 from buttress.policies.circuit._window import bucket_count
@@ -151,7 +151,17 @@ class InFlight:
     era: int
 
 
-OUTCOMES = ["success", "failure", "ignored", "other_error", "cancelled"]
+OUTCOMES = [
+    "success",
+    "failure",
+    "ignored",
+    "other_error",
+    "cancelled",
+    "programming_error",
+    "inner_rejection",
+    "timed_out",
+    "failed_result",
+]
 
 
 class BreakerMachine(RuleBasedStateMachine):
@@ -267,18 +277,29 @@ class BreakerMachine(RuleBasedStateMachine):
             if not call.fast or slow:
                 model.record(call.era, False, slow, self.now)
             return
-        if outcome == "cancelled":
-            engine.on_error(call.ticket, asyncio.CancelledError(), elapsed)
+        if outcome == "failed_result":  # a returned 503, say
+            engine.on_failure(call.ticket, elapsed)
+            model.record(call.era, True, slow, self.now)
+            return
+        if outcome == "timed_out":  # cut off by a buttress Timeout: a failure, and slow
+            engine.on_timeout(call.ticket)
+            timed = self.breaker.options.slow_call_duration is not None
+            model.record(call.era, True, timed, self.now)
+            return
+        nothing = {
+            "cancelled": asyncio.CancelledError(),  # by the caller
+            "ignored": ValueError("ignored"),
+            "programming_error": TypeError("a bug"),
+            "inner_rejection": BulkheadFull("inner"),
+        }
+        if outcome in nothing:
+            engine.on_error(call.ticket, nothing[outcome], elapsed)
             model.release(call.era)
             return
-        if outcome == "ignored":
-            engine.on_error(call.ticket, ValueError("ignored"), elapsed)
-            model.release(call.era)
-            return
-        error: Exception = OSError("down") if outcome == "failure" else KeyError("other")
+        # A transient error is a failure; a KeyError is an answer (a success).
+        error: Exception = ConnectionError("down") if outcome == "failure" else KeyError("other")
         engine.on_error(call.ticket, error, elapsed)
-        failed = self.breaker.options.failure_on is None or isinstance(error, OSError)
-        model.record(call.era, failed, slow, self.now)
+        model.record(call.era, outcome == "failure", slow, self.now)
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 2.5, 5.0, 10.0]))
     def advance(self, seconds: float) -> None:

@@ -41,7 +41,7 @@ ALLOWED = {
 }
 
 
-class Down(OSError):
+class Down(ConnectionError):
     pass
 
 

@@ -66,7 +66,7 @@ def test_the_limiters_own_max_wait_still_rejects_first() -> None:
 
 
 def test_on_the_real_clock_nothing_blocks() -> None:
-    limited = RateLimiter("1/minute", mode="wait", max_wait=30.0)
+    limited = RateLimiter("1/minute", mode="wait", max_wait=120.0)
     pipeline = Pipeline(Timeout(0.2), limited)
     pipeline.call(lambda: None)
     started = time.monotonic()

@@ -17,7 +17,7 @@ import redis.asyncio
 
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
-from buttress.policies.circuit import BreakerSync, RedisBreakerStore
+from buttress.policies.circuit import BreakerHub, RedisBreakerStore
 from buttress.ratelimit import RateLimiter, TokenBucket
 from buttress.stores import (
     FallbackStore,
@@ -73,7 +73,7 @@ URL_TAKERS: list[Callable[[str], Any]] = [
     store_from_url,
     lambda url: store_from_url(url, fallback=True),
     RedisBreakerStore.from_url,
-    lambda url: BreakerSync(url, background=False),
+    lambda url: BreakerHub(url, background=False),
 ]
 
 

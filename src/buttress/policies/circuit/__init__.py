@@ -3,13 +3,14 @@
 A folder in the same roles as every policy: ``_options`` (validated settings),
 ``_window`` (count and time sliding windows), ``_engine`` (the sans-I/O state
 machine shared by sync and async calls), ``_events`` (states and events) and
-``_policy`` (the drivers: decorator, ``call``/``acall``, pipeline runners,
-``with``/``async with``). Sharing a breaker across processes adds ``_shared`` (the
-engine's sync bookkeeping, still sans-I/O), ``_shared_policy`` (its drivers),
-``_sync`` (:class:`BreakerSync`, the background thread that talks to the store),
-``_store`` (the contract with that store: :class:`BreakerStore` and the report and
-reply it trades) and ``_redis_store`` with ``lua/breaker_sync.lua`` (the Redis
-implementation, :class:`RedisBreakerStore`, the only module here importing redis).
+``_policy`` (the drivers, generated from one template: decorator,
+``call``/``acall``, pipeline runners; and ``with``/``async with``). Sharing a
+breaker across processes adds ``_shared`` (the engine's bookkeeping for the
+exchanges, still sans-I/O), ``_hub`` (:class:`BreakerHub`, the background thread
+that exchanges state with the store), ``_store`` (the contract with that store:
+:class:`BreakerStore` and the report and reply it trades) and ``_redis_store`` with
+``lua/breaker_sync.lua`` (the Redis implementation, :class:`RedisBreakerStore`, the
+only module here importing redis).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ._events import CircuitState, CircuitStateChanged
+from ._hub import BreakerHub, BreakerSync
 from ._options import CircuitOptions, ExceptionFilter
 from ._policy import CircuitBreaker
 from ._store import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
-from ._sync import BreakerSync
 from ._window import CircuitMetrics
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BreakerConfig",
+    "BreakerHub",
     "BreakerReply",
     "BreakerReport",
     "BreakerStore",

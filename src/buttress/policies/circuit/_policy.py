@@ -1,54 +1,132 @@
-"""The circuit breaker policy: the sync and async drivers over the engine.
+"""The circuit breaker policy: its drivers, generated from one template, and its blocks.
 
-Every decision lives in :class:`~._engine.CircuitEngine`; this module only runs
-the call between ``acquire`` and ``on_success``/``on_error``. The drivers are
-spelled out per entry point (pipeline runner, decorator, ``call``, and their async
-twins) instead of sharing one helper, because on the closed-and-clean path the
-breaker must cost about as much as one attribute read, and each extra Python frame
-would add some 40 ns. They all follow one shape::
+Every decision lives in :class:`~._engine.CircuitEngine`; a driver only runs the
+call between ``acquire`` and the report of its outcome. One template
+(:data:`_DRIVER`) is generated (:mod:`buttress._codegen`) in every shape — pipeline
+runner, direct runner, decorator, each sync and async — and for every combination
+of what the breaker needs, so that no variant pays for what it does not use:
 
-    fast = engine.fast                 # lock-free: non-zero while closed and clean
-    ticket = fast or engine.acquire()  # the lock only when something may change
-    ... run the call; on an exception: engine.on_error(ticket, exc, elapsed) ...
-    if not fast (or the call was slow): engine.on_success(ticket, elapsed)
+- ``timed``: slow-call detection is on, so the clock is read before and after the
+  call (never otherwise); in sync shapes a slow success is also checked against
+  the deadline of an enclosing ``Timeout`` (which refuses a late result): late, it
+  is a timeout;
+- ``shared``: the breaker is shared through a :class:`~._hub.BreakerHub`, and a
+  success on the lock-free path is tallied for the shared window;
+- the result rule: ``plain`` (the default rule; a value whose class is the last one
+  found plain — ``None``, a number, a string, a container — is a success after one
+  identity test, anything else is asked whether it is an HTTP response with a
+  transient status), ``custom`` (the user's ``on_result``), or neither (a matcher
+  for which no result fails).
 
-and each comes in two flavours, built once: without slow-call detection the clock
-is never read; with it, twice per call.
+On the closed-and-clean path a call costs one attribute read before and one
+identity test after: ``fast`` is non-zero, nothing is recorded, no lock is taken.
+``with breaker:`` / ``async with breaker:`` blocks are not generated: they run the
+same engine calls from ``__enter__`` and ``__exit__``.
 """
 
 from __future__ import annotations
 
-import functools
-import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import timedelta
+from functools import cache
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar
 
-from buttress._codegen import use_acall
-from buttress._strategy import AsyncRunner, Strategy, SyncRunner
+from buttress._codegen import Shape, factory
+from buttress._outcome import _PLAIN, OnErrors
+from buttress._strategy import GeneratedDrivers
+from buttress._validate import check_clock
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
 
-from ._engine import CircuitEngine
+from ._engine import CircuitEngine, past_deadline
 from ._events import CircuitState
+from ._hub import BreakerHub, warn_deprecated
 from ._options import CircuitOptions, ExceptionFilter
-from ._sync import BreakerSync
+from ._shared import SharedCircuitEngine
 from ._window import CircuitMetrics
 
-_Coroutine = types.CoroutineType
-
 __all__ = ["CircuitBreaker"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # What one ``with breaker:`` block remembers between enter and exit:
 # (the lock-free ticket or 0, the ticket, the start time or 0.0).
 _Entry = tuple[int, int, float]
 
+_DRIVER = """
+{DEF} circuit_breaker{SIG}:
+    @plain nonlocal seen
+    fast = engine.fast
+    ticket = fast or acquire(fn)
+    @timed start = now()
+    try:
+        result = {AWAIT}{CALL}
+        @plain if result.__class__ is not seen:
+        @plain     {CHECK}
+        @plain     kind = type(result)
+        @plain     if kind in plain:
+        @plain         seen = kind
+        @plain     elif judge(ticket, result, {ELAPSED_NOW}, fn):
+        @plain         return result
+        @!plain {CHECK}
+    except BaseException as exc:
+        on_error(ticket, exc, {ELAPSED_NOW}, fn)
+        raise
+    @timed elapsed = now() - start
+    @custom if judge(ticket, result, {ELAPSED}, fn):
+    @custom     return result
+    @shared if {CLEAN}:
+    @shared     tally()
+    @shared else:
+    @shared     on_success(ticket, {ELAPSED}, fn)
+    @!shared if not ({CLEAN}):
+    @!shared     on_success(ticket, {ELAPSED}, fn)
+    return result
+"""
+"""The one driver of every shape and flag.
 
-class CircuitBreaker(Strategy):
+``plain``, the default result rule: a value of the class last found plain (kept in
+``seen``) is a success at the cost of one identity test — ``__class__`` is read
+rather than ``type()`` called, which costs less; an object passing itself off as a
+plain class is taken for one. Plain classes are never coroutines, so the shape's
+``{CHECK}`` of a sync call only needs to run for other classes. A value of another
+class is looked up in the set of plain types, and one of a type not in it is judged
+(``judge`` records a failure and says so; it never raises for the default rule, so
+it may run inside the ``try``). ``custom``: the user's ``on_result``, judged after
+the ``try``, so that a rule that raises is not taken for the call's error.
+"""
+
+_PARAMS = (
+    "engine",
+    "acquire",
+    "on_error",
+    "on_success",
+    "judge",
+    "plain",
+    "seen",
+    "tally",
+    "now",
+    "slow_after",
+)
+
+
+@cache
+def _template(timed: bool) -> str:
+    """The driver's template with the times it reads, or without any."""
+    if timed:
+        return (
+            _DRIVER.replace("{ELAPSED_NOW}", "now() - start")
+            .replace("{ELAPSED}", "elapsed")
+            .replace("{CLEAN}", "fast and elapsed < slow_after")
+        )
+    return (
+        _DRIVER.replace("{ELAPSED_NOW}", "0.0")
+        .replace("{ELAPSED}", "0.0")
+        .replace("{CLEAN}", "fast")
+    )
+
+
+class CircuitBreaker(GeneratedDrivers):
     """Stop calling a dependency that keeps failing, and probe it before trusting it again.
 
     **Closed**, calls run and their outcomes fill a sliding window — the last
@@ -65,13 +143,19 @@ class CircuitBreaker(Strategy):
     time for ``open_duration_factor`` times longer, up to ``max_open_duration``
     (back to ``open_duration`` once it closes).
 
-    Which outcomes count: an exception matching ``failure_on`` (types, a tuple or
-    a predicate; default every :class:`Exception` except buttress's own
-    :class:`~buttress.errors.Rejected` raised by an inner policy, since then the
-    dependency was never called) is a failure; one matching
-    ``ignore`` counts as nothing; any other exception counts as a success (the
-    dependency answered). ``CancelledError``, ``KeyboardInterrupt`` and other
-    BaseExceptions never count; a trial they interrupt gives its permit back.
+    What counts is buttress's one outcome model (:class:`~buttress.Matcher`), as for
+    every policy. By default a **failure** is an error
+    :func:`~buttress.errors.is_transient` calls transient (network errors, HTTP
+    408/425/429/5xx, lost connections, ...) or a timeout — including a call a
+    buttress :class:`~buttress.Timeout` cut off — and a returned HTTP response with
+    one of those statuses; any other error (a 404, a ``ValueError``) is an answer
+    and counts as a **success**. ``on=`` replaces the rule for errors (types, a
+    tuple or a predicate; ``failure_on=`` is its former name), ``on_result=`` the
+    rule for returned values. Counting as **nothing**: errors matching ``ignore``,
+    programming errors (``TypeError``, ``AttributeError``, ...) and buttress
+    :class:`~buttress.errors.Rejected` raised by an inner policy (the dependency was
+    not called) unless ``on=`` names them, and a cancellation the caller asked for;
+    a trial they interrupt gives its permit back.
 
     :meth:`isolate` holds the breaker open until :meth:`reset`; :meth:`reset`
     closes it and clears the window. ``state``, ``until`` and ``metrics`` read it.
@@ -81,56 +165,61 @@ class CircuitBreaker(Strategy):
     around a block whose outcome it records. It is thread- and task-safe; one
     breaker may guard several call sites. Events: :class:`CircuitStateChanged` on
     every transition and :class:`~buttress.events.CallRejected` (reason
-    ``"circuit_open"`` or ``"half_open_full"``) on every rejection.
+    ``"circuit_open"`` or ``"half_open_full"``) on every rejection, delivered after
+    the breaker's lock is released, in transition order.
 
-    With ``sync=`` (a :class:`~buttress.policies.circuit.BreakerSync`) and a
+    With ``hub=`` (a :class:`~buttress.policies.circuit.BreakerHub`) and a
     ``name``, the breaker is *shared*: every process whose breaker has that name
     and the same options on the same Redis trips, probes and recovers together.
     Calls are still decided locally, without a round trip; the state and window
-    counts are synchronised in the background (see the docs for the consistency
+    counts are exchanged in the background (see the docs for the consistency
     bound), and a Redis outage leaves the breaker working alone.
     """
 
-    __slots__ = ("_engine", "_entries", "_now", "_options", "_shared_by")
+    __slots__ = ("_engine", "_entries", "_hub", "_now", "options")
+
+    Options: ClassVar[type[CircuitOptions]] = CircuitOptions
+
+    options: CircuitOptions
+    _engine: CircuitEngine
 
     def __init__(
         self,
         *,
         failure_ratio: float = 0.5,
-        min_calls: int = 10,
+        min_calls: int | None = None,
         window: int | None = None,
-        window_seconds: float | None = None,
+        window_seconds: float | timedelta | None = None,
         consecutive_failures: int | None = None,
-        slow_call_duration: float | None = None,
+        slow_call_duration: float | timedelta | None = None,
         slow_call_ratio: float = 1.0,
-        open_duration: float = 30.0,
+        open_duration: float | timedelta = 30.0,
         open_duration_factor: float = 1.0,
-        max_open_duration: float = 300.0,
+        max_open_duration: float | timedelta = 300.0,
         half_open_calls: int = 1,
         half_open_successes: int | None = None,
-        failure_on: ExceptionFilter | None = None,
+        on: OnErrors | None = None,
+        on_result: Callable[[Any], object] | None = None,
         ignore: ExceptionFilter | None = None,
+        failure_on: OnErrors | None = None,
         name: str | None = None,
         clock: Clock = MONOTONIC,
-        sync: BreakerSync | None = None,
+        hub: BreakerHub | None = None,
+        sync: BreakerHub | None = None,
     ) -> None:
         """Build a breaker; every option is checked here (:class:`ConfigError` names it).
 
         ``window`` defaults to 100 calls unless ``window_seconds`` is given; the two
-        are exclusive. With a count window, ``min_calls`` is capped at ``window``.
-        A shared breaker (``sync=``) needs a ``name``: it is the shared key.
+        are exclusive. ``min_calls`` defaults to 10, or to a smaller count window's
+        size, and may not exceed ``window``. A shared breaker (``hub=``) needs a
+        ``name``: it is the shared key. ``sync=`` is the deprecated name of ``hub=``.
         """
-        if name is not None and not isinstance(name, str):
-            raise ConfigError(f"expected a string, got {name!r}", path="name")
-        if sync is not None and not isinstance(sync, BreakerSync):
-            raise ConfigError(f"expected a BreakerSync, got {sync!r}", path="sync")
-        if sync is not None and name is None:
-            raise ConfigError(
-                "a shared breaker needs a name: processes find each other by it", path="name"
-            )
-        if not callable(getattr(clock, "monotonic", None)):
-            raise ConfigError(f"expected a Clock, got {clock!r}", path="clock")
-        self._options = CircuitOptions.build(
+        if sync is not None:
+            warn_deprecated("CircuitBreaker(sync=...)", "CircuitBreaker(hub=...)")
+            if hub is not None:
+                raise ConfigError("give hub (or its former name sync), not both", path="sync")
+            hub = sync
+        options = CircuitOptions(
             failure_ratio=failure_ratio,
             min_calls=min_calls,
             window=window,
@@ -143,35 +232,61 @@ class CircuitBreaker(Strategy):
             max_open_duration=max_open_duration,
             half_open_calls=half_open_calls,
             half_open_successes=half_open_successes,
-            failure_on=failure_on,
+            on=on,
+            on_result=on_result,
             ignore=ignore,
+            failure_on=failure_on,
         )
+        self._setup(options, name, clock, hub)
+
+    @classmethod
+    def from_options(
+        cls,
+        options: CircuitOptions,
+        *,
+        name: str | None = None,
+        clock: Clock = MONOTONIC,
+        hub: BreakerHub | None = None,
+    ) -> CircuitBreaker:
+        """A breaker from its options (as the registry builds one from TOML)."""
+        if not isinstance(options, CircuitOptions):
+            raise ConfigError(f"must be CircuitOptions, got {options!r}", path="options")
+        breaker = cls.__new__(cls)
+        breaker._setup(options, name, clock, hub)
+        return breaker
+
+    def _setup(
+        self, options: CircuitOptions, name: str | None, clock: Clock, hub: BreakerHub | None
+    ) -> None:
+        check_clock(clock)
+        if hub is not None:
+            if not isinstance(hub, BreakerHub):
+                raise ConfigError(f"must be a BreakerHub, got {hub!r}", path="hub")
+            if name is None:
+                # Shared state is keyed by the name: a default like "circuit-3" depends
+                # on construction order, and two processes could swap breakers.
+                raise ConfigError(
+                    "a shared breaker needs a name of your choosing: processes find "
+                    "each other's breaker by it",
+                    path="name",
+                )
+        self.options = options
         self._init_strategy(name, "circuit")
         self._now = clock.monotonic
-        self._shared_by = sync
-        if sync is not None and type(self) is CircuitBreaker:
-            # A shared breaker needs drivers that count for the sync. The subclass adds
-            # no slots, so the instance can become one before its drivers are built;
-            # unlike a __new__ override, this keeps the constructor's signature.
-            from ._shared_policy import SharedCircuitBreaker  # noqa: PLC0415 - import cycle
-
-            self.__class__ = SharedCircuitBreaker
-        self._engine: CircuitEngine = (
-            CircuitEngine(self._options, clock, self.name, self._events)
-            if sync is None
-            else sync.attach(self._options, clock, self.name, self._events)
+        self._hub = hub
+        self._engine = (
+            CircuitEngine(options, clock, self.name, self._events)
+            if hub is None
+            else hub.attach(options, clock, self.name, self._events)
         )
+        # A context variable, not an attribute: each thread and each task has its own
+        # stack of open blocks, so concurrent ``with breaker:`` never mix tickets.
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
             f"buttress.circuit.{self.name}", default=()
         )
         self._build()
 
     # --------------------------------------------------------------- introspection
-
-    @property
-    def options(self) -> CircuitOptions:
-        """The validated settings this breaker was built with."""
-        return self._options
 
     @property
     def state(self) -> CircuitState:
@@ -195,23 +310,33 @@ class CircuitBreaker(Strategy):
         return self._engine.metrics()
 
     @property
-    def sync(self) -> BreakerSync | None:
-        """The :class:`~buttress.policies.circuit.BreakerSync` sharing this breaker, if any."""
-        return self._shared_by
+    def hub(self) -> BreakerHub | None:
+        """The :class:`~buttress.policies.circuit.BreakerHub` sharing this breaker, if any."""
+        return self._hub
+
+    @property
+    def sync(self) -> BreakerHub | None:
+        """Deprecated: the former name of :attr:`hub`."""
+        warn_deprecated("CircuitBreaker.sync", "CircuitBreaker.hub")
+        return self._hub
 
     @property
     def shared_metrics(self) -> CircuitMetrics | None:
-        """The window of every process sharing this breaker, as of the last sync.
+        """The window of every process sharing this breaker, as of the last exchange.
 
-        ``None`` for a local breaker, and for a shared one until its first sync or
-        while Redis is unreachable. ``metrics`` stays this process's own window.
+        ``None`` for a local breaker, and for a shared one until its first exchange
+        or while Redis is unreachable. ``metrics`` stays this process's own window.
         """
-        return None
+        engine = self._engine
+        if not isinstance(engine, SharedCircuitEngine):
+            return None
+        shared = engine.shared_metrics
+        return None if shared is None else CircuitMetrics(*shared)
 
     def isolate(self) -> None:
         """Open the breaker by hand and keep it open (state ``ISOLATED``) until :meth:`reset`.
 
-        A shared breaker is isolated in every process, within one sync."""
+        A shared breaker is isolated in every process, within one interval."""
         self._engine.isolate()
 
     def reset(self) -> None:
@@ -221,182 +346,46 @@ class CircuitBreaker(Strategy):
 
     # --------------------------------------------------------------------- drivers
 
-    def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
         engine = self._engine
-        acquire, on_success, on_error = engine.acquire, engine.on_success, engine.on_error
-        slow_after = engine.slow_after
-        if not engine.timed:
+        timed = engine.timed
+        shared = isinstance(engine, SharedCircuitEngine)
+        checks = engine.checks_results
+        flags = {
+            "timed": timed,
+            "shared": shared,
+            "plain": checks and engine.default_results,
+            "custom": checks and not engine.default_results,
+        }
+        # Only a sync call returns past a deadline: an async one is cancelled at it.
+        # The deadline is read on the locked path only, for a slow call.
+        late = timed and not shape.is_async
+        make = factory(_template(timed), shape, _PARAMS, flags, label="circuit breaker")
+        values = (
+            engine,
+            engine.acquire,
+            engine.on_error,
+            engine.on_late_success if late else engine.on_success,
+            engine.judge,
+            _PLAIN,
+            type(None),
+            engine.tally if isinstance(engine, SharedCircuitEngine) else None,
+            self._now,
+            engine.slow_after,
+        )
+        return make(*values) if target is None else make(*values, target)
 
-            def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                fast = engine.fast
-                ticket = fast or acquire()
-                try:
-                    result = inner(fn, args, kwargs)
-                except BaseException as exc:
-                    on_error(ticket, exc, 0.0)
-                    raise
-                if not fast:
-                    on_success(ticket, 0.0)
-                return result
-
-            return run
-
-        now = self._now
-
-        def timed_run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            fast = engine.fast
-            ticket = fast or acquire()
-            start = now()
-            try:
-                result = inner(fn, args, kwargs)
-            except BaseException as exc:
-                on_error(ticket, exc, now() - start)
-                raise
-            elapsed = now() - start
-            if not fast or elapsed >= slow_after:
-                on_success(ticket, elapsed)
-            return result
-
-        return timed_run
-
-    def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
-        engine = self._engine
-        acquire, on_success, on_error = engine.acquire, engine.on_success, engine.on_error
-        slow_after = engine.slow_after
-        if not engine.timed:
-
-            async def run(
-                fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-            ) -> Any:
-                fast = engine.fast
-                ticket = fast or acquire()
-                try:
-                    result = await inner(fn, args, kwargs)
-                except BaseException as exc:
-                    on_error(ticket, exc, 0.0)
-                    raise
-                if not fast:
-                    on_success(ticket, 0.0)
-                return result
-
-            return run
-
-        now = self._now
-
-        async def timed_run(
-            fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            fast = engine.fast
-            ticket = fast or acquire()
-            start = now()
-            try:
-                result = await inner(fn, args, kwargs)
-            except BaseException as exc:
-                on_error(ticket, exc, now() - start)
-                raise
-            elapsed = now() - start
-            if not fast or elapsed >= slow_after:
-                on_success(ticket, elapsed)
-            return result
-
-        return timed_run
-
-    def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        engine = self._engine
-        acquire, on_success, on_error = engine.acquire, engine.on_success, engine.on_error
-        slow_after = engine.slow_after
-        if not engine.timed:
-
-            @functools.wraps(fn)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                fast = engine.fast
-                ticket = fast or acquire()
-                try:
-                    result = fn(*args, **kwargs)
-                    if type(result) is _Coroutine:
-                        use_acall(fn, result)
-                except BaseException as exc:
-                    on_error(ticket, exc, 0.0)
-                    raise
-                if not fast:
-                    on_success(ticket, 0.0)
-                return result
-
-            return wrapper
-
-        now = self._now
-
-        @functools.wraps(fn)
-        def timed_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            fast = engine.fast
-            ticket = fast or acquire()
-            start = now()
-            try:
-                result = fn(*args, **kwargs)
-                if type(result) is _Coroutine:
-                    use_acall(fn, result)
-            except BaseException as exc:
-                on_error(ticket, exc, now() - start)
-                raise
-            elapsed = now() - start
-            if not fast or elapsed >= slow_after:
-                on_success(ticket, elapsed)
-            return result
-
-        return timed_wrapper
-
-    def _decorate_async(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        engine = self._engine
-        acquire, on_success, on_error = engine.acquire, engine.on_success, engine.on_error
-        slow_after = engine.slow_after
-        if not engine.timed:
-
-            @functools.wraps(fn)
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                fast = engine.fast
-                ticket = fast or acquire()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    on_error(ticket, exc, 0.0)
-                    raise
-                if not fast:
-                    on_success(ticket, 0.0)
-                return result
-
-            return wrapper
-
-        now = self._now
-
-        @functools.wraps(fn)
-        async def timed_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            fast = engine.fast
-            ticket = fast or acquire()
-            start = now()
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                on_error(ticket, exc, now() - start)
-                raise
-            elapsed = now() - start
-            if not fast or elapsed >= slow_after:
-                on_success(ticket, elapsed)
-            return result
-
-        return timed_wrapper
-
-    # ------------------------------------------------------------ context manager
+    # ------------------------------------------------------------------- blocks
 
     def __enter__(self) -> CircuitBreaker:
-        """Admit the block (or raise :class:`CircuitOpen`); its outcome is recorded on exit."""
+        """``with breaker:`` — admit the block (or raise :class:`CircuitOpen`); its
+        outcome is recorded on exit: an exception as a call's, a normal exit as a
+        success (and, with slow-call detection on, a slow one that ends past the deadline of
+        an enclosing ``Timeout`` as a timeout)."""
         engine = self._engine
         fast = engine.fast
         ticket = fast or engine.acquire()
         start = self._now() if engine.timed else 0.0
-        # A context variable, not an attribute: each thread and each task has its
-        # own stack of open blocks, so concurrent ``with breaker:`` never mix tickets.
         self._entries.set((*self._entries.get(), (fast, ticket, start)))
         return self
 
@@ -406,20 +395,12 @@ class CircuitBreaker(Strategy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        entries = self._entries.get()
-        if not entries:
-            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
-        fast, ticket, start = entries[-1]
-        self._entries.set(entries[:-1])
-        engine = self._engine
-        elapsed = self._now() - start if engine.timed else 0.0
-        if exc is not None:
-            engine.on_error(ticket, exc, elapsed)
-        elif not fast or elapsed >= engine.slow_after:
-            engine.on_success(ticket, elapsed)
+        self._exit(exc, is_async=False)
 
     async def __aenter__(self) -> CircuitBreaker:
-        """``async with breaker:`` — the same as ``with breaker:``; nothing is awaited."""
+        """``async with breaker:`` — the same as ``with breaker:``; nothing is awaited.
+
+        A block a buttress ``Timeout`` cancels counts as a timeout."""
         return self.__enter__()
 
     async def __aexit__(
@@ -428,8 +409,24 @@ class CircuitBreaker(Strategy):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit(exc, is_async=True)
+
+    def _exit(self, exc: BaseException | None, *, is_async: bool) -> None:
+        entries = self._entries.get()
+        if not entries:
+            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
+        fast, ticket, start = entries[-1]
+        self._entries.set(entries[:-1])
+        engine = self._engine
+        timed = engine.timed
+        elapsed = self._now() - start if timed else 0.0
+        if exc is not None:
+            engine.on_error(ticket, exc, elapsed)
+            return
+        slow = elapsed >= engine.slow_after
+        engine.finish(fast, ticket, elapsed, slow and not is_async and past_deadline())
 
     def __repr__(self) -> str:
         # The stored state, without the due open-to-half-open move: a repr has no effects.
-        return f"CircuitBreaker(name={self.name!r}, state={self._engine._state.value!r})"
+        shared = ", shared=True" if self._hub is not None else ""
+        return f"CircuitBreaker(name={self.name!r}, state={self._engine._state.value!r}{shared})"

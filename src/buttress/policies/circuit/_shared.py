@@ -1,41 +1,48 @@
-"""The engine of a shared breaker: the local engine plus what a sync reads and applies.
+"""The engine of a shared breaker: the local engine plus what an exchange reads and applies.
 
 Still sans-I/O. Calls are decided exactly as by :class:`~._engine.CircuitEngine`,
-locally, with no round trip; on top of that the engine keeps what the next sync
-reports and applies what the sync brings back:
+locally, with no round trip; on top of that the engine keeps what the next
+exchange with the store reports and applies what the exchange brings back (the
+:class:`~._hub.BreakerHub` runs the exchanges):
 
-- **Counts.** The window counts the outcomes it records since the last sync (three
-  ints, under the engine's lock), and the drivers count the lock-free fast
+- **Counts.** The window counts the outcomes it records since the last exchange
+  (three ints, under the engine's lock), and the drivers count the lock-free fast
   successes on :attr:`SharedCircuitEngine.tally` (an ``itertools.count``, whose
-  ``next`` is atomic): the sync reads the counter, so nothing is reset on the hot
+  ``next`` is atomic): the hub reads the counter, so nothing is reset on the hot
   path and no increment is lost.
 - **Proposals.** A transition this process makes on its own (a trip, a trial's
   verdict, :meth:`isolate`, :meth:`reset`) is remembered as a proposal for the
-  store, which applies it if nobody moved first, and wakes the syncer so the
+  store, which applies it if nobody moved first, and wakes the hub so the
   others hear of it without waiting for the next interval.
-- **Trials.** While synchronised, a half-open period starts with no trial permit:
-  the syncer asks the store for the trial lease when a caller found none, and the
+- **Trials.** While connected, a half-open period starts with no trial permit:
+  the hub asks the store for the trial lease when a caller found none, and the
   process holding the lease gets ``half_open_calls`` permits. So, across all
   connected processes, at most ``half_open_calls`` trials run at once.
 - **Adopting.** :meth:`SharedCircuitEngine.adopt` moves the local engine into the
   shared state (open until the shared time, closed with a fresh window after a
   close or reset elsewhere, half-open with or without the lease, isolated), emitting
   the usual :class:`~._events.CircuitStateChanged` with the shared transition's reason.
+- **Idle.** A breaker with nothing to tell — no call, no transition, no trial
+  wanted since the last exchange — may *doze* (:meth:`SharedCircuitEngine.doze`):
+  the hub then exchanges it only every ``idle_interval``, and its next call takes
+  the locked path, which wakes the hub for an exchange at once.
 - **Alone.** When the store cannot be reached, :meth:`SharedCircuitEngine.go_local`
-  turns it into a plain local breaker (trials without a lease) until a sync succeeds.
+  turns it into a plain local breaker (trials without a lease) until an exchange
+  succeeds.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from buttress.clock import Clock
 from buttress.events import Emitter
 
-from ._engine import CircuitEngine
+from ._engine import _CLOSED, _HALF_OPEN, _ISOLATED, _OPEN, CircuitEngine
 from ._events import CircuitState
 from ._options import CircuitOptions
 from ._store import BreakerConfig, BreakerReply, BreakerReport
@@ -43,17 +50,12 @@ from ._window import CountWindow, TimeWindow, bucket_count
 
 __all__ = ["SharedCircuitEngine", "breaker_config"]
 
-_CLOSED = CircuitState.CLOSED
-_OPEN = CircuitState.OPEN
-_HALF_OPEN = CircuitState.HALF_OPEN
-_ISOLATED = CircuitState.ISOLATED
-
 # Manual commands: they apply to the shared state whatever happened meanwhile.
 _COMMANDS = frozenset({"isolate", "reset"})
 
 
 class _CountingCountWindow(CountWindow):
-    """A count window that also counts what it records since the last sync."""
+    """A count window that also counts what it records since the last exchange."""
 
     __slots__ = ("d_calls", "d_failures", "d_slow")
 
@@ -69,7 +71,7 @@ class _CountingCountWindow(CountWindow):
 
 
 class _CountingTimeWindow(TimeWindow):
-    """A time window that also counts what it records since the last sync."""
+    """A time window that also counts what it records since the last exchange."""
 
     __slots__ = ("d_calls", "d_failures", "d_slow")
 
@@ -85,7 +87,7 @@ class _CountingTimeWindow(TimeWindow):
 
 
 class _Proposal(NamedTuple):
-    """The transitions made here since the last sync: from the first ``frm`` to ``to``."""
+    """The transitions made here since the last exchange: from the first ``frm`` to ``to``."""
 
     frm: CircuitState
     to: CircuitState
@@ -95,9 +97,11 @@ class _Proposal(NamedTuple):
 
 def breaker_config(options: CircuitOptions) -> BreakerConfig:
     """The trip rules of ``options`` as the store applies them to the shared window."""
+    # Durations are float seconds once validated (a timedelta was converted).
     if options.window_seconds is not None:
-        buckets = bucket_count(options.window_seconds)
-        window, width = 0, options.window_seconds / buckets
+        seconds = cast(float, options.window_seconds)
+        buckets = bucket_count(seconds)
+        window, width = 0, seconds / buckets
     else:
         assert options.window is not None
         buckets, window, width = 0, options.window, 0.0
@@ -105,18 +109,18 @@ def breaker_config(options: CircuitOptions) -> BreakerConfig:
         window=window,
         bucket_width=width,
         buckets=buckets,
-        min_calls=options.min_calls,
+        min_calls=cast(int, options.min_calls),
         failure_ratio=options.failure_ratio,
         slow_call_ratio=options.slow_call_ratio,
         consecutive_failures=options.consecutive_failures or 0,
-        open_duration=options.open_duration,
+        open_duration=cast(float, options.open_duration),
         open_duration_factor=options.open_duration_factor,
-        max_open_duration=options.max_open_duration,
+        max_open_duration=cast(float, options.max_open_duration),
     )
 
 
 class SharedCircuitEngine(CircuitEngine):
-    """A :class:`CircuitEngine` whose state is synchronised with other processes.
+    """A :class:`CircuitEngine` whose state is shared with other processes.
 
     ``wake`` is called (under the engine's lock, so it must be quick) when this
     process makes a transition the others should hear about soon.
@@ -126,13 +130,16 @@ class SharedCircuitEngine(CircuitEngine):
         "__weakref__",
         "_adopting",
         "_connected",
+        "_dozing",
         "_epoch",
         "_proposal",
         "_rejoin",
         "_sent",
+        "_stirred",
         "_tally_seen",
         "_wake",
         "config",
+        "exchanged_at",
         "shared_metrics",
         "tally",
     )
@@ -149,7 +156,7 @@ class SharedCircuitEngine(CircuitEngine):
     ) -> None:
         super().__init__(options, clock, name, events)
         if options.window_seconds is not None:
-            self._window = _CountingTimeWindow(options.window_seconds, self._now)
+            self._window = _CountingTimeWindow(cast(float, options.window_seconds), self._now)
         else:
             assert options.window is not None
             self._window = _CountingCountWindow(options.window)
@@ -165,17 +172,37 @@ class SharedCircuitEngine(CircuitEngine):
         self._proposal: _Proposal | None = None
         self._sent: _Proposal | None = None
         self.shared_metrics: tuple[int, int, int, int] | None = None
-        """``(calls, failures, slow, consecutive)`` of the shared window at the last sync."""
+        """``(calls, failures, slow, consecutive)`` of the shared window at the last exchange."""
+        self._dozing = False
+        self._stirred = False
+        self.exchanged_at = -math.inf
+        """When (on the hub's clock) the hub last exchanged this breaker."""
+
+    # ----------------------------------------------------------------- admission
+
+    def acquire(self, fn: Callable[..., Any] | None = None) -> int:
+        if self._dozing:
+            # The first call after a quiet spell: hear from the others at once. The
+            # call itself does not wait; it is decided on the state at hand.
+            self._dozing = False
+            self._stirred = True
+            self._wake()
+        return CircuitEngine.acquire(self, fn)
 
     # ------------------------------------------------------------- local changes
 
-    def _enter(self, new: CircuitState, reason: str, now: float) -> None:
+    def _enter(
+        self,
+        new: CircuitState,
+        reason: str,
+        now: float,
+        fn: Callable[..., Any] | None = None,
+    ) -> None:
         if self._adopting:
-            # Consumed here, so a listener's own transition during the move counts.
             self._adopting = False
         elif reason != "open_duration_elapsed":  # time moves alike everywhere
             self._propose(new, reason)
-        super()._enter(new, reason, now)
+        super()._enter(new, reason, now, fn)
 
     def _propose(self, new: CircuitState, reason: str) -> None:
         previous = self._proposal
@@ -192,7 +219,7 @@ class SharedCircuitEngine(CircuitEngine):
             self._wake()
 
     def _trial_permits(self) -> int:
-        # While synchronised, trials wait for the lease (see adopt).
+        # While connected, trials wait for the lease (see adopt).
         return 0 if self._connected else self._options.half_open_calls
 
     def _drop_counts(self) -> None:
@@ -200,10 +227,43 @@ class SharedCircuitEngine(CircuitEngine):
         window.d_calls = window.d_failures = window.d_slow = 0
         self._tally_seen = self.tally()
 
-    # ------------------------------------------------------------------ syncing
+    def finish(self, fast: int, ticket: int, elapsed: float, late: bool) -> None:
+        if fast and not late and elapsed < self.slow_after:
+            self.tally()  # the lock-free success, as the drivers count it
+        else:
+            super().finish(fast, ticket, elapsed, late)
+
+    # --------------------------------------------------------------- exchanging
+
+    def doze(self) -> bool:
+        """Whether this breaker has had nothing to tell since the last exchange.
+
+        If so it dozes: the lock-free path is closed to its next call, whose
+        :meth:`acquire` wakes the hub. Successes tallied since the last exchange are
+        moved into the window's counts here (the next report carries them).
+        """
+        with self._lock:
+            if self._stirred:
+                self._stirred = False
+                return False
+            window = self._window
+            mark = self.tally()
+            window.d_calls += mark - self._tally_seen - 1
+            self._tally_seen = mark
+            if (
+                not self._connected
+                or self._proposal is not None
+                or self._starved
+                or self._trials
+                or window.d_calls
+            ):
+                return False
+            self._dozing = True
+            self.fast = 0  # the next call takes the locked path, and wakes the hub
+            return True
 
     def report(self) -> BreakerReport:
-        """What the next sync tells the store; the counts start again from zero."""
+        """What the next exchange tells the store; the counts start again from zero."""
         with self._lock:
             self._poll()
             window = self._window
@@ -220,7 +280,7 @@ class SharedCircuitEngine(CircuitEngine):
             state = self._state
             want = state is _HALF_OPEN and (self._starved or self._trials > 0)
             self._starved = False
-            return BreakerReport(
+            report = BreakerReport(
                 name=self._name,
                 config=self.config,
                 epoch=self._epoch,
@@ -235,9 +295,12 @@ class SharedCircuitEngine(CircuitEngine):
                 forced=proposal is not None and proposal.forced,
                 want_trial=want,
             )
+        if self._pending:
+            self._deliver()  # the open-to-half-open move made just now
+        return report
 
     def adopt(self, reply: BreakerReply) -> None:
-        """Apply the shared state the sync brought back for the last :meth:`report`."""
+        """Apply the shared state the exchange brought back for the last :meth:`report`."""
         with self._lock:
             sent = self._sent
             self._sent = None
@@ -254,9 +317,10 @@ class SharedCircuitEngine(CircuitEngine):
                 self._drop_counts()
             if pending is not None:
                 if pending.forced or not changed:
-                    return  # this process moved again meanwhile: the next sync says so
+                    return  # this process moved again meanwhile: the next exchange says so
                 self._proposal = None  # made in an era that is over
             self._follow(reply, changed, changed and bool(known) and not reply.applied)
+        self._deliver()
 
     def _follow(self, reply: BreakerReply, changed: bool, new_era: bool) -> None:
         # ``new_era``: the shared state moved on without this process (not a first
@@ -292,7 +356,7 @@ class SharedCircuitEngine(CircuitEngine):
             self._adopting = False
 
     def go_local(self) -> None:
-        """The store is unreachable: decide alone, and re-join at the next good sync."""
+        """The store is unreachable: decide alone, and re-join at the next good exchange."""
         with self._lock:
             self._connected = False
             self._epoch = 0
@@ -303,18 +367,19 @@ class SharedCircuitEngine(CircuitEngine):
                 self._trial_cap = self._options.half_open_calls
 
     def after_fork(self, wake: Callable[[], object]) -> None:
-        """In a forked child: a fresh lock (the parent's syncer may have held it), the
-        child's syncer to wake, and alone until the child's first sync."""
+        """In a forked child: fresh locks (the parent's hub may have held them), the
+        child's hub to wake, and alone until the child's first exchange."""
         self._lock = threading.RLock()
+        self._delivering = threading.Lock()
         self._wake = wake
         self.go_local()
 
     @property
-    def unsynced(self) -> bool:
+    def unsent(self) -> bool:
         """Whether this process made a transition the store has not applied yet."""
         return self._proposal is not None
 
     @property
     def connected(self) -> bool:
-        """Whether the last sync reached the store."""
+        """Whether the last exchange reached the store."""
         return self._connected

@@ -1,21 +1,25 @@
-"""The driver that shares circuit breakers between processes: :class:`BreakerSync`.
+"""What shares circuit breakers between processes: :class:`BreakerHub`.
 
-Breakers built with ``CircuitBreaker(name=..., sync=sync)`` decide every call
-locally; a :class:`BreakerSync` synchronises all of them with a
+Breakers built with ``CircuitBreaker(name=..., hub=hub)`` decide every call
+locally; a :class:`BreakerHub` exchanges the state of all of them with a
 :class:`~._store.BreakerStore` (Redis) from one daemon thread: one
 pipelined round trip per ``interval``, plus one at once whenever a breaker of this
 process trips, closes, is isolated or reset. The thread serves sync and async
 programs alike, since no call ever waits for it.
 
-When the store fails, every breaker of the sync goes on alone (a plain local
+(It was called ``BreakerSync``, with ``sync=``: "sync" also means *synchronous*
+everywhere else in buttress, so the sharing side took another name before 1.0.
+The old names still work, deprecated.)
+
+When the store fails, every breaker of the hub goes on alone (a plain local
 breaker), :class:`~buttress.stores.StoreFellBack` is emitted and a warning logged
 once (on the ``buttress.circuit`` logger, with the cause, no traceback), and the
-next sync that gets through re-joins them, emits
+next exchange that gets through re-joins them, emits
 :class:`~buttress.stores.StoreRecovered` and logs how long the store was away. The
 caller never sees a store error.
 
 Tests drive it by hand: ``background=False`` starts no thread, and
-:meth:`BreakerSync.sync_once` runs one sync now.
+:meth:`BreakerHub.exchange` runs one exchange now.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
@@ -40,37 +45,43 @@ from ._options import CircuitOptions
 from ._shared import SharedCircuitEngine
 from ._store import BreakerStore
 
-__all__ = ["BreakerSync"]
+__all__ = ["BreakerHub", "BreakerSync", "warn_deprecated"]
 
 _log = logging.getLogger("buttress.circuit")
 
 DEFAULT_INTERVAL = 0.1
 
-# Every sync, so a forked child can give each its own thread, lock and identity.
-_instances: weakref.WeakSet[BreakerSync] = weakref.WeakSet()
+# Every hub, so a forked child can give each its own thread, lock and identity.
+_instances: weakref.WeakSet[BreakerHub] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for breaker_sync in list(_instances):
-        breaker_sync._after_fork()
+    for hub in list(_instances):
+        hub._after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class BreakerSync:
+class BreakerHub:
     """Share circuit breakers' state and window counts between processes, through Redis.
 
     ``store`` is a ``redis://`` URL (``rediss://``, ``unix://``, ``valkey://``), a
     ``redis.Redis`` client, or any :class:`~._store.BreakerStore`. Give it to
-    breakers as ``CircuitBreaker(name="payments", sync=sync)``; every process that
+    breakers as ``CircuitBreaker(name="payments", hub=hub)``; every process that
     builds a breaker of the same name with the same options on the same Redis shares
     it. :meth:`close` it at shutdown. A process that forks gives each child a fresh
-    sync of its own (thread, identity), which joins at its first sync.
+    hub of its own (thread, identity), which joins at its first exchange.
 
-    - ``interval``: seconds between syncs; the consistency bound in the docs is
-      stated in terms of it. Each sync is one pipelined round trip for all breakers.
+    - ``interval``: seconds between exchanges; the consistency bound in the docs is
+      stated in terms of it. Each exchange is one pipelined round trip for all
+      breakers.
+    - ``idle_interval``: seconds between exchanges for a breaker that has had
+      nothing to tell (no call, no transition) since its last one; its next call
+      wakes the hub for an exchange at once. Default ``max(10 * interval, 1.0)``;
+      give ``interval`` to exchange every breaker every interval (a process that
+      only watches a breaker's events, never calling through it).
     - ``lease``: seconds the right to run half-open trials stays with a process that
       stops renewing it (it renews while its trials run); default
       ``max(5 * interval, 0.5)``.
@@ -79,15 +90,16 @@ class BreakerSync:
       key prefix, socket timeout (URL only), seconds an idle breaker's keys are
       kept, and whose clock (``"server"``: Redis ``TIME``; ``"client"``:
       ``clock.time()``).
-    - ``background``: start the syncing thread with the first breaker (default);
-      ``False`` for tests that call :meth:`sync_once` themselves.
-    - ``clock``: waits between syncs, outage durations, and client time.
+    - ``background``: start the hub's thread with the first breaker (default);
+      ``False`` for tests that call :meth:`exchange` themselves.
+    - ``clock``: waits between exchanges, outage durations, and client time.
+    - ``name``: the hub's name in its events, logs and thread (``"breaker-hub"``).
 
-    ``degraded`` tells whether the last sync failed. Events: :class:`StoreFellBack`
-    when a sync fails after one that worked (or the first one fails) and
-    :class:`StoreRecovered` when one works again, with this sync's ``name`` as
+    ``degraded`` tells whether the last exchange failed. Events: :class:`StoreFellBack`
+    when an exchange fails after one that worked (or the first one fails) and
+    :class:`StoreRecovered` when one works again, with this hub's ``name`` as
     ``policy``; each is logged once too (a warning, then an info, on the
-    ``buttress.circuit`` logger). Listeners run on the syncing thread.
+    ``buttress.circuit`` logger). Listeners run on the hub's thread.
     """
 
     __slots__ = (
@@ -97,14 +109,15 @@ class BreakerSync:
         "_down_since",
         "_engines",
         "_events",
+        "_lock",
         "_owned",
         "_stop",
         "_store",
-        "_sync_lock",
         "_thread",
         "_wake",
         "background",
         "degraded",
+        "idle_interval",
         "interval",
         "lease",
         "name",
@@ -116,6 +129,7 @@ class BreakerSync:
         store: str | BreakerStore | Any,
         *,
         interval: float | timedelta = DEFAULT_INTERVAL,
+        idle_interval: float | timedelta | None = None,
         lease: float | timedelta | None = None,
         prefix: str = "buttress",
         timeout: float | timedelta | None = 0.25,
@@ -123,9 +137,19 @@ class BreakerSync:
         time_source: Literal["server", "client"] = "server",
         background: bool = True,
         clock: Clock = MONOTONIC,
-        name: str = "breaker-sync",
+        name: str = "breaker-hub",
     ) -> None:
         self.interval = check_seconds(interval, "interval", positive=True)
+        self.idle_interval = (
+            max(10 * self.interval, 1.0)
+            if idle_interval is None
+            else check_seconds(idle_interval, "idle_interval", positive=True)
+        )
+        if self.idle_interval < self.interval:
+            raise ConfigError(
+                f"must be at least interval ({self.interval:g}s), got {idle_interval!r}",
+                path="idle_interval",
+            )
         self.lease = (
             max(5 * self.interval, 0.5)
             if lease is None
@@ -163,13 +187,13 @@ class BreakerSync:
         self.name = name
         self.background = bool(background)
         self.owner = uuid.uuid4().hex
-        """This sync's identity in the store (who holds a trial lease)."""
+        """This hub's identity in the store (who holds a trial lease)."""
         self.degraded = False
         self._down_since = 0.0
         self._engines: dict[str, weakref.ref[SharedCircuitEngine]] = {}
         self._events = Emitter()
-        # Re-entrant: listeners run under it (on the syncing thread) and may close().
-        self._sync_lock = threading.RLock()
+        # Re-entrant: listeners run under it (on the hub's thread) and may close().
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,12 +206,12 @@ class BreakerSync:
         self, options: CircuitOptions, clock: Clock, name: str, events: Emitter
     ) -> SharedCircuitEngine:
         """Build the engine of a shared breaker called ``name`` (the breaker calls this)."""
-        with self._sync_lock:
+        with self._lock:
             if self._closed:
-                raise ConfigError("this BreakerSync is closed", path="sync")
+                raise ConfigError("this BreakerHub is closed", path="hub")
             ref = self._engines.get(name)
             if ref is not None and ref() is not None:
-                raise ConfigError(f"a breaker named {name!r} already uses this sync", path="name")
+                raise ConfigError(f"a breaker named {name!r} already uses this hub", path="name")
             engine = SharedCircuitEngine(options, clock, name, events, self._wake.set)
             self._engines[name] = weakref.ref(engine)
             if self.background and self._thread is None:
@@ -196,10 +220,10 @@ class BreakerSync:
         return engine
 
     def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
-        """Send this sync's events to ``listener``; returns the unsubscribe function."""
+        """Send this hub's events to ``listener``; returns the unsubscribe function."""
         return self._events.subscribe(listener, *types)
 
-    # ------------------------------------------------------------------ syncing
+    # --------------------------------------------------------------- exchanging
 
     def _live(self) -> list[SharedCircuitEngine]:
         engines = []
@@ -211,16 +235,26 @@ class BreakerSync:
                 engines.append(engine)
         return engines
 
-    def sync_once(self) -> bool:
-        """Synchronise every breaker now, in one round trip; whether the store answered.
+    def exchange(self) -> bool:
+        """Exchange every breaker's state with the store now, in one round trip;
+        whether the store answered.
 
         Never raises for a store failure: the breakers go on alone and
         :class:`StoreFellBack` is emitted (once per outage).
         """
-        with self._sync_lock:
+        return self._exchange(everyone=True)
+
+    def _exchange(self, *, everyone: bool) -> bool:
+        """One exchange: of every breaker, or (the thread's) of those with something
+        to tell and those whose ``idle_interval`` is up."""
+        with self._lock:
             if self._closed:
                 return False
             engines = self._live()
+            now = self._clock.monotonic()
+            if not everyone:
+                idle = self.idle_interval
+                engines = [e for e in engines if now - e.exchanged_at >= idle or not e.doze()]
             if not engines:
                 return not self.degraded
             reports = [engine.report() for engine in engines]
@@ -237,7 +271,8 @@ class BreakerSync:
                 return False
             for engine, reply in zip(engines, replies, strict=True):
                 engine.adopt(reply)
-            if self.closed:  # a listener closed the sync meanwhile
+                engine.exchanged_at = now
+            if self.closed:  # a listener closed the hub meanwhile
                 for engine in engines:
                     engine.go_local()
                 return False
@@ -250,7 +285,7 @@ class BreakerSync:
         self.degraded = True
         self._down_since = self._clock.monotonic()
         _log.warning(
-            "breaker sync %r: store %r failed, the breakers decide alone until it is back: %s",
+            "breaker hub %r: store %r failed, the breakers decide alone until it is back: %s",
             self.name,
             getattr(self._store, "name", "?"),
             cause(error),
@@ -264,7 +299,7 @@ class BreakerSync:
         self.degraded = False
         down_for = self._clock.monotonic() - self._down_since
         _log.info(
-            "breaker sync %r: store %r is back after %.3g s, the breakers share again",
+            "breaker hub %r: store %r is back after %.3g s, the breakers share again",
             self.name,
             getattr(self._store, "name", "?"),
             down_for,
@@ -277,11 +312,11 @@ class BreakerSync:
         self._thread.start()
 
     def _after_fork(self) -> None:
-        # The child has no syncing thread, and a lock the parent's thread held would
+        # The child has no hub thread, and a lock the parent's thread held would
         # stay held: start afresh, as a new process with its own identity (a trial
         # lease of the parent is not the child's). The breakers decide alone until
-        # the child's first sync.
-        self._sync_lock = threading.RLock()
+        # the child's first exchange.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -296,11 +331,11 @@ class BreakerSync:
     def _run(self) -> None:
         wake, stop, wait, interval = self._wake, self._stop, self._clock.wait, self.interval
         while not stop.is_set():
-            wake.clear()  # a transition from now on asks for another sync
+            wake.clear()  # a transition from now on asks for another exchange
             try:
-                self.sync_once()
+                self._exchange(everyone=False)
             except Exception:  # a bug must not silently end the sharing
-                _log.exception("buttress breaker sync %r failed", self.name)
+                _log.exception("buttress breaker hub %r failed", self.name)
             wait(wake, interval)
 
     # ---------------------------------------------------------------- lifecycle
@@ -311,28 +346,28 @@ class BreakerSync:
         return self._closed
 
     def close(self) -> None:
-        """Stop syncing; the breakers go on as local breakers. Idempotent.
+        """Stop sharing; the breakers go on as local breakers. Idempotent.
 
         A transition the others have not heard of yet (a trip just before shutdown)
-        is pushed first, in one last sync, unless the store is already known down.
+        is pushed first, in one last exchange, unless the store is already known down.
         """
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
-        with self._sync_lock:
+        with self._lock:
             if self._closed:
                 return
-            if not self.degraded and any(engine.unsynced for engine in self._live()):
-                self.sync_once()
+            if not self.degraded and any(engine.unsent for engine in self._live()):
+                self.exchange()
             self._closed = True
             for engine in self._live():
                 engine.go_local()
             if self._owned:
                 self._store.close()
 
-    def __enter__(self) -> BreakerSync:
+    def __enter__(self) -> BreakerHub:
         return self
 
     def __exit__(
@@ -345,6 +380,37 @@ class BreakerSync:
 
     def __repr__(self) -> str:
         return (
-            f"BreakerSync(name={self.name!r}, interval={self.interval!r}, "
+            f"{type(self).__name__}(name={self.name!r}, interval={self.interval!r}, "
             f"breakers={len(self._engines)}, degraded={self.degraded!r})"
         )
+
+    # ------------------------------------------------------------- former names
+
+    def sync_once(self) -> bool:
+        """Deprecated: the former name of :meth:`exchange`."""
+        warn_deprecated("BreakerHub.sync_once()", "BreakerHub.exchange()")
+        return self.exchange()
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """Say that ``old`` is a former name, to be replaced by ``new`` (once per call site)."""
+    warnings.warn(
+        f"{old} is deprecated: use {new}. 'sync' also means 'synchronous' in buttress, so "
+        "the side that shares breakers between processes is called a hub now.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+class BreakerSync(BreakerHub):
+    """Deprecated: the former name of :class:`BreakerHub` (same parameters).
+
+    Importing it warns of nothing; building one emits a ``DeprecationWarning``.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, store: str | BreakerStore | Any, **options: Any) -> None:
+        warn_deprecated("BreakerSync", "BreakerHub")
+        options.setdefault("name", "breaker-sync")
+        super().__init__(store, **options)
