@@ -32,6 +32,8 @@ class Case:
     target_ns: float | None = None
     note: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    inner_loops: int = 1
+    """How many calls one run of ``make()``'s callable makes (a batch of tasks)."""
 
     @property
     def bench_name(self) -> str:
@@ -97,7 +99,9 @@ def main(cases: list[Case]) -> None:
             continue
         fn = case.make()
         timer = _async_timer(fn) if case.is_async else _sync_timer(fn)
-        runner.bench_time_func(case.bench_name, timer, metadata=metadata(case))
+        runner.bench_time_func(
+            case.bench_name, timer, metadata=metadata(case), inner_loops=case.inner_loops
+        )
 
 
 def check_works(cases: list[Case]) -> None:

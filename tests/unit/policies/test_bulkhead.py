@@ -11,9 +11,10 @@ import pytest
 
 from buttress.clock import FakeClock
 from buttress.errors import BulkheadFull, ConfigError
-from buttress.events import CallRejected, Event
+from buttress.events import CallRejected, Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies.bulkhead import Bulkhead, _Waiter
+from buttress.policies.bulkhead import Bulkhead
+from buttress.policies.bulkhead._engine import Waiter as _Waiter
 
 from tests.helpers import tick
 
@@ -126,7 +127,7 @@ def test_rejects_when_full_without_a_queue() -> None:
     assert ran == []
     assert info.value.reason == "bulkhead_full"
     assert info.value.name == "api"
-    assert seen == [CallRejected("api", "bulkhead_full")]
+    assert seen == [CallRejected("api", "bulkhead_full", call="list.append")]
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 2)
 
 
@@ -187,12 +188,16 @@ def test_queue_full_rejects_at_once() -> None:
         thread, outcome = start(lambda: bulkhead.call(lambda: "queued"))
         eventually(lambda: bulkhead.queued == 1)
         with pytest.raises(BulkheadFull) as info:
-            bulkhead.call(lambda: "third")
+            bulkhead.call(third)
         assert info.value.reason == "bulkhead_full"
         assert bulkhead.queued == 1
     thread.join(5)
     assert outcome == ["queued"]
-    assert seen == [CallRejected(bulkhead.name, "bulkhead_full")]
+    assert seen == [CallRejected(bulkhead.name, "bulkhead_full", call=call_name(third))]
+
+
+def third() -> str:
+    return "third"
 
 
 def test_sync_waiters_are_served_in_arrival_order() -> None:
@@ -226,7 +231,7 @@ def test_sync_max_wait_expires(manual_clock: FakeClock) -> None:
     assert len(outcome) == 1
     assert isinstance(outcome[0], BulkheadFull)
     assert outcome[0].reason == "queue_timeout"
-    assert seen == [CallRejected(bulkhead.name, "queue_timeout")]
+    assert seen == [CallRejected(bulkhead.name, "queue_timeout", call="list.append")]
     assert (bulkhead.active, bulkhead.available) == (0, 1)
 
 
@@ -250,7 +255,7 @@ class _GrantThenClock(FakeClock):
         self.then = then
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
-        self.bulkhead_ref[0]._release()
+        self.bulkhead_ref[0]._slots.release()
         if self.then is not None:
             raise self.then
         return False  # timed out, although the slot arrived
@@ -260,7 +265,7 @@ def test_sync_wait_timing_out_as_the_slot_arrives_runs_the_call() -> None:
     ref: list[Bulkhead] = []
     bulkhead = Bulkhead(1, max_queue=1, max_wait=1.0, clock=_GrantThenClock(ref, None))
     ref.append(bulkhead)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     assert bulkhead.call(lambda: "ran") == "ran"
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 1)
 
@@ -271,7 +276,7 @@ def test_sync_wait_interrupted_as_the_slot_arrives_passes_it_on() -> None:
         1, max_queue=2, max_wait=1.0, clock=_GrantThenClock(ref, KeyboardInterrupt())
     )
     ref.append(bulkhead)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     ran: list[int] = []
     with pytest.raises(KeyboardInterrupt):
         bulkhead.call(ran.append, 1)
@@ -307,14 +312,14 @@ def test_a_waiter_that_cannot_be_woken_passes_the_slot_on() -> None:
             return True
 
     bulkhead = Bulkhead(1, max_queue=2)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     deaf, listening = Deaf(), Listening()
-    assert bulkhead._enqueue(deaf)
-    assert bulkhead._enqueue(listening)
-    bulkhead._release()
+    assert bulkhead._slots.enqueue(deaf)
+    assert bulkhead._slots.enqueue(listening)
+    bulkhead._slots.release()
     assert listening.woken
-    assert bulkhead._settle(listening)
-    assert not bulkhead._settle(deaf)
+    assert bulkhead._slots.settle(listening)
+    assert not bulkhead._slots.settle(deaf)
     assert (bulkhead.active, bulkhead.queued) == (1, 0)
 
 
@@ -355,7 +360,7 @@ async def test_async_rejects_when_full() -> None:
         with pytest.raises(BulkheadFull) as info:
             await bulkhead.acall(tick)
     assert info.value.reason == "bulkhead_full"
-    assert seen == [CallRejected("q", "bulkhead_full")]
+    assert seen == [CallRejected("q", "bulkhead_full", call="tests.helpers.tick")]
 
 
 async def test_async_waiters_are_served_in_arrival_order() -> None:
@@ -402,7 +407,7 @@ async def test_async_max_wait_expires(manual_clock: FakeClock) -> None:
             await task
         assert bulkhead.queued == 0
     assert info.value.reason == "queue_timeout"
-    assert seen == [CallRejected(bulkhead.name, "queue_timeout")]
+    assert seen == [CallRejected(bulkhead.name, "queue_timeout", call="tests.helpers.tick")]
     assert (bulkhead.active, bulkhead.available) == (0, 1)
 
 
@@ -574,7 +579,7 @@ async def _append(target: list[str], value: str) -> None:
 
 def test_slot_handed_to_a_task_on_a_closed_loop_is_passed_on() -> None:
     bulkhead = Bulkhead(1, max_queue=2)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     loop = asyncio.new_event_loop()
 
     async def queue_and_abandon() -> None:
@@ -586,7 +591,7 @@ def test_slot_handed_to_a_task_on_a_closed_loop_is_passed_on() -> None:
     loop.close()  # under its pending task, as a crashed thread would leave it
     thread, outcome = start(lambda: bulkhead.call(lambda: "runs"))
     eventually(lambda: bulkhead.queued == 2)
-    bulkhead._release()
+    bulkhead._slots.release()
     thread.join(5)
     assert outcome == ["runs"]
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 1)

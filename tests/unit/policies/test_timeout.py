@@ -13,13 +13,13 @@ import pytest
 
 from buttress.clock import MONOTONIC, FakeClock
 from buttress.errors import BulkheadFull, ConfigError, TimeoutExceeded
-from buttress.events import Event
+from buttress.events import Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies import timeout as timeout_module
 from buttress.policies.bulkhead import Bulkhead
 from buttress.policies.timeout import (
     Timeout,
     TimeoutOccurred,
+    _workers,
     remaining,
     set_pessimistic_workers,
 )
@@ -111,7 +111,7 @@ async def test_async_cancels_the_call_at_the_deadline(manual_clock: FakeClock) -
     assert (info.value.name, info.value.timeout) == ("slow", 1.0)
     assert isinstance(info.value.__cause__, asyncio.CancelledError)
     assert hang.cancelled == 1
-    assert seen == [TimeoutOccurred("slow", 1.0)]
+    assert seen == [TimeoutOccurred("slow", 1.0, call=call_name(hang))]
     assert task.cancelling() == 0
 
 
@@ -234,7 +234,7 @@ async def test_same_timeout_reentered_by_one_task(manual_clock: FakeClock) -> No
     with pytest.raises(TimeoutExceeded):
         await task
     assert hang.cancelled == 1
-    assert seen == [TimeoutOccurred("rec", 1.0)]
+    assert seen == [TimeoutOccurred("rec", 1.0, call=call_name(recurse))]
     assert timeout._local.registry.entries == {}
 
 
@@ -389,7 +389,7 @@ def test_sync_late_return_raises_and_discards_the_result(clock: FakeClock) -> No
         timeout.call(slow)
     assert (info.value.name, info.value.timeout) == ("late", 1.0)
     assert effects == ["written"]  # the side effect happened all the same
-    assert seen == [TimeoutOccurred("late", 1.0)]
+    assert seen == [TimeoutOccurred("late", 1.0, call=call_name(slow))]
 
 
 def test_sync_exactly_at_the_deadline_is_too_late(clock: FakeClock) -> None:
@@ -467,7 +467,7 @@ def test_sync_decorator_and_method(clock: FakeClock) -> None:
 
 @pytest.fixture
 def small_pool() -> Iterator[None]:
-    previous = timeout_module._pool_workers
+    previous = _workers._max_workers
     set_pessimistic_workers(2)
     yield
     set_pessimistic_workers(previous)
@@ -516,7 +516,7 @@ def test_pessimistic_abandons_a_hung_call(manual_clock: FakeClock) -> None:
     with ticking(manual_clock), pytest.raises(TimeoutExceeded) as info:
         timeout.call(hung)
     assert info.value.name == "hung"
-    assert seen == [TimeoutOccurred("hung", 1.0)]
+    assert seen == [TimeoutOccurred("hung", 1.0, call=call_name(hung))]
     assert started.is_set()
     assert not finished.is_set()  # abandoned, still running in the background
     release.set()
@@ -562,12 +562,12 @@ def test_pessimistic_pool_size_is_checked_and_replaced() -> None:
             set_pessimistic_workers(bad)  # type: ignore[arg-type]
         assert info.value.path == "max_workers"
     set_pessimistic_workers(3)
-    pool = timeout_module._executor()
-    assert pool._max_workers == 3
-    assert timeout_module._executor() is pool
+    pool = _workers.pool()
+    assert pool.max_workers == 3
+    assert _workers.pool() is pool
     set_pessimistic_workers(4)
-    assert timeout_module._executor() is not pool
-    assert timeout_module._executor()._max_workers == 4
+    assert _workers.pool() is not pool
+    assert _workers.pool().max_workers == 4
 
 
 async def test_pessimistic_mode_cancels_async_calls(manual_clock: FakeClock) -> None:
