@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +15,7 @@ from buttress.clock import FakeClock
 from buttress.errors import BulkheadFull, ConfigError
 from buttress.events import CallRejected, Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies.bulkhead import Bulkhead
+from buttress.policies.bulkhead import Bulkhead, BulkheadOptions
 from buttress.policies.bulkhead._engine import Waiter as _Waiter
 
 from tests.helpers import tick
@@ -78,6 +80,57 @@ def test_max_wait_without_a_queue_is_a_mistake() -> None:
     with pytest.raises(ConfigError, match="max_queue") as info:
         Bulkhead(1, max_wait=1.0)
     assert info.value.path == "max_wait"
+
+
+@pytest.mark.parametrize(
+    "value", [float("-inf"), datetime.timedelta(0), datetime.timedelta(seconds=-2), False]
+)
+def test_max_wait_message_says_what_is_valid(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"max_wait: must be .*seconds") as info:
+        Bulkhead(1, max_queue=1, max_wait=value)
+    assert info.value.path == "max_wait"
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_concurrent", True), ("max_queue", False)])
+def test_counts_are_not_bools(option: str, value: bool) -> None:
+    options: dict[str, Any] = {"max_concurrent": 1, "max_queue": 0, option: value}
+    with pytest.raises(ConfigError, match="must be an integer") as info:
+        Bulkhead(**options)
+    assert info.value.path == option
+
+
+def test_max_wait_accepts_a_timedelta() -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=datetime.timedelta(milliseconds=500))
+    assert bulkhead.max_wait == 0.5
+
+
+def test_options_object() -> None:
+    bulkhead = Bulkhead(3, max_queue=2, max_wait=1, name="db")
+    assert Bulkhead.Options is BulkheadOptions
+    assert bulkhead.options == BulkheadOptions(max_concurrent=3, max_queue=2, max_wait=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bulkhead.options.max_queue = 5  # type: ignore[misc]
+    clock = FakeClock()
+    built = Bulkhead.from_options(bulkhead.options.replace(max_concurrent=5), clock=clock)
+    assert (built.max_concurrent, built.max_queue, built.max_wait) == (5, 2, 1.0)
+    assert (built.available, built.clock) == (5, clock)
+    assert built.name.startswith("bulkhead-")
+    with pytest.raises(ConfigError) as info:
+        Bulkhead.from_options(None)  # type: ignore[arg-type]
+    assert info.value.path == "options"
+
+
+def test_options_from_a_configuration_table() -> None:
+    options = BulkheadOptions.from_mapping(
+        {"max-concurrent": 4, "max_queue": 8, "max_wait": 0.5}, path="p.b"
+    )
+    assert options == BulkheadOptions(max_concurrent=4, max_queue=8, max_wait=0.5)
+    with pytest.raises(ConfigError, match="max_queue") as info:
+        BulkheadOptions.from_mapping({"max_concurrent": 4, "max_wait": 0.5}, path="p.b")
+    assert info.value.path == "p.b.max_wait"
+    with pytest.raises(ConfigError) as info:
+        BulkheadOptions.from_mapping({}, path="p.b")
+    assert info.value.path == "p.b"
 
 
 def test_options_names_and_repr() -> None:

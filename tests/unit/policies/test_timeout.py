@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
+import datetime
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from buttress.policies.bulkhead import Bulkhead
 from buttress.policies.timeout import (
     Timeout,
     TimeoutOccurred,
+    TimeoutOptions,
     _workers,
     remaining,
     set_pessimistic_workers,
@@ -73,6 +76,53 @@ def test_options_names_and_repr() -> None:
     assert repr(timeout) == "Timeout(2.0, mode='pessimistic', name='db')"
     assert Timeout(1).name.startswith("timeout-")
     assert Timeout(1).mode == "optimistic"
+
+
+@pytest.mark.parametrize(
+    "value", [datetime.timedelta(0), datetime.timedelta(seconds=-1), -0.5, float("-inf")]
+)
+def test_seconds_message_says_what_is_valid(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"seconds: must be a finite number of seconds > 0"):
+        Timeout(value)
+
+
+def test_seconds_accepts_a_timedelta() -> None:
+    timeout = Timeout(datetime.timedelta(milliseconds=250))
+    assert timeout.seconds == 0.25
+    assert timeout.options.seconds == 0.25
+
+
+def test_options_object() -> None:
+    timeout = Timeout(2, mode="pessimistic", name="db")
+    assert Timeout.Options is TimeoutOptions
+    assert timeout.options == TimeoutOptions(seconds=2.0, mode="pessimistic")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        timeout.options.seconds = 3.0  # type: ignore[misc]
+    clock = FakeClock()
+    built = Timeout.from_options(timeout.options.replace(seconds=5), name="again", clock=clock)
+    assert (built.seconds, built.mode, built.name) == (5.0, "pessimistic", "again")
+    assert built.clock is clock
+    assert Timeout.from_options(TimeoutOptions(seconds=1)).name.startswith("timeout-")
+    with pytest.raises(ConfigError) as info:
+        Timeout.from_options({"seconds": 1})  # type: ignore[arg-type]
+    assert info.value.path == "options"
+
+
+def test_options_from_a_configuration_table() -> None:
+    options = TimeoutOptions.from_mapping({"seconds": 2, "mode": "pessimistic"}, path="p.t")
+    assert options == TimeoutOptions(seconds=2.0, mode="pessimistic")
+    with pytest.raises(ConfigError) as info:
+        TimeoutOptions.from_mapping({"seconds": -1}, path="p.t")
+    assert info.value.path == "p.t.seconds"
+    with pytest.raises(ConfigError, match="valid keys: seconds, mode") as info:
+        TimeoutOptions.from_mapping({"second": 1}, path="p.t")
+    assert info.value.path == "p.t.second"
+
+
+def test_clock_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        Timeout(1, clock="monotonic")  # type: ignore[arg-type]
+    assert info.value.path == "clock"
 
 
 def test_remaining_is_none_outside_any_timeout() -> None:
