@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, ClassVar, NoReturn
 
 from buttress._codegen import Shape, factory
@@ -27,12 +26,18 @@ __all__ = ["Bulkhead"]
 _deadline = DEADLINE.get
 
 # Every shape's driver: take a free slot without a lock, or wait in line for one
-# (``wait`` is the sync or the async wait); give it back whatever happens.
+# (``wait`` is the sync or the async wait); give it back whatever happens. The
+# look before the pop spares a contended call (no token, every time) the cost of
+# raising IndexError; the pop is still guarded, against another thread taking the
+# last token in between.
 _DRIVER = """
 {DEF} bulkhead{SIG}:
-    try:
-        pop()
-    except IndexError:
+    if tokens:
+        try:
+            pop()
+        except IndexError:
+            {AWAIT}wait(fn)
+    else:
         {AWAIT}wait(fn)
     try:
         result = {AWAIT}{CALL}
@@ -128,15 +133,17 @@ class Bulkhead(GeneratedDrivers):
     # ------------------------------------------------------------------------ drivers
 
     def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
-        make = factory(_DRIVER, shape, ("pop", "wait", "release"), label="bulkhead")
+        make = factory(_DRIVER, shape, ("tokens", "pop", "wait", "release"), label="bulkhead")
         wait = self._wait_async if shape.is_async else self._wait
         slots = self._slots
-        values = (slots.tokens.pop, wait, slots.release)
+        values = (slots.tokens, slots.tokens.pop, wait, slots.release)
         return make(*values) if target is None else make(*values, target)
 
     def _wait(self, fn: Callable[..., Any] | None) -> None:
         """No free slot: queue this thread for one, or reject."""
-        wait, expiry = self._queue_time(fn)
+        if not self.max_queue:
+            self._reject("bulkhead_full", fn)
+        wait, expiry = (self.max_wait, None) if _deadline() is None else self._capped(fn)
         slots = self._slots
         waiter = ThreadWaiter()
         if not slots.enqueue(waiter):
@@ -155,7 +162,9 @@ class Bulkhead(GeneratedDrivers):
 
     async def _wait_async(self, fn: Callable[..., Any] | None) -> None:
         """No free slot: queue this task for one, or reject."""
-        wait, expiry = self._queue_time(fn)
+        if not self.max_queue:
+            self._reject("bulkhead_full", fn)
+        wait, expiry = (self.max_wait, None) if _deadline() is None else self._capped(fn)
         slots = self._slots
         waiter = TaskWaiter()
         if not slots.enqueue(waiter):
@@ -173,18 +182,14 @@ class Bulkhead(GeneratedDrivers):
             raise
         if timer is not None:
             timer.cancel()
-        if not slots.settle(waiter):
+        if waiter.granted:  # woken with a slot: claim it (Slots.settle's fast path)
+            waiter.granted = False
+        elif not slots.settle(waiter):
             self._gave_up(fn, wait, expiry)
 
-    def _queue_time(self, fn: Callable[..., Any] | None) -> tuple[float | None, Expiry | None]:
-        """How long a caller may wait in line, and the timeout whose deadline caps it.
-
-        Rejects at once when there is no line, or no time left to wait in it.
-        """
-        if self.max_queue == 0:
-            self._reject("bulkhead_full", fn)
-        if _deadline() is None:
-            return self.max_wait, None
+    def _capped(self, fn: Callable[..., Any] | None) -> tuple[float | None, Expiry | None]:
+        """Inside a ``Timeout``: the wait in line shortened to the time left, and the
+        timeout when its deadline is what ends it. No time left: fail at once."""
         wait, expiry = cap(self.max_wait)
         if expiry is not None and not wait:
             raise expiry.expired(f"bulkhead {self.name!r} had no time left to wait for a slot")
@@ -218,12 +223,7 @@ class Bulkhead(GeneratedDrivers):
             self._wait(None)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._slots.release()
 
     async def __aenter__(self) -> Bulkhead:
@@ -231,12 +231,7 @@ class Bulkhead(GeneratedDrivers):
             await self._wait_async(None)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._slots.release()
 
     def __repr__(self) -> str:
