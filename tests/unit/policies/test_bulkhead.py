@@ -630,6 +630,55 @@ async def _append(target: list[str], value: str) -> None:
     target.append(value)
 
 
+def test_tasks_queue_on_successive_loops_of_one_thread() -> None:
+    bulkhead = Bulkhead(1, max_queue=1)
+    order: list[str] = []
+
+    async def main(label: str) -> None:
+        async with bulkhead:
+            task = asyncio.create_task(bulkhead.acall(_append, order, label))
+            await tick()
+            assert bulkhead.queued == 1
+        await task
+
+    asyncio.run(main("first loop"))
+    asyncio.run(main("second loop"))  # the thread's loop changed: its waiter knows
+    assert order == ["first loop", "second loop"]
+
+
+def test_a_loop_this_thread_ran_before_and_another_thread_runs_now() -> None:
+    # The waiter's loop is remembered per thread; a loop that ran here before and
+    # is now running a task in another thread must not be taken for this one's.
+    bulkhead = Bulkhead(1, max_queue=2)
+
+    async def queue_one() -> list[str]:
+        order: list[str] = []
+        async with bulkhead:
+            task = asyncio.create_task(bulkhead.acall(_append, order, "queued"))
+            await tick()
+            assert bulkhead.queued == 1
+        await task
+        return order
+
+    moved = asyncio.new_event_loop()
+    assert moved.run_until_complete(queue_one()) == ["queued"]  # remembered here
+    in_step, release = threading.Event(), threading.Event()
+
+    async def hold_a_step() -> None:
+        in_step.set()
+        release.wait(5)  # blocks its loop mid-step: it has a current task
+
+    other = threading.Thread(target=moved.run_until_complete, args=(hold_a_step(),))
+    other.start()
+    assert in_step.wait(5)
+    try:
+        assert asyncio.run(queue_one()) == ["queued"]  # on a loop of its own
+    finally:
+        release.set()
+        other.join(5)
+        moved.close()
+
+
 def test_slot_handed_to_a_task_on_a_closed_loop_is_passed_on() -> None:
     bulkhead = Bulkhead(1, max_queue=2)
     assert bulkhead._slots.try_acquire()

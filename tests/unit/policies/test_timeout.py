@@ -416,6 +416,46 @@ def test_one_timeout_used_by_successive_and_parallel_loops() -> None:
     assert results == ["ok"] * 4
 
 
+def test_a_loop_this_thread_ran_before_and_another_thread_runs_now(
+    manual_clock: FakeClock,
+) -> None:
+    # The registry is remembered per thread; a loop that ran here before and is now
+    # running a task in another thread must not be taken for this thread's loop
+    # (its task would be watched, and cancelled, instead of ours).
+    timeout = Timeout(1.0, clock=manual_clock)
+    moved = asyncio.new_event_loop()
+    assert moved.run_until_complete(timeout.acall(_echo, "remembered here")) == "remembered here"
+    in_step, release = threading.Event(), threading.Event()
+    survived: list[bool] = []
+
+    async def hold_a_step() -> None:
+        in_step.set()
+        release.wait(5)  # blocks its loop mid-step: it has a current task
+        await asyncio.sleep(0)  # a cancellation meant for another task would land here
+        survived.append(True)
+
+    other = threading.Thread(target=moved.run_until_complete, args=(hold_a_step(),))
+    other.start()
+    assert in_step.wait(5)
+
+    async def here() -> bool:
+        task = asyncio.create_task(timeout.acall(Hang()))
+        await tick()
+        manual_clock.advance(1.0)
+        await tick()
+        done = task.done()
+        task.cancel()
+        return done and isinstance(task.exception(), TimeoutExceeded)
+
+    try:
+        assert asyncio.run(here())  # our call timed out
+    finally:
+        release.set()
+        other.join(5)
+        moved.close()
+    assert survived == [True]  # and the other thread's task was left alone
+
+
 # ------------------------------------------------------------------------ optimistic
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from typing import Any
 
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel
@@ -28,13 +29,18 @@ class Registry:
     with the same duration on a clock that never goes backwards.
     """
 
-    __slots__ = ("clock", "entries", "handle", "loop")
+    __slots__ = ("clock", "entries", "handle", "loop", "runs", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
         self.loop = loop
         self.clock = clock
         self.entries: dict[asyncio.Task[Any], float] = {}
         self.handle: TimerHandle | None = None
+        # The thread the registry was made in (and is cached for), and what tells
+        # whether its loop still runs there: asyncio's loops note the thread they
+        # run in (``_thread_id``); another loop vouches for itself.
+        self.thread = threading.get_ident()
+        self.runs: Any = loop if hasattr(loop, "_thread_id") else _Here(self.thread)
 
     def add(self, task: asyncio.Task[Any], deadline: float, seconds: float) -> None:
         """Watch ``task`` until ``deadline`` (``seconds`` from now)."""
@@ -60,6 +66,15 @@ class Registry:
             del entries[task]
             mark_timeout_cancel(task)
             task.cancel()
+
+
+class _Here:
+    """Stands in for a loop that does not say which thread it runs in."""
+
+    __slots__ = ("_thread_id",)
+
+    def __init__(self, thread: int) -> None:
+        self._thread_id = thread
 
 
 def publish_nested(

@@ -27,7 +27,10 @@ __all__ = ["Timeout"]
 _Token = contextvars.Token[tuple[float, Clock, Expiry] | None]
 
 # The driver of every shape but the pessimistic sync ones. ``@aio`` lines are the
-# async call's: find this loop's registry and the task, watch the task until its
+# async call's: find this loop's registry and the task (the registry is kept per
+# thread, for the loop the thread ran last: asyncio.get_running_loop() makes a
+# getpid() system call on 3.11; that loop is the running one if it runs a task and
+# runs it in this thread), watch the task until its
 # deadline, and on the way out tell a cancellation of ours (the entry is gone: the
 # timer took it) from one asked for by somebody else (asyncio.timeout's rule: ours
 # only if no other cancel request came meanwhile). A task already in the registry
@@ -47,7 +50,7 @@ _DRIVER = """
     @aio except AttributeError:
     @aio     registry = new_registry()
     @aio task = current_task(registry.loop)
-    @aio if task is None:
+    @aio if task is None or registry.runs._thread_id != registry.thread:
     @aio     registry = new_registry()
     @aio     task = current_task(registry.loop)
     @aio     if task is None:
@@ -214,8 +217,8 @@ class Timeout(GeneratedDrivers):
         self.clock = check_clock(clock)
         # Each thread runs at most one event loop at a time, so a per-thread cache
         # of the last registry finds the right one without asking for the running
-        # loop (asyncio.get_running_loop() costs a getpid() system call on 3.11).
-        # It keeps the thread's last loop referenced until the thread uses another.
+        # loop (see _DRIVER). It keeps the thread's last loop referenced until the
+        # thread uses another.
         self._local = threading.local()
         # The drivers are built on first use (Strategy.__getattr__), so a Timeout
         # made for one block costs little.
