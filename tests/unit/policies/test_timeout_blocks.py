@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ async def test_async_block_in_time(manual_clock: FakeClock) -> None:
         await tick()
         assert remaining() == 0.75
     assert remaining() is None
-    assert timeout._local.registry.entries == {}
+    assert manual_clock.pending_timers == 0  # the block's timer went with it
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
@@ -84,7 +85,7 @@ async def test_async_block_outside_cancel_stays_a_cancellation(manual_clock: Fak
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == []
-    assert timeout._local.registry.entries == {}
+    assert manual_clock.pending_timers == 0
 
 
 async def test_async_block_outside_cancel_racing_with_the_deadline(
@@ -214,9 +215,8 @@ async def test_the_same_timeout_reentered_by_a_block(manual_clock: FakeClock) ->
     async def body() -> None:
         async with timeout:
             manual_clock.advance(0.5)
-            async with timeout:  # covered by the enclosing deadline
+            async with timeout:  # the enclosing deadline comes first and binds
                 assert remaining() == 0.5
-                assert len(timeout._local.registry.entries) == 1
                 await hang()
 
     task = asyncio.create_task(body())
@@ -224,8 +224,8 @@ async def test_the_same_timeout_reentered_by_a_block(manual_clock: FakeClock) ->
     manual_clock.advance(0.5)
     with pytest.raises(TimeoutExceeded):
         await task
-    assert len(seen) == 1
-    assert timeout._local.registry.entries == {}
+    assert len(seen) == 1  # the outer block reports; the inner one stands aside
+    assert manual_clock.pending_timers == 0
 
 
 async def test_one_timeout_object_serves_concurrent_blocks(manual_clock: FakeClock) -> None:
@@ -247,6 +247,31 @@ async def test_one_timeout_object_serves_concurrent_blocks(manual_clock: FakeClo
     assert results[0] is None
     assert isinstance(results[1], TimeoutExceeded)
     assert finished == [0]
+
+
+def timeouts_alive() -> int:
+    gc.collect()
+    return sum(isinstance(thing, Timeout) for thing in gc.get_objects())
+
+
+async def test_a_timeout_made_for_one_block_leaves_nothing_behind() -> None:
+    loop = asyncio.get_running_loop()
+    armed_before = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    alive = timeouts_alive()
+    async with Timeout(60.0):
+        await asyncio.sleep(0)
+    assert timeouts_alive() == alive  # no timer, context or registry keeps it
+    assert [h for h in loop._scheduled if not h.cancelled()] == armed_before  # type: ignore[attr-defined]
+
+
+async def test_a_timeout_made_for_one_call_is_not_kept_alive_by_its_timer() -> None:
+    alive = timeouts_alive()
+    assert await Timeout(60.0).acall(_echo, "done") == "done"
+    assert timeouts_alive() == alive
+
+
+async def _echo(value: str) -> str:
+    return value
 
 
 async def test_blocks_left_out_of_order_are_refused(manual_clock: FakeClock) -> None:

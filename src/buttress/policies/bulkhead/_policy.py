@@ -109,7 +109,7 @@ class Bulkhead(GeneratedDrivers):
         self.max_concurrent = options.max_concurrent
         self.max_queue = options.max_queue
         self.max_wait = options.max_wait
-        self.clock = check_clock(clock)
+        self.clock = clock if clock is MONOTONIC else check_clock(clock)
         self._slots = Slots(options.max_concurrent, options.max_queue)
         self._init_strategy(name, "bulkhead")
 

@@ -42,12 +42,6 @@ class Registry:
         self.thread = threading.get_ident()
         self.runs: Any = loop if hasattr(loop, "_thread_id") else _Here(self.thread)
 
-    def add(self, task: asyncio.Task[Any], deadline: float, seconds: float) -> None:
-        """Watch ``task`` until ``deadline`` (``seconds`` from now)."""
-        self.entries[task] = deadline
-        if self.handle is None:
-            self.handle = self.clock.call_later(seconds, self.fire)
-
     def fire(self) -> None:
         """Cancel every call past its deadline; re-arm for the next one."""
         self.handle = None

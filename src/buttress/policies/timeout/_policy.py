@@ -6,16 +6,15 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, ClassVar, NoReturn
 
 from buttress._codegen import Shape, factory
-from buttress._deadline import DEADLINE, Expiry, unmark_timeout_cancel
+from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
 from buttress._events import call_name
 from buttress._strategy import GeneratedDrivers, SyncRunner, invoke
 from buttress._switches import SWITCHES
 from buttress._validate import check_clock
-from buttress.clock import MONOTONIC, Clock
+from buttress.clock import MONOTONIC, Clock, TimerHandle
 from buttress.errors import ConfigError, TimeoutExceeded
 from buttress.policies.timeout._engine import Registry, publish_nested
 from buttress.policies.timeout._events import TimeoutOccurred
@@ -25,6 +24,7 @@ from buttress.policies.timeout._workers import Work, pool
 __all__ = ["Timeout"]
 
 _Token = contextvars.Token[tuple[float, Clock, Expiry] | None]
+_ExcType = type[BaseException] | None
 
 # The driver of every shape but the pessimistic sync ones. ``@aio`` lines are the
 # async call's: find this loop's registry and the task (the registry is kept per
@@ -38,7 +38,9 @@ _Token = contextvars.Token[tuple[float, Clock, Expiry] | None]
 # duration, so its deadline comes first and covers this call. ``@!aio`` lines are
 # the optimistic sync call's: a result that arrives after the deadline is refused.
 # While somebody listens, the deadline carries the call (``bind``), so that a wait
-# inside that cannot fit reports which call ran out of time.
+# inside that cannot fit reports which call ran out of time. The timer is armed
+# before the deadline is published: a loop timer keeps a copy of the context it was
+# armed in, and it should not keep this call's deadline (and its policy) alive.
 _DRIVER = """
 {DEF} timeout{SIG}:
     if switches.no_timeouts:
@@ -59,16 +61,16 @@ _DRIVER = """
     @aio if task in entries:
     @aio     return {AWAIT}{CALL}
     deadline = monotonic() + seconds
+    @aio entries[task] = deadline
+    @aio if registry.handle is None:
+    @aio     registry.handle = clock.call_later(seconds, registry.fire)
+    @aio cancelling = task.cancelling()
     me = policy if not events.enabled else bind(policy, fn)
     current = get()
     if current is None:
         token = publish((deadline, clock, me))
     else:
         token = nested(deadline, clock, seconds, current, me)
-    @aio entries[task] = deadline
-    @aio if registry.handle is None:
-    @aio     registry.handle = clock.call_later(seconds, registry.fire)
-    @aio cancelling = task.cancelling()
     try:
         result = {AWAIT}{CALL}
         {CHECK}
@@ -131,11 +133,14 @@ class _CallExpiry:
 class _Block:
     """One ``with``/``async with`` of a ``Timeout``, on the stack of open blocks.
 
-    ``task`` is ``None`` unless an async block watches its task (a sync block, a
-    re-entered one and one under the testing switch do not).
+    An async block watches its task with a loop timer of its own, as
+    :func:`asyncio.timeout` does: blocks are entered once each, and a ``Timeout``
+    made for one block should leave nothing behind. ``task`` is ``None`` unless an
+    async block watches its task (a sync block and one under the testing switch do
+    not).
     """
 
-    __slots__ = ("cancelling", "deadline", "outer", "policy", "registry", "task", "token")
+    __slots__ = ("cancelling", "deadline", "fired", "handle", "outer", "policy", "task", "token")
 
     def __init__(self, policy: Timeout, outer: _Block | None) -> None:
         self.policy = policy
@@ -143,8 +148,17 @@ class _Block:
         self.deadline: float | None = None
         self.token: _Token | None = None
         self.task: asyncio.Task[Any] | None = None
-        self.registry: Registry | None = None
+        self.handle: TimerHandle | None = None
         self.cancelling = 0
+        self.fired = False
+
+    def fire(self) -> None:
+        """The deadline: cancel the block's task, marked as a timeout's cancellation."""
+        task = self.task
+        if task is not None:
+            self.fired = True
+            mark_timeout_cancel(task)
+            task.cancel()
 
 
 _BLOCKS: contextvars.ContextVar[_Block | None] = contextvars.ContextVar(
@@ -214,21 +228,26 @@ class Timeout(GeneratedDrivers):
         self.options = options
         self.seconds = options.seconds
         self.mode = options.mode
-        self.clock = check_clock(clock)
+        self.clock = clock if clock is MONOTONIC else check_clock(clock)
         # Each thread runs at most one event loop at a time, so a per-thread cache
         # of the last registry finds the right one without asking for the running
         # loop (see _DRIVER). It keeps the thread's last loop referenced until the
-        # thread uses another.
-        self._local = threading.local()
-        # The drivers are built on first use (Strategy.__getattr__), so a Timeout
-        # made for one block costs little.
+        # thread uses another. Made with the drivers, on first use
+        # (Strategy.__getattr__): a Timeout made for one block needs neither.
+        self._local: threading.local | None = None
         self._init_strategy(name, "timeout")
 
     # ------------------------------------------------------------------------ drivers
 
+    def _thread_cache(self) -> threading.local:
+        local = self._local
+        if local is None:
+            local = self._local = threading.local()
+        return local
+
     def _registry(self) -> Registry:
         registry = Registry(asyncio.get_running_loop(), self.clock)
-        self._local.registry = registry
+        self._thread_cache().registry = registry
         return registry
 
     def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
@@ -239,7 +258,7 @@ class Timeout(GeneratedDrivers):
         values = (
             SWITCHES,
             self,
-            self._local,
+            self._thread_cache(),
             self._registry,
             asyncio.current_task,
             clock.monotonic,
@@ -322,12 +341,7 @@ class Timeout(GeneratedDrivers):
         _BLOCKS.set(block)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: _ExcType, exc: BaseException | None, tb: object) -> None:
         block = self._leave()
         # A block that raised keeps its own error, late or not, as a late call does.
         deadline = block.deadline
@@ -340,28 +354,29 @@ class Timeout(GeneratedDrivers):
             task = asyncio.current_task()
             if task is None:
                 raise RuntimeError("async with Timeout(...) must run inside an asyncio task")
-            registry = getattr(self._local, "registry", None)
-            if registry is None or registry.loop is not task.get_loop():
-                registry = self._registry()
-            if task not in registry.entries:  # else re-entered: the outer deadline binds
-                block.deadline = deadline = self.clock.monotonic() + self.seconds
-                block.token = self._publish(deadline, None)
-                block.task = task
-                block.registry = registry
-                block.cancelling = task.cancelling()
-                registry.add(task, deadline, self.seconds)
+            seconds = self.seconds
+            clock = self.clock
+            block.task = task
+            block.cancelling = task.cancelling()
+            block.deadline = clock.monotonic() + seconds
+            # Armed before the deadline is published (see _DRIVER); the real clock's
+            # timer straight on the task's loop, sparing a get_running_loop().
+            if clock is MONOTONIC:
+                block.handle = task.get_loop().call_later(seconds, block.fire)
+            else:
+                block.handle = clock.call_later(seconds, block.fire)
+            block.token = self._publish(block.deadline, None)
         _BLOCKS.set(block)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: _ExcType, exc: BaseException | None, tb: object) -> None:
         block = self._leave()
-        task, registry = block.task, block.registry
-        if task is None or registry is None or registry.entries.pop(task, None) is not None:
+        task = block.task
+        if task is None:
+            return
+        if not block.fired:
+            if block.handle is not None:
+                block.handle.cancel()
             return
         # The timer cancelled this block's task: a timeout, unless somebody else
         # asked for a cancellation meanwhile (then theirs goes on).
