@@ -1,10 +1,10 @@
 """The bulkhead's core: free slots, a line of waiters, and handing one to the other.
 
 Free slots are tokens in a :class:`collections.deque`; waiters are an
-:class:`~collections.OrderedDict` (a FIFO with O(1) removal of one that gives up). The core
-knows nothing of threads or event loops: a waiter is told it holds a slot through
-its own ``wake()`` — a :class:`threading.Event` for a thread, an asyncio future for
-a task.
+:class:`~collections.OrderedDict` (a FIFO with O(1) removal of one that gives up).
+:class:`Slots`, the core, knows nothing of threads or event loops: a waiter is told
+it holds a slot through its own ``wake()`` — a :class:`threading.Event` for a
+thread, an asyncio future for a task.
 
 Taking and returning a slot when nobody waits is a lock-free ``deque.pop()`` /
 ``deque.append()`` (each atomic); the lock is only taken when a caller has to queue
@@ -21,7 +21,7 @@ __all__ = ["Slots", "TaskWaiter", "ThreadWaiter", "Waiter", "resolve"]
 
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
-_home = threading.local()
+_home = threading.local()  # (loop, thread id) this thread's last task waited on
 
 
 # ------------------------------------------------------------------------------ waiters

@@ -5,7 +5,8 @@ deadlines arrive in the order the calls started: an insertion-ordered
 ``task -> deadline`` dict is already sorted, and one loop timer, armed for the
 oldest entry, serves them all. A call adds its entry and deletes it when done; the
 timer only wakes when the oldest entry falls due, cancels the tasks past their
-deadline and re-arms itself for the next.
+deadline and re-arms itself for the next. (Blocks, ``async with Timeout(...)``, are
+entered once each and watch their task with a timer of their own instead.)
 """
 
 from __future__ import annotations

@@ -26,21 +26,25 @@ __all__ = ["Timeout"]
 _Token = contextvars.Token[tuple[float, Clock, Expiry] | None]
 _ExcType = type[BaseException] | None
 
-# The driver of every shape but the pessimistic sync ones. ``@aio`` lines are the
-# async call's: find this loop's registry and the task (the registry is kept per
-# thread, for the loop the thread ran last: asyncio.get_running_loop() makes a
-# getpid() system call on 3.11; that loop is the running one if it runs a task and
-# runs it in this thread), watch the task until its
-# deadline, and on the way out tell a cancellation of ours (the entry is gone: the
-# timer took it) from one asked for by somebody else (asyncio.timeout's rule: ours
-# only if no other cancel request came meanwhile). A task already in the registry
+# The driver of every shape but the pessimistic sync ones.
+#
+# ``@aio`` lines are the async call's. Find this loop's registry and the task: the
+# registry is kept per thread, for the loop the thread ran last, since
+# asyncio.get_running_loop() makes a getpid() system call on 3.11; that loop is the
+# running one if it runs a task, in this thread. A task already in the registry
 # re-entered this Timeout: the enclosing call started earlier with the same
-# duration, so its deadline comes first and covers this call. ``@!aio`` lines are
-# the optimistic sync call's: a result that arrives after the deadline is refused.
+# duration, so its deadline comes first and covers this call. Otherwise watch the
+# task until its deadline and, on the way out, tell a cancellation of ours (the
+# entry is gone: the timer took it) from one asked for by somebody else
+# (asyncio.timeout's rule: ours only if no other cancel request came meanwhile).
+#
+# ``@!aio`` lines are the optimistic sync call's: a result that arrives after the
+# deadline is refused.
+#
 # While somebody listens, the deadline carries the call (``bind``), so that a wait
 # inside that cannot fit reports which call ran out of time. The timer is armed
 # before the deadline is published: a loop timer keeps a copy of the context it was
-# armed in, and it should not keep this call's deadline (and its policy) alive.
+# armed in, which should not keep this call's deadline (and its policy) alive.
 _DRIVER = """
 {DEF} timeout{SIG}:
     if switches.no_timeouts:
