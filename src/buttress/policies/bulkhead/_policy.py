@@ -171,7 +171,13 @@ class Bulkhead(GeneratedDrivers):
             self._reject("bulkhead_full", fn)
         timer: TimerHandle | None = None
         if wait is not None:
-            timer = self.clock.call_later(wait, functools.partial(self._expire, waiter))
+            expire = functools.partial(self._expire, waiter)
+            clock = self.clock
+            # The real clock's timer straight on the waiter's loop: no second lookup.
+            if clock is MONOTONIC:
+                timer = waiter.loop.call_later(wait, expire)
+            else:
+                timer = clock.call_later(wait, expire)
         try:
             await waiter.future
         except BaseException:
