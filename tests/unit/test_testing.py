@@ -15,7 +15,7 @@ from buttress._switches import SWITCHES
 from buttress.clock import FakeClock
 from buttress.testing import is_testing, set_testing, set_zero_backoff, zero_backoff
 
-from tests.helpers import tick
+from tests.helpers import WatchedClock, tick
 
 
 @pytest.fixture(autouse=True)
@@ -192,9 +192,10 @@ async def test_async_timeout_never_cancels(manual_clock: FakeClock) -> None:
     assert seen == [None, None]
 
 
-def test_bulkhead_queues_are_not_changed(manual_clock: FakeClock) -> None:
+def test_bulkhead_queues_are_not_changed() -> None:
     # Documented: the switch turns timeouts off, so a bulkhead queue inside one waits
     # its own max_wait, not the (absent) deadline.
+    manual_clock = WatchedClock()
     bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=manual_clock)
     pipeline = Pipeline(Timeout(0.5, clock=manual_clock), bulkhead)
     outcome: list[BaseException] = []
@@ -208,7 +209,7 @@ def test_bulkhead_queues_are_not_changed(manual_clock: FakeClock) -> None:
     with set_testing(True), bulkhead:
         thread = threading.Thread(target=queued)
         thread.start()
-        while bulkhead.queued == 0:
+        while manual_clock.waiting == 0:
             threading.Event().wait(0.001)
         manual_clock.advance(0.5)
         assert bulkhead.queued == 1  # still waiting past the timeout's 0.5 s

@@ -18,7 +18,13 @@ from buttress.pipeline import Pipeline
 from buttress.policies.bulkhead import Bulkhead, BulkheadOptions
 from buttress.policies.bulkhead._engine import Waiter as _Waiter
 
-from tests.helpers import tick
+from tests.helpers import WatchedClock, tick
+
+
+@pytest.fixture
+def watched() -> WatchedClock:
+    """A clock moved by hand that tells when a thread waits on it."""
+    return WatchedClock()
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -268,16 +274,16 @@ def test_sync_waiters_are_served_in_arrival_order() -> None:
     assert bulkhead.available == 1
 
 
-def test_sync_max_wait_expires(manual_clock: FakeClock) -> None:
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=manual_clock)
+def test_sync_max_wait_expires(watched: WatchedClock) -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=watched)
     seen = recorder(bulkhead)
     ran: list[int] = []
     with bulkhead:
         thread, outcome = start(lambda: bulkhead.call(ran.append, 1))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.999)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.999)
         assert bulkhead.queued == 1
-        manual_clock.advance(0.001)
+        watched.advance(0.001)
         thread.join(5)
         assert bulkhead.queued == 0
     assert ran == []
@@ -288,12 +294,12 @@ def test_sync_max_wait_expires(manual_clock: FakeClock) -> None:
     assert (bulkhead.active, bulkhead.available) == (0, 1)
 
 
-def test_sync_waiter_served_before_max_wait(manual_clock: FakeClock) -> None:
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=manual_clock)
+def test_sync_waiter_served_before_max_wait(watched: WatchedClock) -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=watched)
     with bulkhead:
         thread, outcome = start(lambda: bulkhead.call(lambda: "ran"))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.0)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.0)
     thread.join(5)
     assert outcome == ["ran"]
     assert bulkhead.available == 1

@@ -22,7 +22,13 @@ from buttress.pipeline import Pipeline
 from buttress.policies.bulkhead import Bulkhead
 from buttress.policies.timeout import Timeout, TimeoutOccurred
 
-from tests.helpers import tick
+from tests.helpers import WatchedClock, tick
+
+
+@pytest.fixture
+def watched() -> WatchedClock:
+    """A clock moved by hand that tells when a thread waits on it."""
+    return WatchedClock()
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -86,17 +92,17 @@ class Silent(FakeClock):
 
 
 @pytest.mark.parametrize("max_wait", [5.0, None])
-def test_sync_the_deadline_ends_the_wait(manual_clock: FakeClock, max_wait: float | None) -> None:
-    timeout = Timeout(1.0, name="total", clock=manual_clock)
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=max_wait, name="db", clock=manual_clock)
+def test_sync_the_deadline_ends_the_wait(watched: WatchedClock, max_wait: float | None) -> None:
+    timeout = Timeout(1.0, name="total", clock=watched)
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=max_wait, name="db", clock=watched)
     seen = recorder(timeout, bulkhead)
     pipeline = Pipeline(timeout, bulkhead)
     with bulkhead:
         thread, outcome = start(lambda: pipeline.call(work))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(0.999)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(0.999)
         assert bulkhead.queued == 1
-        manual_clock.advance(0.001)
+        watched.advance(0.001)
         thread.join(5)
     [error] = outcome
     assert isinstance(error, TimeoutExceeded)
@@ -108,14 +114,14 @@ def test_sync_the_deadline_ends_the_wait(manual_clock: FakeClock, max_wait: floa
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 1)
 
 
-def test_sync_max_wait_before_the_deadline_is_a_queue_timeout(manual_clock: FakeClock) -> None:
-    timeout = Timeout(5.0, clock=manual_clock)
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=1.0, clock=manual_clock)
+def test_sync_max_wait_before_the_deadline_is_a_queue_timeout(watched: WatchedClock) -> None:
+    timeout = Timeout(5.0, clock=watched)
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=1.0, clock=watched)
     seen = recorder(timeout, bulkhead)
     with bulkhead:
         thread, outcome = start(lambda: timeout.call(bulkhead.call, work))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.0)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.0)
         thread.join(5)
     [error] = outcome
     assert isinstance(error, BulkheadFull)
@@ -123,13 +129,13 @@ def test_sync_max_wait_before_the_deadline_is_a_queue_timeout(manual_clock: Fake
     assert seen == [CallRejected(bulkhead.name, "queue_timeout", call=call_name(work))]
 
 
-def test_sync_served_before_the_deadline_runs(manual_clock: FakeClock) -> None:
-    timeout = Timeout(1.0, clock=manual_clock)
-    bulkhead = Bulkhead(1, max_queue=1, clock=manual_clock)
+def test_sync_served_before_the_deadline_runs(watched: WatchedClock) -> None:
+    timeout = Timeout(1.0, clock=watched)
+    bulkhead = Bulkhead(1, max_queue=1, clock=watched)
     with bulkhead:
         thread, outcome = start(lambda: timeout.call(bulkhead.call, work))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(0.5)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(0.5)
     thread.join(5)
     assert outcome == ["ran"]
 
@@ -162,9 +168,9 @@ def test_sync_a_free_slot_needs_no_time(manual_clock: FakeClock) -> None:
     assert timeout.call(late) == "ran"
 
 
-def test_sync_a_bulkhead_block_waits_inside_the_budget(manual_clock: FakeClock) -> None:
-    timeout = Timeout(1.0, name="total", clock=manual_clock)
-    bulkhead = Bulkhead(1, max_queue=1, name="db", clock=manual_clock)
+def test_sync_a_bulkhead_block_waits_inside_the_budget(watched: WatchedClock) -> None:
+    timeout = Timeout(1.0, name="total", clock=watched)
+    bulkhead = Bulkhead(1, max_queue=1, name="db", clock=watched)
 
     def block() -> str:
         with timeout, bulkhead:
@@ -172,8 +178,8 @@ def test_sync_a_bulkhead_block_waits_inside_the_budget(manual_clock: FakeClock) 
 
     with bulkhead:
         thread, outcome = start(block)
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.0)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.0)
         thread.join(5)
     [error] = outcome
     assert isinstance(error, TimeoutExceeded)

@@ -17,6 +17,8 @@ from buttress.clock import FakeClock
 from buttress.errors import TimeoutExceeded
 from buttress.policies.timeout import Timeout, _workers, set_pessimistic_workers
 
+from tests.helpers import WatchedClock
+
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait (for real, briefly) until another thread has made ``predicate`` true."""
@@ -60,11 +62,10 @@ def test_sequential_calls_start_no_second_worker(manual_clock: FakeClock) -> Non
     assert _workers.pool().threads == 1
 
 
-def test_the_pool_is_bounded_and_a_call_queued_at_the_deadline_never_runs(
-    manual_clock: FakeClock,
-) -> None:
+def test_the_pool_is_bounded_and_a_call_queued_at_the_deadline_never_runs() -> None:
     set_pessimistic_workers(2)
-    timeout = Timeout(1.0, mode="pessimistic", clock=manual_clock)
+    clock = WatchedClock()
+    timeout = Timeout(1.0, mode="pessimistic", clock=clock)
     release = threading.Event()
     started: list[int] = []
     results: list[BaseException] = []
@@ -84,9 +85,10 @@ def test_the_pool_is_bounded_and_a_call_queued_at_the_deadline_never_runs(
         thread.start()
     eventually(lambda: len(started) == 2)
     threads[2].start()
-    eventually(lambda: len(_workers.pool()._queue) == 1)  # the third waits for a worker
+    eventually(lambda: clock.waiting == 3)  # every caller waits, with its deadline set
+    assert len(_workers.pool()._queue) == 1  # the third call waits for a worker
     assert _workers.pool().threads == 2
-    manual_clock.advance(1.0)
+    clock.advance(1.0)
     for thread in threads:
         thread.join(5)
     assert len(results) == 3
