@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit docs docs-serve bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+$(VENV)/.docs-installed: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
+	touch $@
+
 $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[all,dev,bench]'
 	touch $@
@@ -24,8 +28,8 @@ $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m buttress.demo
 
-## test: set up, then ruff, mypy --strict and the whole pytest suite
-test: lint typecheck unit
+## test: set up, then ruff, mypy --strict, the strict docs build and the whole pytest suite
+test: lint typecheck docs unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench docs
@@ -37,9 +41,18 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## docs: build the documentation site into site/ (MkDocs, strict: any warning fails)
+# NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0 (not a build warning).
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## docs-serve: the same site on http://127.0.0.1:8000, rebuilt on every change
+docs-serve: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
 ## bench: run every benchmark side by side with the peers; writes bench/RESULTS.md
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

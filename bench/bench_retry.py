@@ -1,5 +1,5 @@
-"""Retry: the happy path, and fail-fail-succeed with zero waits, vs tenacity,
-stamina, backoff, pyresilience and a hand-written loop."""
+"""Retry: the happy path, fail-fail-succeed with zero waits, and the loop form, vs
+tenacity, stamina, backoff, pyresilience and a hand-written loop."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ HAPPY = "retry happy path (sync)"
 AHAPPY = "retry happy path (async)"
 FLAKY = "retry fail, fail, succeed, zero waits (sync)"
 AFLAKY = "retry fail, fail, succeed, zero waits (async)"
+LOOP = "retry loop form, fail, fail, succeed, zero waits (sync)"
 
 
 def tenacity_retry(fn: Any) -> Any:
@@ -66,6 +67,54 @@ def hand_loop() -> Any:
     return call
 
 
+def buttress_loop() -> Any:
+    retry = zero()
+    fn = fail_twice()
+
+    def block() -> Any:
+        for attempt in retry.attempts():
+            with attempt:
+                return fn()
+        return None
+
+    return block
+
+
+def tenacity_loop() -> Any:
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_none(),
+        retry=tenacity.retry_if_exception_type(ConnectionError),
+    )
+    fn = fail_twice()
+
+    def block() -> Any:
+        for attempt in retrying:
+            with attempt:
+                return fn()
+        return None
+
+    return block
+
+
+def stamina_loop() -> Any:
+    import stamina
+
+    fn = fail_twice()
+
+    def block() -> Any:
+        for attempt in stamina.retry_context(
+            on=ConnectionError, attempts=3, wait_initial=0, wait_max=0, wait_jitter=0
+        ):
+            with attempt:
+                return fn()
+        return None
+
+    return block
+
+
 def zero() -> Retry:
     return Retry(3, backoff="constant", delay=0)
 
@@ -88,6 +137,10 @@ CASES = [
     Case(FLAKY, "hand-written loop", hand_loop),
     Case(FLAKY, "buttress", lambda: zero()(fail_twice()), target_ns=5000),
     *[Case(FLAKY, n, lambda f=f: f(fail_twice()), peer=True) for n, f in PEERS],
+    Case(LOOP, "bare", lambda: work),
+    Case(LOOP, "buttress", buttress_loop),
+    Case(LOOP, "tenacity", tenacity_loop, peer=True),
+    Case(LOOP, "stamina", stamina_loop, peer=True),
     Case(AFLAKY, "bare", lambda: awork, is_async=True),
     Case(AFLAKY, "buttress", lambda: zero()(afail_twice()), is_async=True, target_ns=5000),
     *[Case(AFLAKY, n, lambda f=f: f(afail_twice()), is_async=True, peer=True) for n, f in PEERS],

@@ -7,6 +7,8 @@ re-exports; the logic lives in the submodules.
 
 from __future__ import annotations
 
+from buttress._outcome import PROGRAMMING_ERRORS, Matcher, Outcome
+from buttress._strategy import Call, Policy, UseAcall
 from buttress.clock import MONOTONIC, Clock, FakeClock, MonotonicClock
 from buttress.errors import (
     BulkheadFull,
@@ -65,11 +67,13 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "GCRA",
     "MONOTONIC",
+    "PROGRAMMING_ERRORS",
     "Backoff",
     "BreakerSync",
     "Bulkhead",
     "BulkheadFull",
     "ButtressError",
+    "Call",
     "CallRejected",
     "CircuitBreaker",
     "CircuitOpen",
@@ -89,9 +93,12 @@ __all__ = [
     "Fibonacci",
     "FixedWindow",
     "Linear",
+    "Matcher",
     "MemoryStore",
     "MonotonicClock",
+    "Outcome",
     "Pipeline",
+    "Policy",
     "RateLimitResult",
     "RateLimited",
     "RateLimiter",
@@ -111,6 +118,7 @@ __all__ = [
     "TimeoutExceeded",
     "TimeoutOccurred",
     "TokenBucket",
+    "UseAcall",
     "is_transient",
     "remaining",
     "retry_after_of",

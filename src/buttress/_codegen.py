@@ -31,7 +31,6 @@ driver show its lines.
 
 from __future__ import annotations
 
-import linecache
 import threading
 import types
 from collections.abc import Callable, Mapping
@@ -176,6 +175,8 @@ def factory(
         _serial += 1
         filename = f"<buttress {label} {shape.name} #{_serial}>"
         code = compile(source, filename, "exec")
+        import linecache  # noqa: PLC0415 - only when a driver is first generated
+
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict[str, Any] = dict(_BUILTINS)
         exec(code, namespace)

@@ -31,7 +31,6 @@ them, a breaker does not count them unless named, a fallback answers for them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -111,7 +110,8 @@ def _is_response_type(kind: type) -> bool:
     if callable(getattr(kind, "raise_for_status", None)):
         return True  # httpx, requests, aiohttp
     for klass in kind.__mro__:
-        annotations = inspect.get_annotations(klass)
+        # The class's own annotations (not inherited ones: the MRO walk sees those).
+        annotations = klass.__dict__.get("__annotations__")  # noqa: RUF063 - no inspect import
         if annotations and ("status_code" in annotations or "status" in annotations):
             return True  # a response dataclass or typed class of the user's
     return kind.__module__ == "http.client" and kind.__name__ == "HTTPResponse"
@@ -222,7 +222,8 @@ class Matcher:
     Matchers combine with ``|``: ``Matcher() | Matcher(KeyError)`` is the default
     rule plus ``KeyError``. :meth:`names` tells whether an error's type was named
     explicitly, which policies use for buttress's own rejections (a retry does
-    not retry :class:`~buttress.errors.CircuitOpen` unless it is named).
+    not retry :class:`~buttress.errors.CircuitOpen` unless ``CircuitOpen`` or
+    ``Rejected`` is named; ``Exception`` is too broad to name it).
     """
 
     __slots__ = ("_named", "_programming", "_types", "error_rule", "result_rule")
@@ -321,9 +322,19 @@ class Matcher:
         """Whether returning ``result`` is a failure of the dependency."""
         return bool(self.result_rule(result))
 
-    def names(self, exc: BaseException) -> bool:
-        """Whether a type given to this matcher names ``exc``'s class (or a base of it)."""
-        return bool(self._named) and isinstance(exc, self._named)
+    def names(
+        self,
+        exc: BaseException,
+        within: type[BaseException] | tuple[type[BaseException], ...] = BaseException,
+    ) -> bool:
+        """Whether a type given to this matcher names ``exc``'s class (or a base of it).
+
+        With ``within``, only types inside that family count: a policy asks
+        ``names(exc, Rejected)`` so that ``CircuitOpen`` or ``Rejected`` name an open
+        circuit while a broad ``Exception`` does not — ``on=Exception`` means "any
+        failure", not "retry my own fail-fast rejections too".
+        """
+        return any(isinstance(exc, kind) and issubclass(kind, within) for kind in self._named)
 
     @property
     def checks_results(self) -> bool:

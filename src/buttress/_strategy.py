@@ -26,7 +26,6 @@ Two bases:
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import types
 from collections.abc import Awaitable, Callable, Coroutine
@@ -90,7 +89,7 @@ def default_name(kind: str) -> str:
     return f"{kind}-{next(counter)}"
 
 
-_CO_COROUTINE = inspect.CO_COROUTINE
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 _FunctionType = types.FunctionType
 
 
@@ -101,6 +100,8 @@ def is_async_callable(fn: object) -> bool:
     # flags answer, in a few dozen nanoseconds rather than inspect's hundreds.
     if type(fn) is _FunctionType and not fn.__dict__:
         return bool(fn.__code__.co_flags & _CO_COROUTINE)
+    import inspect  # noqa: PLC0415 - decided once per decorated function, off the hot path
+
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
@@ -128,8 +129,10 @@ class UseAcall:
 class Strategy:
     """Base of policies and pipelines: run a callable through this strategy.
 
-    Subclasses implement :meth:`_sync_runner` and :meth:`_async_runner`; the runners
-    are built the first time they are needed. Everything else — ``call``, ``acall``,
+    Subclasses implement :meth:`_sync_runner` and :meth:`_async_runner` and call
+    :meth:`_build` at the end of ``__init__``. (No ``__getattr__`` here: on CPython
+    3.11 a class with one loses the specialised attribute reads every driver
+    relies on.) Everything else — ``call``, ``acall``,
     use as a decorator — comes from here. A subclass may override
     ``_decorate_sync``/``_decorate_async`` with a specialised wrapper, provided the
     decisions stay in its sans-I/O engine.
@@ -151,25 +154,6 @@ class Strategy:
         """Build both runners now (they are otherwise built on first use)."""
         self._sync = self._sync_runner(invoke)
         self._async = self._async_runner(invoke_async)
-
-    def __getattr__(self, attribute: str) -> Any:
-        # Only reached when a slot is unset: build the runners lazily, so a policy
-        # (or a user's subclass) need not call _build() at the end of __init__.
-        if attribute == "_sync":
-            runner: Any = self._sync_runner(invoke)
-            self._sync = runner
-            return runner
-        if attribute == "_async":
-            runner = self._async_runner(invoke_async)
-            self._async = runner
-            return runner
-        if attribute == "_events":
-            self._events = Emitter()
-            return self._events
-        if attribute == "name":
-            self.name = default_name(type(self).__name__.lower())
-            return self.name
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
 
     # ---------------------------------------------------------------- for subclasses
 
@@ -371,8 +355,33 @@ class Policy(Strategy):
 
     __slots__ = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Policy, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            if type(self).__init__ is __init__:  # the outermost __init__ has run
+                self._finish()
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     def __init__(self, *, name: str | None = None) -> None:
         self._init_strategy(name, type(self).__name__.lower())
+        if type(self).__init__ is Policy.__init__:
+            self._finish()
+
+    def _finish(self) -> None:
+        # After the user's __init__: what super().__init__ would have set, then the
+        # runners (built once, now that the policy's own attributes exist).
+        try:
+            self.name  # noqa: B018 - is it set?
+        except AttributeError:
+            self._init_strategy(None, type(self).__name__.lower())
+        self._build()
 
     def execute(self, call: Call[R]) -> R:
         """Run a sync call through this policy; the default just runs it."""

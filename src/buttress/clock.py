@@ -8,13 +8,15 @@ open period or a bulkhead's queue timeout in microseconds, deterministically.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import threading
 import time as _time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["MONOTONIC", "Clock", "FakeClock", "MonotonicClock", "TimerHandle"]
 
@@ -72,9 +74,13 @@ class MonotonicClock:
     sleep = staticmethod(_time.sleep)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # noqa: PLC0415 - asyncio is loaded once a coroutine runs
+
         await asyncio.sleep(seconds)
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        import asyncio  # noqa: PLC0415 - only inside a running event loop
+
         return asyncio.get_running_loop().call_later(delay, callback)
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
@@ -158,6 +164,8 @@ class FakeClock:
         if loop is None:
             timer.callback()
             return
+        import asyncio  # noqa: PLC0415 - a timer with a loop: asyncio is loaded
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -181,6 +189,8 @@ class FakeClock:
                 self._cond.wait(0.05)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # noqa: PLC0415 - asyncio is loaded once a coroutine runs
+
         self.sleeps.append(seconds)
         if self.auto_advance:
             self.advance(max(0.0, seconds))
@@ -200,6 +210,8 @@ class FakeClock:
             handle.cancel()
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        import asyncio  # noqa: PLC0415 - cheap once loaded; a sync caller never loads it
+
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

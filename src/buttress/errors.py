@@ -14,10 +14,8 @@ use httpx cannot have raised an httpx error.
 from __future__ import annotations
 
 import datetime
-import email.utils
 import errno
 import math
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -240,7 +238,20 @@ _HTTP_STATUS_ATTRS = ("status_code", "status", "code")
 
 # A tuple built once: ``A | B`` in an isinstance call builds a union on every call,
 # and is_transient runs on every failure a retry sees.
-_NETWORK_ERRORS = (TimeoutError, ConnectionError, socket.gaierror, socket.herror)
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The network errors, DNS failures included once :mod:`socket` is imported.
+
+    A program that never imported :mod:`socket` cannot have raised its errors, and
+    importing it here would cost every ``import buttress``.
+    """
+    global _NETWORK_ERRORS
+    socket = sys.modules.get("socket")
+    if socket is not None and len(_NETWORK_ERRORS) == 2:
+        _NETWORK_ERRORS = (TimeoutError, ConnectionError, socket.gaierror, socket.herror)
+    return _NETWORK_ERRORS
 
 
 def _is_transient_status(status: object) -> bool:
@@ -477,7 +488,7 @@ def is_transient(exc: BaseException) -> bool:
         verdict = check(exc)
         if verdict is not None:
             return verdict
-    if isinstance(exc, _NETWORK_ERRORS):
+    if isinstance(exc, _NETWORK_ERRORS if len(_NETWORK_ERRORS) == 4 else _network_errors()):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
@@ -508,6 +519,8 @@ def _parse_retry_after(value: object, now: float | None = None) -> float | None:
     if not text:
         return None
     try:
+        import email.utils  # noqa: PLC0415 - only for an HTTP-date Retry-After
+
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None

@@ -7,8 +7,9 @@ The chain of runners is built once, here; a call walks it without allocating.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from buttress._events import Event, Listener
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress.errors import ConfigError
 
@@ -52,6 +53,31 @@ class Pipeline(Strategy):
         for strategy in reversed(self.strategies):
             inner = strategy._async_runner(inner)
         return inner
+
+    def _policies(self) -> Iterator[Strategy]:
+        """Every policy in this pipeline, nested pipelines walked into, each once."""
+        seen: set[int] = set()
+        for strategy in self.strategies:
+            found = strategy._policies() if isinstance(strategy, Pipeline) else (strategy,)
+            for policy in found:
+                if id(policy) not in seen:
+                    seen.add(id(policy))
+                    yield policy
+
+    def subscribe(self, listener: Listener, *types: type[Event]) -> Callable[[], None]:
+        """Send the events of every policy in this pipeline to ``listener``.
+
+        Nested pipelines included; a policy that appears twice sends each event once.
+        With ``types``, only events that are instances of one of them are delivered.
+        Returns the function that unsubscribes from all of them.
+        """
+        undo = [policy.subscribe(listener, *types) for policy in self._policies()]
+
+        def unsubscribe() -> None:
+            for step in undo:
+                step()
+
+        return unsubscribe
 
     def __iter__(self) -> Iterator[Strategy]:
         return iter(self.strategies)

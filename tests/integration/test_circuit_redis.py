@@ -31,9 +31,9 @@ from buttress.policies.circuit import (
     CircuitMetrics,
     CircuitState,
     CircuitStateChanged,
+    RedisBreakerStore,
 )
 from buttress.stores import StoreFellBack, StoreRecovered
-from buttress.stores.breaker_redis import RedisBreakerStore
 
 from tests.conftest import require_service
 from tests.integration.test_stores_redis import PrivateRedis
@@ -474,9 +474,9 @@ def test_a_store_from_a_url_is_closed_with_the_sync(prefix: str) -> None:
     assert breaker_sync.sync_once()
     store = breaker_sync._store
     assert isinstance(store, RedisBreakerStore)
-    assert store._client is not None
+    assert store._clients._sync is not None
     breaker_sync.close()
-    assert store._client is None
+    assert store._clients._sync is None
     assert breaker.call(ok) == "ok"
 
 

@@ -31,11 +31,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen
-from buttress.policies.circuit import BreakerSync, CircuitBreaker, CircuitState
+from buttress.policies.circuit import (
+    BreakerReply,
+    BreakerReport,
+    BreakerSync,
+    CircuitBreaker,
+    CircuitState,
+    RedisBreakerStore,
+)
 from buttress.policies.circuit._shared import SharedCircuitEngine
 from buttress.stores import StoreUnavailable
-from buttress.stores.breaker import BreakerReply, BreakerReport
-from buttress.stores.breaker_redis import RedisBreakerStore
 
 from tests.conftest import require_service
 

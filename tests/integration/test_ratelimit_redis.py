@@ -97,7 +97,7 @@ def test_wait_mode_on_redis_time(store: RedisStore) -> None:
     )
     results = [limiter.acquire() for _ in range(3)]  # about 20 ms of real waiting
     assert all(r.allowed for r in results)
-    slow = RateLimiter(FixedWindow(1, 3600.0), store=store, mode="wait", max_wait=0.5)
+    slow = RateLimiter(FixedWindow(1, 3600.0), store=store, mode="wait", max_wait=0.5, name="slow")
     slow.acquire()
     with pytest.raises(RateLimited) as info:
         slow.acquire()
@@ -161,7 +161,7 @@ def test_a_limiter_closes_the_store_it_built() -> None:
     assert limiter.hit("k").allowed
     limiter.reset("k")
     limiter.close()
-    assert store._client is None  # closed: the next call would build a new client
+    assert store._clients._sync is None  # closed: the next call would build a new client
 
 
 def test_limiter_rides_out_a_dead_redis(private_redis: PrivateRedis) -> None:  # noqa: F811
@@ -170,7 +170,9 @@ def test_limiter_rides_out_a_dead_redis(private_redis: PrivateRedis) -> None:  #
     assert isinstance(store, FallbackStore)
     events: list[Event] = []
     store.subscribe(events.append)
-    limiter = RateLimiter(FixedWindow(2, 3600.0), TokenBucket(10), store=store, clock=clock)
+    limiter = RateLimiter(
+        FixedWindow(2, 3600.0), TokenBucket(10), store=store, clock=clock, name="outage"
+    )
     assert limiter.hit("k").allowed
     private_redis.stop()
     # No Redis error reaches the caller; memory enforces the limits meanwhile.

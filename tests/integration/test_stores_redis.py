@@ -41,6 +41,7 @@ from buttress.stores import (
     store_from_url,
 )
 from buttress.stores.base import Algorithm
+from buttress.stores.redis import run_scripts, script
 
 from tests.conftest import require_service
 
@@ -532,9 +533,9 @@ def test_from_url_and_configuration(prefix: str) -> None:
         with pytest.raises(ValueError, match="url"):
             store_from_url(bad)
     with pytest.raises(ValueError, match="time_source"):
-        RedisStore(time_source="local")  # type: ignore[arg-type]
+        RedisStore(redis.Redis(), time_source="local")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="client"):
-        RedisStore().decide("k", TokenBucket(1))
+        RedisStore()
 
 
 # ------------------------------------------------------- a private redis-server
@@ -670,6 +671,46 @@ def test_scripts_are_reloaded_after_a_flush(private_redis: PrivateRedis) -> None
     many = store.decide_all_many([("k", limits, 1), ("m", limits, 1)], now=1.0)
     assert [[d.remaining for d in decisions] for decisions in many] == [[0, 1], [4, 2]]
     client.close()
+
+
+def test_a_reload_is_one_more_round_trip(
+    private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = private_redis.client()
+    sends = 0
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        nonlocal sends
+        sends += 1
+        original(self, command, check_health)
+
+    client.ping()  # connected before counting
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    # Two scripts, both unknown to the server: loaded together, then called again.
+    one, two = script("return 'one'"), script("return 'two'")
+    calls = [(*one, (0,)), (*two, (0,)), (*one, (0,))]
+    assert run_scripts(client, calls, "test") == [b"one", b"two", b"one"]
+    assert sends == 2
+    assert run_scripts(client, calls, "test") == [b"one", b"two", b"one"]
+    assert sends == 3  # loaded now: one round trip
+    client.script_flush()
+    sends = 0
+    assert run_scripts(client, calls[:1], "test") == [b"one"]
+    assert sends == 2  # EVALSHA, then SCRIPT LOAD with EVALSHA in one pipeline
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="test") as info:
+        run_scripts(client, [(*script("return redis.error_reply('nope')"), (0,))], "test")
+    assert not isinstance(info.value, StoreUnavailable)
+    client.close()
+
+
+def test_valkey_urls_reach_a_redis_server(prefix: str) -> None:
+    require_service("redis")
+    store = store_from_url("valkey://127.0.0.1:6379/0", prefix=prefix)
+    assert isinstance(store, RedisStore)
+    assert store.decide("k", FixedWindow(2, 60.0), now=1.0).remaining == 1
+    store.close()
 
 
 async def test_async_scripts_are_reloaded_after_a_flush(private_redis: PrivateRedis) -> None:

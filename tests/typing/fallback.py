@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from buttress import is_transient
+from buttress import Matcher, is_transient
 from buttress.policies.fallback import (
     ErrorHandler,
     Fallback,
+    FallbackOptions,
     FallbackUsed,
     UnacceptableResult,
 )
@@ -39,6 +40,15 @@ fallback = Fallback(
 )
 by_type = Fallback(value="", on=ConnectionError)
 by_types = Fallback(value="", on=(ConnectionError, TimeoutError))
+by_default = Fallback(value="")
+by_matcher = Fallback(value="", on=Matcher() | Matcher(KeyError), on_result=lambda r: r == "")
+
+options: FallbackOptions = by_default.options
+assert_type(Fallback.Options, type[FallbackOptions])
+from_options: Fallback = Fallback.from_options(options.replace(on=KeyError), name="users")
+from_file = Fallback.from_options(
+    FallbackOptions.from_mapping({"on": ["KeyError"]}).replace(value=0)
+)
 
 
 @fallback
@@ -61,9 +71,10 @@ async def usage() -> None:
 def on_used(event: FallbackUsed) -> None:
     index: int = event.alternative_index
     error: Exception = event.error
+    call: str = event.call
     if isinstance(error, UnacceptableResult):
         print(error.result)
-    del index
+    del index, call
 
 
 unsubscribe = fallback.subscribe(on_used, FallbackUsed)

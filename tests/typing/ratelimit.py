@@ -18,7 +18,7 @@ from buttress.ratelimit import (
     SlidingWindow,
     TokenBucket,
 )
-from buttress.stores import MemoryStore, Store, store_from_url
+from buttress.stores import LocalStore, MemoryStore, Store, store_from_url
 from buttress.stores.memory import Decider, MultiDecider
 
 limiter = RateLimiter(
@@ -36,6 +36,9 @@ limiter = RateLimiter(
 )
 on_store: RateLimiter = RateLimiter(TokenBucket(1), store=MemoryStore())
 
+assert_type(limiter.allow("user:1"), bool)
+assert_type(limiter.allow(), bool)
+assert_type(limiter.allow(cost=2), bool)
 result = limiter.hit("user:1")
 assert_type(result, RateLimitResult)
 assert_type(limiter.hit(), RateLimitResult)
@@ -55,6 +58,7 @@ limiter.close()
 
 
 async def use_async() -> None:
+    assert_type(await limiter.aallow("k", 2), bool)
     assert_type(await limiter.ahit("k"), RateLimitResult)
     assert_type(await limiter.aacquire(), RateLimitResult)
     assert_type(await limiter.ahit_many(["k"], 2), list[RateLimitResult])
@@ -84,6 +88,8 @@ except RateLimited as error:
     assert_type(error.key, str | None)
 
 store = MemoryStore()
+local: LocalStore = store
+assert_type(local.bind_allow([TokenBucket(1)], prefix="p:")("k"), bool)
 decider: Decider = store.bind(TokenBucket(1))
 several: MultiDecider = store.bind_all((TokenBucket(1), FixedWindow(1)))
 assert_type(decider("k", 1, None), Decision)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, assert_type
 
-from buttress import FakeClock, is_transient
+from buttress import CircuitOpen, FakeClock, Matcher, Outcome, is_transient
 from buttress.policies.backoff import (
     Backoff,
     Constant,
@@ -15,9 +16,12 @@ from buttress.policies.backoff import (
     backoff_from_name,
 )
 from buttress.policies.retry import (
+    Attempt,
+    AttemptLoop,
     Jitter,
     Retry,
     RetryGaveUp,
+    RetryOptions,
     RetryRecovered,
     RetryScheduled,
 )
@@ -97,3 +101,49 @@ def on_event(event: RetryScheduled | RetryRecovered | RetryGaveUp) -> None:
 
 
 unsubscribe = retry.subscribe(on_event, RetryScheduled, RetryRecovered, RetryGaveUp)
+
+
+# ------------------------------------------------------------------ options, outcomes
+
+
+def read_retry_after(outcome: Outcome[Any]) -> float | None:
+    return 1.0 if outcome.raised else None
+
+
+configured = Retry(
+    max_delay=timedelta(seconds=5),
+    delay=timedelta(milliseconds=100),
+    max_elapsed=timedelta(minutes=1),
+    on=Matcher() | Matcher(CircuitOpen),
+    retry_after=read_retry_after,
+)
+options: RetryOptions = configured.options
+assert_type(Retry.Options, type[RetryOptions])
+assert_type(Retry.from_options(options, name="api", clock=FakeClock()), Retry)
+assert_type(RetryOptions(max_attempts=2).replace(max_attempts=3), RetryOptions)
+
+# ---------------------------------------------------------------------------- loop form
+
+
+def block() -> str:
+    for attempt in retry.attempts(call="job"):
+        assert_type(attempt, Attempt)
+        with attempt:
+            number: int = attempt.number
+            del number
+            value = attempt.retry_on(load(1))
+            assert_type(value, str)
+            return value
+    raise AssertionError
+
+
+async def ablock() -> bytes:
+    async for attempt in by_type.attempts():
+        with attempt:
+            if attempt.number < 2:
+                attempt.retry("not yet")
+            return await Client().aget("/")
+    raise AssertionError
+
+
+loop: AttemptLoop = retry.attempts()

@@ -25,6 +25,7 @@ from buttress.errors import (
     CircuitOpen,
     ConfigError,
     RateLimited,
+    Rejected,
     RetryExhausted,
     TimeoutExceeded,
 )
@@ -242,3 +243,13 @@ def test_retry_after_from_an_error() -> None:
 def test_outcome() -> None:
     assert Outcome(1).raised is False
     assert Outcome(error=ValueError()).raised is True
+
+
+def test_names_within_a_family() -> None:
+    broad = Matcher(Exception)
+    opened = CircuitOpen("c", 0.0, 1.0)
+    assert broad.names(opened)  # Exception names it...
+    assert not broad.names(opened, within=Rejected)  # ...but not as a rejection
+    assert Matcher(CircuitOpen).names(opened, within=Rejected)
+    assert Matcher(Rejected).names(opened, within=Rejected)
+    assert not Matcher(BulkheadFull).names(opened, within=Rejected)

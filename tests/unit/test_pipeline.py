@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
-from buttress._strategy import AsyncRunner, Strategy, SyncRunner
+from buttress import CircuitBreaker, Fallback, FallbackUsed, Retry
+from buttress._strategy import AsyncRunner, Call, Policy, Strategy, SyncRunner
+from buttress.clock import FakeClock
 from buttress.errors import ConfigError
+from buttress.events import CallRejected, Event, call_name, subscribe
 from buttress.pipeline import Pipeline
+
+R = TypeVar("R")
 
 
 class Record(Strategy):
@@ -405,3 +410,152 @@ def test_calling_decides_sync_or_async_per_callable() -> None:
     assert is_async_callable(_functools.partial(coro)) is True
     assert is_async_callable(Obj()) is True
     assert is_async_callable(Obj().__call__) is True
+
+
+# -------------------------------------------------------------------------------- events
+
+
+def _down() -> None:
+    raise ConnectionResetError("down")
+
+
+async def _adown() -> None:
+    raise ConnectionResetError("down")
+
+
+def _policies() -> tuple[Fallback, Retry, CircuitBreaker]:
+    clock = FakeClock()
+    return (
+        Fallback(value="cached", name="fb"),
+        Retry(3, delay=0.0, name="retry", clock=clock),
+        CircuitBreaker(consecutive_failures=2, name="breaker", clock=clock),
+    )
+
+
+def _kinds(events: list[Event]) -> list[tuple[str, str]]:
+    return [(type(event).__name__, event.policy) for event in events]
+
+
+# Two failures open the breaker; the retry does not retry its rejection, and gives up;
+# the fallback answers for it.
+EXPECTED = [
+    ("RetryScheduled", "retry"),
+    ("CircuitStateChanged", "breaker"),
+    ("RetryScheduled", "retry"),
+    ("CallRejected", "breaker"),
+    ("RetryGaveUp", "retry"),
+    ("FallbackUsed", "fb"),
+]
+
+
+def test_subscribe_receives_the_events_of_its_policies() -> None:
+    fallback, retry, breaker = _policies()
+    pipeline = Pipeline(fallback, retry, breaker)
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    assert pipeline.call(_down) == "cached"
+    assert _kinds(got) == EXPECTED
+    assert all(event.call == call_name(_down) for event in got if event.call)
+    unsubscribe()
+    got.clear()
+    assert pipeline.call(_down) == "cached"
+    assert got == []
+
+
+async def test_subscribe_receives_the_events_of_its_policies_async() -> None:
+    fallback, retry, breaker = _policies()
+    pipeline = Pipeline(fallback, retry, breaker)
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    assert await pipeline.acall(_adown) == "cached"
+    assert _kinds(got) == EXPECTED
+    unsubscribe()
+    got.clear()
+    assert await pipeline.acall(_adown) == "cached"
+    assert got == []
+
+
+def test_subscribe_filters_by_type() -> None:
+    pipeline = Pipeline(*_policies())
+    got: list[Event] = []
+    pipeline.subscribe(got.append, FallbackUsed, CallRejected)
+    pipeline.call(_down)
+    assert _kinds(got) == [("CallRejected", "breaker"), ("FallbackUsed", "fb")]
+
+
+def test_subscribe_walks_nested_pipelines_and_counts_a_shared_policy_once() -> None:
+    fallback, retry, breaker = _policies()
+    pipeline = Pipeline(fallback, Pipeline(retry, Pipeline(breaker)), Pipeline(breaker))
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    each: list[Event] = []  # what the policies emitted, heard from each of them once
+    stops = [policy.subscribe(each.append) for policy in (fallback, retry, breaker)]
+    assert pipeline.call(_down) == "cached"
+    assert got == each
+    assert len({id(event) for event in got}) == len(got)
+    assert {"CircuitStateChanged", "CallRejected", "FallbackUsed"} <= {
+        type(event).__name__ for event in got
+    }
+    unsubscribe()
+    for stop in stops:
+        stop()
+    for policy in (fallback, retry, breaker):
+        assert policy._events.enabled is False  # nothing left subscribed anywhere
+
+
+def test_unsubscribe_leaves_other_listeners_alone() -> None:
+    fallback, retry, breaker = _policies()
+    pipeline = Pipeline(fallback, retry, breaker)
+    own: list[Event] = []
+    everywhere: list[Event] = []
+    breaker.subscribe(own.append)
+    stop_global = subscribe(everywhere.append, FallbackUsed)
+    try:
+        piped: list[Event] = []
+        pipeline.subscribe(piped.append)()  # subscribed, then unsubscribed at once
+        pipeline.call(_down)
+        assert piped == []
+        assert _kinds(own) == [("CircuitStateChanged", "breaker"), ("CallRejected", "breaker")]
+        assert _kinds(everywhere) == [("FallbackUsed", "fb")]
+    finally:
+        stop_global()
+    assert breaker._events.enabled is True
+
+
+def test_subscribe_with_strategies_that_emit_nothing(log: list[str]) -> None:
+    pipeline = Pipeline(Record("a", log), Pipeline(Record("b", log)))
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    assert pipeline.call(lambda: 1) == 1
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    assert got == []
+
+
+class Announce(Policy):
+    """A user's own policy, emitting an event of its own per call."""
+
+    def execute(self, call: Call[R]) -> R:
+        self.emit(Event(self.name, call=call.name))
+        return call()
+
+    async def aexecute(self, call: Call[Awaitable[R]]) -> R:
+        self.emit(Event(self.name, call=call.name))
+        return await call()
+
+
+async def test_subscribe_hears_users_own_policies() -> None:
+    pipeline = Pipeline(Pipeline(Announce(name="announce")), Fallback(value=0, name="fb"))
+    got: list[Event] = []
+    unsubscribe = pipeline.subscribe(got.append)
+    assert pipeline.call(lambda: 1) == 1
+    assert await pipeline.acall(_adown) == 0
+    assert [(type(e).__name__, e.policy) for e in got] == [
+        ("Event", "announce"),
+        ("Event", "announce"),
+        ("FallbackUsed", "fb"),
+    ]
+    assert got[1].call == call_name(_adown)
+    unsubscribe()
+    pipeline.call(lambda: 1)
+    assert len(got) == 3

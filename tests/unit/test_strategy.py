@@ -172,3 +172,52 @@ def test_a_policy_can_retry_and_emit() -> None:
     ]
     assert twice.listening
     assert "flaky" in repr(Call(lambda f, a, k: None, flaky, (), {}))
+
+
+def test_subclasses_of_subclasses_are_built_once_after_their_own_init() -> None:
+    class Base(Policy):
+        def __init__(self, *, name: str | None = None) -> None:
+            super().__init__(name=name)
+            self.log: list[str] = []
+
+        def execute(self, call: Call[R]) -> R:
+            self.log.append(self.tag)
+            return call()
+
+        tag = "base"
+
+    class Inherits(Base):
+        tag = "inherits"
+
+    class Extends(Base):
+        def __init__(self) -> None:
+            super().__init__(name="extends")
+            self.tag = "extends"  # set after the base's __init__, seen by execute
+
+    class Plain(Policy):
+        pass
+
+    for policy, tag in ((Base(), "base"), (Inherits(), "inherits"), (Extends(), "extends")):
+        assert policy.call(add, 1, 2) == 3
+        assert policy.log == [tag]
+    assert Plain().call(add, 2, 2) == 4
+    assert Plain(name="p").name == "p"
+
+
+def test_no_getattr_hook_on_the_strategies() -> None:
+    # A __getattr__ on a class turns off CPython 3.11's specialised attribute reads
+    # for its instances: every driver reading self.* would pay for it.
+    from buttress import Bulkhead, CircuitBreaker, Fallback, Pipeline, RateLimiter, Retry, Timeout
+    from buttress._strategy import Strategy
+
+    for kind in (
+        Strategy,
+        Retry,
+        CircuitBreaker,
+        Timeout,
+        Bulkhead,
+        Fallback,
+        RateLimiter,
+        Pipeline,
+    ):
+        assert "__getattr__" not in {k for c in kind.__mro__ for k in vars(c)}, kind

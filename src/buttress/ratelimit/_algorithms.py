@@ -8,8 +8,11 @@ numbers, so it fits in one Redis string; ``Decision.reset_after`` is when that s
 becomes indistinguishable from ``None``, which is when stores drop it.
 
 Every algorithm has a Lua twin under ``ratelimit/lua/`` that the Redis store runs
-server-side. The twins perform the same floating-point operations in the same order,
-so memory and Redis decide alike (the shared test suite checks it).
+server-side, and a boolean twin (:attr:`allow_twin`): Python source that answers
+only "allowed?" and writes the same state, which the memory store compiles into its
+boolean deciders (:class:`~buttress.stores.AllowTwin`). The twins perform the same
+floating-point operations in the same order, so every path decides alike (the
+shared test suite checks it).
 
 A request may cost more than 1. A cost above ``limit`` can never be allowed: the
 decision says so with ``retry_after = math.inf`` instead of raising, so callers treat
@@ -19,10 +22,11 @@ it like any other refusal. A cost of 0 takes nothing and reports the key's stand
 from __future__ import annotations
 
 import math
-from importlib import resources
+import os
 from typing import Any
 
 from buttress.errors import ConfigError
+from buttress.stores._local import AllowTwin
 from buttress.stores.base import Decision, State
 
 __all__ = ["GCRA", "FixedWindow", "SlidingWindow", "TokenBucket"]
@@ -36,11 +40,19 @@ _floor = math.floor
 _decision = tuple.__new__
 
 
+_LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua")
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
 # Every Lua twin is read at import (four small files): reading one lazily from a
 # caller's thread would take the import lock, which a fork can leave held forever
 # in the child.
 _LUA = {
-    name: resources.files("buttress.ratelimit").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    name: _read(os.path.join(_LUA_DIR, f"{name}.lua"))
     for name in ("token_bucket", "gcra", "fixed_window", "sliding_window")
 }
 
@@ -154,6 +166,13 @@ class TokenBucket(_Algorithm):
         """``(capacity, refill per second, limit)`` for the Lua twin."""
         return (self._capacity, self._refill, self.burst)
 
+    @property
+    def allow_twin(self) -> AllowTwin:
+        """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
+        return AllowTwin(
+            _TOKEN_BUCKET_TWIN, {"capacity": self._capacity, "refill": self._refill, "EPS": _EPS}
+        )
+
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Take ``cost`` tokens if the bucket, refilled up to ``now``, holds them."""
         capacity = self._capacity
@@ -242,6 +261,13 @@ class GCRA(_Algorithm):
         """``(emission interval, tolerance, limit)`` for the Lua twin."""
         return (self._interval, self._tolerance, self.burst)
 
+    @property
+    def allow_twin(self) -> AllowTwin:
+        """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
+        return AllowTwin(
+            _GCRA_TWIN, {"interval": self._interval, "tolerance": self._tolerance, "EPS": _EPS}
+        )
+
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Admit ``cost`` cells if the theoretical arrival time allows them at ``now``."""
         interval = self._interval
@@ -312,6 +338,13 @@ class FixedWindow(_Algorithm):
         """``(limit, period)`` for the Lua twin."""
         return (self.limit, self.period)
 
+    @property
+    def allow_twin(self) -> AllowTwin:
+        """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
+        return AllowTwin(
+            _FIXED_WINDOW_TWIN, {"limit": self.limit, "period": self.period, "floor": _floor}
+        )
+
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Count ``cost`` against the current window if it still fits in ``limit``."""
         limit = self.limit
@@ -377,6 +410,14 @@ class SlidingWindow(_Algorithm):
         """``(limit, period)`` for the Lua twin."""
         return (self.limit, self.period)
 
+    @property
+    def allow_twin(self) -> AllowTwin:
+        """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
+        return AllowTwin(
+            _SLIDING_WINDOW_TWIN,
+            {"limit": self.limit, "period": self.period, "floor": _floor, "EPS": _EPS},
+        )
+
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Count ``cost`` if the weighted count of the sliding window leaves room."""
         limit = self.limit
@@ -431,3 +472,87 @@ class SlidingWindow(_Algorithm):
 
     def __repr__(self) -> str:
         return f"SlidingWindow(limit={self.limit!r}, period={self.period!r})"
+
+
+# ------------------------------------------------------------------ boolean twins
+#
+# Each is its algorithm's decide without the Decision: the same operations in the
+# same order, setting `state`, `allowed` and `reset_after` (the contract is
+# AllowTwin's). They never assign `now`: the store still needs the time it read.
+
+_TOKEN_BUCKET_TWIN = """\
+if state is None:
+    tokens = capacity
+    at = now
+else:
+    tokens, at = state
+    if now >= at:
+        tokens += (now - at) * refill
+        if tokens > capacity:
+            tokens = capacity
+        at = now
+allowed = cost <= tokens + EPS
+if allowed:
+    tokens -= cost
+    if tokens < 0:
+        tokens = 0.0
+state = (tokens, at)
+reset_after = (capacity - tokens) / refill
+"""
+
+_GCRA_TWIN = """\
+if state is None:
+    tat = now
+else:
+    tat = state[0]
+    if tat < now:
+        tat = now
+allowed = cost <= (tolerance - (tat - now)) / interval + EPS
+if allowed:
+    tat += cost * interval
+state = (tat,)
+reset_after = tat - now
+"""
+
+_FIXED_WINDOW_TWIN = """\
+index = floor(now / period)
+count = 0.0
+if state is not None:
+    old_index, old_count = state
+    if old_index >= index:
+        index = old_index
+        count = old_count
+allowed = count + cost <= limit
+if allowed:
+    count += cost
+state = (index, count)
+reset_after = (index + 1) * period - now if count > 0 else 0.0
+"""
+
+_SLIDING_WINDOW_TWIN = """\
+index = floor(now / period)
+previous = 0.0
+current = 0.0
+if state is not None:
+    old_index, old_previous, old_current = state
+    if old_index >= index:
+        index = old_index
+        previous = old_previous
+        current = old_current
+    elif old_index == index - 1:
+        previous = old_current
+elapsed = now - index * period
+if elapsed < 0:
+    elapsed = 0.0
+weight = 1 - elapsed / period
+allowed = previous * weight + current + cost <= limit + EPS
+if allowed:
+    current += cost
+if current > 0:
+    reset_after = weight * period + period
+elif previous > 0:
+    reset_after = weight * period
+else:
+    reset_after = 0.0
+state = (index, previous, current)
+"""

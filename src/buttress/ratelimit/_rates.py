@@ -6,8 +6,12 @@ A rate is ``<count> / <unit>`` or ``<count> per <n> <unit>``: ``"10/second"``,
 counts them), with or without a plural ``s``. Several rates are separated by ``;``,
 ``,`` or ``|``; each becomes one limit, and a request must pass them all.
 
-Each rate becomes a sliding window by default (at most *count* in any *period*, the
-reading closest to the words); ``algorithm=`` picks another.
+Each rate becomes a fixed window by default, as in limits and slowapi: at most
+*count* per *period*, windows aligned on the clock, so a refused caller waits at most
+until the window ends (``"1/minute"`` answers ``Retry-After`` of at most 60 s).
+``algorithm=`` picks another: ``"sliding_window"`` (no double burst across a window
+boundary, but a refusal can last up to two periods), ``"token_bucket"`` or ``"gcra"``
+(a burst of *count*, then a steady *count* per *period*).
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ _RATE = re.compile(
 _SEPARATORS = re.compile(r"[;,|]")
 
 RATE_ALGORITHMS: dict[str, Callable[[int, float], Algorithm]] = {
-    "sliding_window": SlidingWindow,
     "fixed_window": FixedWindow,
+    "sliding_window": SlidingWindow,
     "token_bucket": lambda count, period: TokenBucket(count, period, burst=count),
     "gcra": lambda count, period: GCRA(count, period, burst=count),
 }
@@ -51,13 +55,13 @@ _EXPECTED = (
 
 
 def parse_rates(
-    text: str, *, algorithm: str = "sliding_window", path: str = "limits"
+    text: str, *, algorithm: str = "fixed_window", path: str = "limits"
 ) -> tuple[Algorithm, ...]:
     """The limits a rate string describes, one per rate, in order.
 
     ``parse_rates("10/second; 1000/hour")`` is
-    ``(SlidingWindow(10, 1.0), SlidingWindow(1000, 3600.0))``. ``algorithm`` is one of
-    :data:`RATE_ALGORITHMS` (``"sliding_window"``, ``"fixed_window"``,
+    ``(FixedWindow(10, 1.0), FixedWindow(1000, 3600.0))``. ``algorithm`` is one of
+    :data:`RATE_ALGORITHMS` (``"fixed_window"``, ``"sliding_window"``,
     ``"token_bucket"``, ``"gcra"``; a bucket's burst is the count). A string that is
     not such a list raises :class:`~buttress.errors.ConfigError` at ``path``, quoting
     the part it could not read.

@@ -19,30 +19,50 @@ The module has the roles every policy module has:
   pipeline runners, which execute the engine's answers with ``clock.sleep`` /
   ``await clock.asleep``.
 
-The hot path (:meth:`RateLimiter.hit` on the memory store with one limit) calls a
-decider the store bound to the limit once, at construction: a clock read, the
-store's lock, one dict lookup, the algorithm's ``decide``, and one tuple for the
-result.
+The hot paths run on deciders that a :class:`~buttress.stores.LocalStore` (the
+memory store) bound to the limits once, at construction. :attr:`RateLimiter.allow`
+— and the policy, which needs no result unless it refuses — *is* such a decider: a
+function compiled with the algorithm's boolean twin inside, so one decision is one
+Python call (a clock read, the lock, one dict lookup, a few float operations) that
+builds nothing. :meth:`RateLimiter.hit` adds the :class:`~buttress.stores.Decision`
+and the :class:`RateLimitResult` that headers need.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from datetime import timedelta
 from typing import Any, Literal, NamedTuple
 
+from buttress._deadline import DEADLINE, fit
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
+from buttress._validate import (
+    check_callable,
+    check_choice,
+    check_clock,
+    check_count,
+    check_name,
+    check_seconds,
+)
 from buttress.clock import MONOTONIC, Clock
-from buttress.errors import ConfigError, RateLimited
+from buttress.errors import ConfigError, RateLimited, TimeoutExceeded
 from buttress.events import CallRejected
 from buttress.ratelimit._rates import parse_rates
-from buttress.stores import MemoryStore, Store, store_from_url
+from buttress.stores import Store, store_from_url
+from buttress.stores._local import (
+    Allow,
+    AsyncAllow,
+    Decider,
+    LocalStore,
+    MultiDecider,
+    is_local,
+)
 from buttress.stores.base import Algorithm, Decision, validate_cost
-from buttress.stores.memory import Decider, MultiDecider
 
 __all__ = ["RateLimitResult", "RateLimiter"]
 
-_MODES = ("reject", "wait")
+_MODES: tuple[Literal["reject", "wait"], ...] = ("reject", "wait")
 # Building the tuple directly skips NamedTuple's Python-level __new__.
 _new = tuple.__new__
 
@@ -146,34 +166,44 @@ def _check_limits(limits: tuple[object, ...]) -> tuple[Algorithm, ...]:
 
 
 class RateLimiter(Strategy):
-    """Rate limits per key: ``hit`` to ask, ``acquire`` (or use as a policy) to enforce.
+    """Rate limits per key: ``allow`` or ``hit`` to ask, ``acquire`` or the policy to enforce.
 
     ``limits`` are one or more algorithms (:class:`~buttress.ratelimit.TokenBucket`,
     :class:`~buttress.ratelimit.GCRA`, :class:`~buttress.ratelimit.SlidingWindow`,
     :class:`~buttress.ratelimit.FixedWindow`) or rate strings (``"10/second; 1000/hour"``,
-    read by :func:`~buttress.ratelimit.parse_rates` as sliding windows), all applied
+    read by :func:`~buttress.ratelimit.parse_rates` as fixed windows), all applied
     to every key and decided together, all or nothing. ``store`` is a
     :class:`~buttress.stores.Store` or a URL for :func:`~buttress.stores.store_from_url`
     (``"memory://"``, the default, or ``"redis://host:6379/0"``). Keys are stored as
-    ``"<name>:<key>"``, so two limiters never share state unless they share a name —
-    give limiters that share a Redis across processes the same explicit ``name``.
+    ``"<name>:<key>"``, so two limiters never share state unless they share a name.
+    A limiter whose state goes to a shared store (anything but a
+    :class:`~buttress.stores.LocalStore`, such as Redis) must be given its ``name``:
+    a default name depends on the order limiters are built in, and two processes
+    could swap buckets.
 
-    - :meth:`hit` decides a request of ``cost`` for a key and returns a
-      :class:`RateLimitResult`; it never raises for a refusal.
+    - :attr:`allow` decides a request of ``cost`` for a key and answers ``True``
+      or ``False``; the fastest way to ask.
+    - :meth:`hit` decides the same and returns a :class:`RateLimitResult`
+      (remaining, reset, retry-after: what headers need); it never raises for a
+      refusal.
     - :meth:`acquire` enforces: in ``mode="reject"`` a refusal raises
       :class:`~buttress.errors.RateLimited` (with ``retry_after``); in
       ``mode="wait"`` the caller sleeps until the request fits, up to ``max_wait``
-      seconds in all, then is rejected the same way.
+      seconds (or a :class:`~datetime.timedelta`) in all, then is rejected the same
+      way.
     - As a policy (decorator, ``call``/``acall``, inside a
-      :class:`~buttress.Pipeline`) every call acquires first. Its key is ``key``:
-      a constant, or a callable given the call's ``(*args, **kwargs)``.
+      :class:`~buttress.Pipeline`) every call is admitted by ``allow`` first, and
+      only a refusal goes on to :meth:`acquire` (to wait, or to raise). Its key is
+      ``key``: a constant, or a callable given the call's ``(*args, **kwargs)``.
 
-    Async twins: :meth:`ahit`, :meth:`aacquire`, :meth:`areset`, :meth:`ahit_many`.
-    Each refused request emits :class:`~buttress.events.CallRejected` with reason
-    ``"rate_limited"``.
+    Async twins: :attr:`aallow`, :meth:`ahit`, :meth:`aacquire`, :meth:`areset`,
+    :meth:`ahit_many`. Each refused request emits
+    :class:`~buttress.events.CallRejected` with reason ``"rate_limited"``.
     """
 
     __slots__ = (
+        "_aadmit",
+        "_admit",
         "_all",
         "_const_key",
         "_key_fn",
@@ -182,6 +212,8 @@ class RateLimiter(Strategy):
         "_owned",
         "_prefix",
         "_waits",
+        "aallow",
+        "allow",
         "clock",
         "cost",
         "key",
@@ -191,6 +223,19 @@ class RateLimiter(Strategy):
         "store",
     )
 
+    allow: Allow
+    """``allow(key=None, cost=None) -> bool``: decide one request, answer whether it may go.
+
+    The same atomic decision as :meth:`hit` — the cost is taken from every limit if
+    all allow — without building a result. A refusal emits
+    :class:`~buttress.events.CallRejected`. It is an attribute holding a function
+    made for this limiter when it was built (on the memory store, compiled with the
+    algorithm's boolean twin), so a decision is a single call.
+    """
+
+    aallow: AsyncAllow
+    """The async twin of :attr:`allow`: ``await limiter.aallow(key)``."""
+
     def __init__(
         self,
         *limits: Algorithm | str,
@@ -198,27 +243,19 @@ class RateLimiter(Strategy):
         key: str | Callable[..., str] = "global",
         cost: int = 1,
         mode: Literal["reject", "wait"] = "reject",
-        max_wait: float = 1.0,
+        max_wait: float | timedelta = 1.0,
         name: str | None = None,
         clock: Clock = MONOTONIC,
     ) -> None:
         checked = _check_limits(limits)
-        if isinstance(key, str):
-            key_fn = None
-        elif callable(key):
-            key_fn = key
-        else:
-            raise ConfigError(f"expected a string or a callable, got {key!r}", path="key")
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ConfigError(f"must be an int >= 1, got {cost!r}", path="cost")
-        if mode not in _MODES:
-            raise ConfigError(f"expected 'reject' or 'wait', got {mode!r}", path="mode")
-        if (
-            isinstance(max_wait, bool)
-            or not isinstance(max_wait, int | float)
-            or not (0 <= max_wait < math.inf)
-        ):
-            raise ConfigError(f"must be a finite number >= 0, got {max_wait!r}", path="max_wait")
+        key_fn = (
+            None if isinstance(key, str) else check_callable(key, "key", "a string or a callable")
+        )
+        cost = check_count(cost, "cost")
+        mode = check_choice(mode, "mode", _MODES)
+        wait = check_seconds(max_wait, "max_wait")
+        name = check_name(name)
+        clock = check_clock(clock)
         owned = isinstance(store, str)
         if isinstance(store, str):
             try:
@@ -230,31 +267,75 @@ class RateLimiter(Strategy):
                 f"expected a Store or a URL such as 'memory://', got {type(store).__name__}",
                 path="store",
             )
+        local = is_local(store)
+        if name is None and not local:
+            raise ConfigError(
+                f"a limiter whose state goes to a shared store ({store.name!r}) needs an "
+                "explicit name, the same in every process that shares its limits, e.g. "
+                "name='api': a default name depends on the order limiters are built in",
+                path="name",
+            )
         self.limits: tuple[Algorithm, ...] = checked
         self.store: Store = store
         self.key = key
         self.cost = cost
         self.mode: Literal["reject", "wait"] = mode
-        self.max_wait = float(max_wait)
+        self.max_wait = wait
         self.clock = clock
         self._key_fn = key_fn
         self._owned = owned
         self._waits = mode == "wait"
         self._init_strategy(name, "ratelimiter")
-        self._prefix = f"{self.name}:"
-        self._const_key = f"{self.name}:{key if isinstance(key, str) else 'global'}"
-        # The memory store decides without I/O: its bound deciders serve sync and
-        # async callers alike. Other stores — a MemoryStore subclass too, which may
-        # override decide() — are asked through their own methods.
-        self._local = type(store) is MemoryStore
+        self._prefix = prefix = f"{self.name}:"
+        self._const_key = const_key = f"{self.name}:{key if isinstance(key, str) else 'global'}"
+        # A local store decides without I/O: its bound deciders serve sync and async
+        # callers alike (a MemoryStore subclass that overrides decide() binds
+        # deciders that call it).
+        self._local = local
         self._one: Decider | None = None
         self._all: MultiDecider | None = None
-        if self._local and isinstance(store, MemoryStore):
+        if local and isinstance(store, LocalStore):
             if len(checked) == 1:
                 self._one = store.bind(checked[0])
             else:
                 self._all = store.bind_all(checked)
+            options: dict[str, Any] = {
+                "prefix": prefix,
+                "default_key": const_key,
+                "default_cost": cost,
+            }
+            self.allow = store.bind_allow(checked, on_refused=self._refused, **options)
+            self.aallow = store.bind_async_allow(checked, on_refused=self._refused, **options)
+            # The policy's own: a refusal is decided again by acquire(), which emits.
+            self._admit = store.bind_allow(checked, **options)
+            self._aadmit = store.bind_async_allow(checked, **options)
+        else:
+            self.allow, self.aallow, self._admit, self._aadmit = self._remote_allows()
         self._build()
+
+    def _remote_allows(self) -> tuple[Allow, AsyncAllow, Allow, AsyncAllow]:
+        """``allow`` and the policy's admission for a store that is not local."""
+        hit = self.hit
+        ahit = self.ahit
+        acquire = self.acquire
+        aacquire = self.aacquire
+
+        def allow(key: str | None = None, cost: int | None = None) -> bool:
+            return hit(key, cost)[0]
+
+        async def aallow(key: str | None = None, cost: int | None = None) -> bool:
+            return (await ahit(key, cost))[0]
+
+        # A remote refusal costs a round trip: the policy asks once, through acquire.
+        def admit(key: str | None = None, cost: int | None = None) -> bool:
+            acquire(key, cost)
+            return True
+
+        async def aadmit(key: str | None = None, cost: int | None = None) -> bool:
+            await aacquire(key, cost)
+            return True
+
+        return allow, aallow, admit, aadmit
 
     # ---------------------------------------------------------------------- decisions
 
@@ -343,7 +424,10 @@ class RateLimiter(Strategy):
 
         In wait mode, sleep (``clock.sleep``) until the request fits, as long as
         the waits add up to at most ``max_wait`` seconds; a wait that would end
-        later is not begun, and the request is rejected at once.
+        later is not begun, and the request is rejected at once. Inside a
+        :class:`~buttress.Timeout` a wait must also end before its deadline: one
+        that cannot raises the timeout's
+        :class:`~buttress.errors.TimeoutExceeded` at once.
         """
         if cost is None:
             cost = self.cost
@@ -353,19 +437,15 @@ class RateLimiter(Strategy):
         result = self._decide(skey, cost)
         if result[0]:
             return result
-        clock = self.clock
-        waits = self._waits
-        now = clock.monotonic() if waits else 0.0
-        deadline = now + self.max_wait
-        while True:
-            delay = _plan(waits, result[4], deadline - now)
-            if delay is None:
-                raise self._error(key, result)
-            clock.sleep(delay)
-            result = self._decide(skey, cost)
-            if result[0]:
-                return result
-            now = clock.monotonic()
+        waits = self._waits_for(key, result)
+        try:
+            delay = next(waits)
+            while True:
+                self.clock.sleep(delay)
+                delay = waits.send(self._decide(skey, cost))
+        except StopIteration as granted:
+            done: RateLimitResult = granted.value
+            return done
 
     async def aacquire(self, key: str | None = None, cost: int | None = None) -> RateLimitResult:
         """The async twin of :meth:`acquire`; it waits with ``await clock.asleep``."""
@@ -377,6 +457,25 @@ class RateLimiter(Strategy):
         result = await self._adecide(skey, cost)
         if result[0]:
             return result
+        waits = self._waits_for(key, result)
+        try:
+            delay = next(waits)
+            while True:
+                await self.clock.asleep(delay)
+                delay = waits.send(await self._adecide(skey, cost))
+        except StopIteration as granted:
+            done: RateLimitResult = granted.value
+            return done
+
+    def _waits_for(
+        self, key: str | None, result: RateLimitResult
+    ) -> Generator[float, RateLimitResult, RateLimitResult]:
+        """The waits after a refusal, decided without I/O: the drivers sleep and ask.
+
+        Yields each wait; is sent the decision taken after it; returns the
+        decision that admitted the request, or raises the refusal (or the enclosing
+        timeout's error) when no more waiting can help.
+        """
         clock = self.clock
         waits = self._waits
         now = clock.monotonic() if waits else 0.0
@@ -385,11 +484,24 @@ class RateLimiter(Strategy):
             delay = _plan(waits, result[4], deadline - now)
             if delay is None:
                 raise self._error(key, result)
-            await clock.asleep(delay)
-            result = await self._adecide(skey, cost)
+            self._fit(delay, key, result)
+            result = yield delay
             if result[0]:
                 return result
             now = clock.monotonic()
+
+    def _fit(self, delay: float, key: str | None, result: RateLimitResult) -> None:
+        """A wait inside a :class:`~buttress.Timeout` must end before its deadline.
+
+        One that cannot raises the timeout's ``TimeoutExceeded`` at once, chained
+        from the refusal (which emits its event as any refusal does).
+        """
+        if DEADLINE.get() is None:
+            return
+        try:
+            fit(delay, f"rate limiter {self.name!r}")
+        except TimeoutExceeded as exc:
+            raise exc from self._error(key, result)
 
     def hit_many(self, keys: Sequence[str], cost: int | None = None) -> list[RateLimitResult]:
         """:meth:`hit` for each of ``keys``, in order; on Redis in one round trip."""
@@ -458,23 +570,30 @@ class RateLimiter(Strategy):
     # ------------------------------------------------------------------- the policy
 
     def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
+        # Admission builds nothing; only a refusal asks acquire() (which decides
+        # again, and then waits or raises with the full result).
+        admit = self._admit
         acquire = self.acquire
         key_fn = self._key_fn
         if key_fn is None:
 
             def run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                acquire()
+                if not admit():
+                    acquire()
                 return inner(fn, args, kwargs)
 
             return run
 
         def run_keyed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            acquire(key_fn(*args, **kwargs))
+            key = key_fn(*args, **kwargs)
+            if not admit(key):
+                acquire(key)
             return inner(fn, args, kwargs)
 
         return run_keyed
 
     def _async_runner(self, inner: AsyncRunner) -> AsyncRunner:
+        aadmit = self._aadmit
         aacquire = self.aacquire
         key_fn = self._key_fn
         if key_fn is None:
@@ -482,7 +601,8 @@ class RateLimiter(Strategy):
             async def run(
                 fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
             ) -> Any:
-                await aacquire()
+                if not await aadmit():
+                    await aacquire()
                 return await inner(fn, args, kwargs)
 
             return run
@@ -490,7 +610,9 @@ class RateLimiter(Strategy):
         async def run_keyed(
             fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            await aacquire(key_fn(*args, **kwargs))
+            key = key_fn(*args, **kwargs)
+            if not await aadmit(key):
+                await aacquire(key)
             return await inner(fn, args, kwargs)
 
         return run_keyed

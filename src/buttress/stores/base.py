@@ -17,6 +17,7 @@ This module is the lower layer: :mod:`buttress.ratelimit` implements
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
 
@@ -29,9 +30,11 @@ __all__ = [
     "Request",
     "State",
     "Store",
+    "StoreBase",
     "StoreError",
     "StoreUnavailable",
     "slot_names",
+    "validate_cost",
 ]
 
 State: TypeAlias = tuple[float, ...]
@@ -126,6 +129,10 @@ class Store(Protocol):
     memory store reads its clock's monotonic time and the Redis store the Redis
     server's time. A ``cost`` of 0 asks without taking anything. Errors talking
     to a backend surface as :class:`StoreError` (never a driver's exception).
+
+    This is the interface callers use (type hints, ``isinstance``). To write a
+    store, subclass :class:`StoreBase`: it asks for a small core and provides the
+    rest.
     """
 
     @property
@@ -156,11 +163,7 @@ class Store(Protocol):
         ...
 
     def decide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """Atomically decide one request of ``cost`` for ``key`` under every limit at once.
 
@@ -174,11 +177,7 @@ class Store(Protocol):
         ...
 
     async def adecide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`."""
         ...
@@ -220,8 +219,118 @@ class Store(Protocol):
         ...
 
 
+class StoreBase(ABC):
+    """The base of a store of your own: implement the core, inherit the rest.
+
+    The core is :meth:`decide_all` (decide one request under every limit of a key,
+    all or nothing) and :meth:`reset_all`. Everything else :class:`Store` offers is
+    a default built on it: a single limit is ``decide_all`` over one algorithm
+    (same slot, :func:`slot_names`), a batch is one call per request. A backend
+    that does I/O overrides the async twins :meth:`adecide_all` and
+    :meth:`areset_all` (by default they call the sync ones, which is right only for
+    a store that never waits), and may override any default it can do better, such
+    as a batch in one round trip. :meth:`close` / :meth:`aclose` release nothing
+    unless overridden.
+
+    Set ``name`` (used in events and errors) as a class attribute or in
+    ``__init__``. Costs reach the core already checked (non-negative ints) when
+    they come through :class:`~buttress.ratelimit.RateLimiter`; a store called
+    directly checks them with :func:`validate_cost`.
+    """
+
+    __slots__ = ()
+
+    name: str = "store"
+
+    # ----------------------------------------------------------------- the core
+
+    @abstractmethod
+    def decide_all(
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
+    ) -> tuple[Decision, ...]:
+        """Atomically decide ``cost`` for ``key`` under every limit, all or nothing.
+
+        See :meth:`Store.decide_all` for the contract.
+        """
+
+    @abstractmethod
+    def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """Forget ``key``'s state under every limit of ``algorithms``."""
+
+    async def adecide_all(
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
+    ) -> tuple[Decision, ...]:
+        """The async twin of :meth:`decide_all`; by default it calls it (never waits)."""
+        return self.decide_all(key, algorithms, cost, now)
+
+    async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
+        """The async twin of :meth:`reset_all`; by default it calls it."""
+        self.reset_all(key, algorithms)
+
+    def close(self) -> None:  # noqa: B027 - a default: most stores open nothing
+        """Release what the store opened; nothing by default."""
+
+    async def aclose(self) -> None:
+        """The async twin of :meth:`close`; by default it calls it."""
+        self.close()
+
+    # ------------------------------------------------------------- the defaults
+
+    def decide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        """One limit: :meth:`decide_all` over ``(algorithm,)``."""
+        return self.decide_all(key, (algorithm,), cost, now)[0]
+
+    async def adecide(
+        self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
+    ) -> Decision:
+        """The async twin of :meth:`decide`."""
+        return (await self.adecide_all(key, (algorithm,), cost, now))[0]
+
+    def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
+        """Each ``(key, algorithm, cost)`` request in order, one :meth:`decide` each."""
+        decide = self.decide
+        return [decide(key, algorithm, cost, now) for key, algorithm, cost in requests]
+
+    async def adecide_many(
+        self, requests: Sequence[Request], now: float | None = None
+    ) -> list[Decision]:
+        """The async twin of :meth:`decide_many`."""
+        return [await self.adecide(key, algorithm, cost, now) for key, algorithm, cost in requests]
+
+    def decide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """Each ``(key, algorithms, cost)`` request in order, one :meth:`decide_all` each."""
+        decide_all = self.decide_all
+        return [decide_all(key, limits, cost, now) for key, limits, cost in requests]
+
+    async def adecide_all_many(
+        self, requests: Sequence[MultiRequest], now: float | None = None
+    ) -> list[tuple[Decision, ...]]:
+        """The async twin of :meth:`decide_all_many`."""
+        return [await self.adecide_all(key, limits, cost, now) for key, limits, cost in requests]
+
+    def reset(self, key: str, algorithm: Algorithm) -> None:
+        """One limit: :meth:`reset_all` over ``(algorithm,)``."""
+        self.reset_all(key, (algorithm,))
+
+    async def areset(self, key: str, algorithm: Algorithm) -> None:
+        """The async twin of :meth:`reset`."""
+        await self.areset_all(key, (algorithm,))
+
+
 class StoreError(ButtressError):
-    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``."""
+    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``.
+
+    ``outage`` tells a :class:`~buttress.stores.FallbackStore` whether to answer
+    from its fallback meanwhile: true for a failing backend, false for a store used
+    wrongly (an asyncio client in an event loop it does not belong to), which no
+    fallback should hide.
+    """
+
+    outage: bool = True
 
     def __init__(self, store: str, message: str) -> None:
         self.store = store
@@ -243,7 +352,10 @@ class StoreUnavailable(StoreError):
 
 
 def validate_cost(cost: object) -> int:
-    """``cost`` as a non-negative int, or :class:`ValueError`; shared by every store."""
+    """``cost`` as a non-negative int, else :class:`TypeError` / :class:`ValueError`.
+
+    Shared by every store: a bad cost is the caller's error, raised before any I/O.
+    """
     if type(cost) is not int:
         if isinstance(cost, bool) or not isinstance(cost, int):
             raise TypeError(f"cost must be an int, got {type(cost).__name__}")

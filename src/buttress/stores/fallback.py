@@ -1,11 +1,17 @@
 """A store that degrades to memory while its primary (Redis) is down, and comes back.
 
-Every decision goes to the primary store. When the primary fails — any error,
-including its client's socket timeout — the store switches to its fallback (a
-:class:`~buttress.stores.MemoryStore` by default) and answers from there, so the
-caller never sees the failure. Every ``probe_interval`` seconds one decision is
-sent to the primary again as a probe; when it answers, the store switches back.
-Each switch emits an event: :class:`StoreFellBack`, then :class:`StoreRecovered`.
+Every decision goes to the primary store. When the primary fails — a
+:class:`~buttress.stores.StoreError` (its client's socket timeout included) or any
+error :func:`~buttress.errors.is_transient` calls transient — the store switches to
+its fallback (a :class:`~buttress.stores.MemoryStore` by default) and answers from
+there, so the caller never sees the failure. Every ``probe_interval`` seconds one
+decision is sent to the primary again as a probe; when it answers, the store
+switches back. Each switch emits an event, :class:`StoreFellBack` then
+:class:`StoreRecovered`, and logs one line on the ``buttress.stores`` logger (a
+warning, then an info): one per outage, however many requests it serves.
+
+Any other error — a bad argument, a :class:`~buttress.errors.ConfigError`, a bug —
+is the caller's to see: falling back would hide it for ever.
 
 While degraded, each process enforces the limits on its own, from its own memory:
 the limits still hold per process, not across processes.
@@ -18,13 +24,16 @@ yourself, choose them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from buttress._validate import check_clock, check_name, check_seconds
 from buttress.clock import MONOTONIC, Clock
-from buttress.errors import ConfigError
+from buttress.errors import ConfigError, is_transient
 from buttress.events import Emitter, Event, Listener
 from buttress.stores.base import (
     Algorithm,
@@ -32,11 +41,15 @@ from buttress.stores.base import (
     MultiRequest,
     Request,
     Store,
+    StoreBase,
+    StoreError,
     validate_cost,
 )
 from buttress.stores.memory import MemoryStore
 
-__all__ = ["FallbackStore", "StoreFellBack", "StoreRecovered"]
+__all__ = ["FallbackStore", "StoreFellBack", "StoreRecovered", "is_outage"]
+
+_log = logging.getLogger("buttress.stores")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +72,37 @@ class StoreRecovered(Event):
     down_for: float
 
 
-class FallbackStore:
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` from a store means it is down (so a fallback should answer).
+
+    A :class:`~buttress.stores.StoreError` (unless its ``outage`` is false: the
+    store was used wrongly), or an error :func:`~buttress.errors.is_transient` calls
+    transient (a store of your own that lets a driver's connection error through).
+    Anything else is a bug or a configuration error, which a fallback would only
+    hide.
+    """
+    if isinstance(error, StoreError):
+        return error.outage
+    return is_transient(error)
+
+
+def cause(error: BaseException) -> str:
+    """``error`` in one line for a log message: its type and its text, no traceback."""
+    return f"{type(error).__name__}: {error}"
+
+
+def _costs(requests: Sequence[tuple[Any, Any, Any]]) -> None:
+    for _, _, cost in requests:
+        validate_cost(cost)
+
+
+class FallbackStore(StoreBase):
     """``primary`` first; ``fallback`` (memory) while ``primary`` fails; back after a probe.
 
-    ``probe_interval`` is the time, on ``clock.monotonic()``, between attempts to
-    reach a failed primary. ``degraded`` tells whether decisions currently come
-    from the fallback. Listen to the switches with :meth:`subscribe` or
-    :func:`buttress.subscribe`.
+    ``probe_interval`` is the time (seconds or a ``timedelta``, on
+    ``clock.monotonic()``) between attempts to reach a failed primary.
+    ``degraded`` tells whether decisions currently come from the fallback. Listen
+    to the switches with :meth:`subscribe` or :func:`buttress.subscribe`.
     """
 
     __slots__ = (
@@ -86,23 +123,19 @@ class FallbackStore:
         primary: Store,
         fallback: Store | None = None,
         *,
-        probe_interval: float = 5.0,
+        probe_interval: float | timedelta = 5.0,
         clock: Clock = MONOTONIC,
         name: str | None = None,
     ) -> None:
-        if (
-            isinstance(probe_interval, bool)
-            or not isinstance(probe_interval, int | float)
-            or not probe_interval >= 0
-        ):
-            raise ConfigError(
-                f"must be a number >= 0, got {probe_interval!r}", path="probe_interval"
-            )
+        if not isinstance(primary, Store):
+            raise ConfigError(f"expected a Store, got {primary!r}", path="primary")
+        if fallback is not None and not isinstance(fallback, Store):
+            raise ConfigError(f"expected a Store or None, got {fallback!r}", path="fallback")
+        self.probe_interval = check_seconds(probe_interval, "probe_interval")
+        self.clock: Clock = check_clock(clock)
         self.primary = primary
         self.fallback: Store = MemoryStore(clock=clock) if fallback is None else fallback
-        self.probe_interval = float(probe_interval)
-        self.clock = clock
-        self.name = name if name is not None else f"{primary.name}+{self.fallback.name}"
+        self.name = check_name(name) or f"{primary.name}+{self.fallback.name}"
         # Whether decisions currently come from the fallback store.
         self.degraded = False
         self._probe_at = 0.0
@@ -132,6 +165,8 @@ class FallbackStore:
             return True
 
     def _failed(self, error: Exception) -> None:
+        if not is_outage(error):
+            raise error  # the caller's error, not an outage: never hidden
         now = self.clock.monotonic()
         with self._lock:
             self._probe_at = now + self.probe_interval
@@ -139,12 +174,21 @@ class FallbackStore:
                 return
             self.degraded = True
             self._down_since = now
+        _log.warning(
+            "store %r: %r failed, answering from %r until it recovers (probing every %g s): %s",
+            self.name,
+            self.primary.name,
+            self.fallback.name,
+            self.probe_interval,
+            cause(error),
+        )
         if self._events.enabled:
             self._events.emit(StoreFellBack(self.name, error))
 
-    def _answered(self) -> None:
+    def _answered(self, result: Any) -> Any:
         if self.degraded:
             self._recover()
+        return result
 
     def _recover(self) -> None:
         now = self.clock.monotonic()
@@ -153,6 +197,12 @@ class FallbackStore:
                 return  # another thread recovered first and reported it
             self.degraded = False
             down_for = now - self._down_since
+        _log.info(
+            "store %r: %r recovered after %.3g s down, answering from it again",
+            self.name,
+            self.primary.name,
+            down_for,
+        )
         if self._events.enabled:
             self._events.emit(StoreRecovered(self.name, down_for))
 
@@ -160,44 +210,48 @@ class FallbackStore:
         """``primary.<method>(*args)``, or the fallback's while the primary is down."""
         if self._try_primary():
             try:
-                result = getattr(self.primary, method)(*args)
+                return self._answered(getattr(self.primary, method)(*args))
             except Exception as exc:
                 self._failed(exc)
-            else:
-                self._answered()
-                return result
         return getattr(self.fallback, method)(*args)
 
     async def _aforward(self, method: str, *args: Any) -> Any:
-        """The async twin of :meth:`_forward`."""
-        if self._try_primary():
-            try:
-                result = await getattr(self.primary, method)(*args)
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                self._answered()
-                return result
-        return await getattr(self.fallback, method)(*args)
+        """The async twin of :meth:`_forward` (``method`` names a coroutine method)."""
+        if not self._try_primary():
+            return await getattr(self.fallback, method)(*args)
+        try:
+            result = await getattr(self.primary, method)(*args)
+        except Exception as exc:
+            self._failed(exc)
+            return await getattr(self.fallback, method)(*args)
+        return self._answered(result)
+
+    def _reset(self, method: str, *args: Any) -> None:
+        # Both stores forget; a primary that is down is skipped (and noted).
+        getattr(self.fallback, method)(*args)
+        try:
+            getattr(self.primary, method)(*args)
+        except Exception as exc:
+            self._failed(exc)
+
+    async def _areset(self, method: str, *args: Any) -> None:
+        await getattr(self.fallback, method)(*args)
+        try:
+            await getattr(self.primary, method)(*args)
+        except Exception as exc:
+            self._failed(exc)
 
     # ------------------------------------------------------------------- store
+    # Bad input is the caller's error, not an outage: costs are checked first.
 
     def decide(
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
     ) -> Decision:
         """Decide on the primary store, or on the fallback while the primary is down."""
         if type(cost) is not int or cost < 0:
-            # Bad input is the caller's error, not an outage: check it before trying.
             cost = validate_cost(cost)
-        if self._try_primary():
-            try:
-                decision = self.primary.decide(key, algorithm, cost, now)
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                self._answered()
-                return decision
-        return self.fallback.decide(key, algorithm, cost, now)
+        decision: Decision = self._forward("decide", key, algorithm, cost, now)
+        return decision
 
     async def adecide(
         self, key: str, algorithm: Algorithm, cost: int = 1, now: float | None = None
@@ -205,52 +259,25 @@ class FallbackStore:
         """The async twin of :meth:`decide`."""
         if type(cost) is not int or cost < 0:
             cost = validate_cost(cost)
-        if self._try_primary():
-            try:
-                decision = await self.primary.adecide(key, algorithm, cost, now)
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                self._answered()
-                return decision
-        return await self.fallback.adecide(key, algorithm, cost, now)
+        decision: Decision = await self._aforward("adecide", key, algorithm, cost, now)
+        return decision
 
     def decide_many(self, requests: Sequence[Request], now: float | None = None) -> list[Decision]:
         """The batch on the primary store, or on the fallback while the primary is down."""
-        for _, _, cost in requests:
-            validate_cost(cost)
-        if self._try_primary():
-            try:
-                decisions = self.primary.decide_many(requests, now)
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                self._answered()
-                return decisions
-        return self.fallback.decide_many(requests, now)
+        _costs(requests)
+        decisions: list[Decision] = self._forward("decide_many", requests, now)
+        return decisions
 
     async def adecide_many(
         self, requests: Sequence[Request], now: float | None = None
     ) -> list[Decision]:
         """The async twin of :meth:`decide_many`."""
-        for _, _, cost in requests:
-            validate_cost(cost)
-        if self._try_primary():
-            try:
-                decisions = await self.primary.adecide_many(requests, now)
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                self._answered()
-                return decisions
-        return await self.fallback.adecide_many(requests, now)
+        _costs(requests)
+        decisions: list[Decision] = await self._aforward("adecide_many", requests, now)
+        return decisions
 
     def decide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """All limits at once, all or nothing, on the primary store or on the fallback."""
         cost = validate_cost(cost)
@@ -258,11 +285,7 @@ class FallbackStore:
         return decisions
 
     async def adecide_all(
-        self,
-        key: str,
-        algorithms: Sequence[Algorithm],
-        cost: int = 1,
-        now: float | None = None,
+        self, key: str, algorithms: Sequence[Algorithm], cost: int = 1, now: float | None = None
     ) -> tuple[Decision, ...]:
         """The async twin of :meth:`decide_all`."""
         cost = validate_cost(cost)
@@ -275,8 +298,7 @@ class FallbackStore:
         self, requests: Sequence[MultiRequest], now: float | None = None
     ) -> list[tuple[Decision, ...]]:
         """The all-limits batch on the primary store, or on the fallback."""
-        for _, _, cost in requests:
-            validate_cost(cost)
+        _costs(requests)
         decisions: list[tuple[Decision, ...]] = self._forward("decide_all_many", requests, now)
         return decisions
 
@@ -284,8 +306,7 @@ class FallbackStore:
         self, requests: Sequence[MultiRequest], now: float | None = None
     ) -> list[tuple[Decision, ...]]:
         """The async twin of :meth:`decide_all_many`."""
-        for _, _, cost in requests:
-            validate_cost(cost)
+        _costs(requests)
         decisions: list[tuple[Decision, ...]] = await self._aforward(
             "adecide_all_many", requests, now
         )
@@ -293,35 +314,19 @@ class FallbackStore:
 
     def reset(self, key: str, algorithm: Algorithm) -> None:
         """Forget ``key`` in both stores (a primary that is down is skipped)."""
-        self.fallback.reset(key, algorithm)
-        try:
-            self.primary.reset(key, algorithm)
-        except Exception as exc:
-            self._failed(exc)
+        self._reset("reset", key, algorithm)
 
     async def areset(self, key: str, algorithm: Algorithm) -> None:
         """The async twin of :meth:`reset`."""
-        await self.fallback.areset(key, algorithm)
-        try:
-            await self.primary.areset(key, algorithm)
-        except Exception as exc:
-            self._failed(exc)
+        await self._areset("areset", key, algorithm)
 
     def reset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
         """Forget ``key`` under every limit, in both stores (a primary that is down is skipped)."""
-        self.fallback.reset_all(key, algorithms)
-        try:
-            self.primary.reset_all(key, algorithms)
-        except Exception as exc:
-            self._failed(exc)
+        self._reset("reset_all", key, algorithms)
 
     async def areset_all(self, key: str, algorithms: Sequence[Algorithm]) -> None:
         """The async twin of :meth:`reset_all`."""
-        await self.fallback.areset_all(key, algorithms)
-        try:
-            await self.primary.areset_all(key, algorithms)
-        except Exception as exc:
-            self._failed(exc)
+        await self._areset("areset_all", key, algorithms)
 
     def close(self) -> None:
         """Close both stores."""

@@ -8,9 +8,11 @@ server in ``tests/integration/test_circuit_redis.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +22,10 @@ from buttress.errors import CircuitOpen, ConfigError
 from buttress.events import Event
 from buttress.pipeline import Pipeline
 from buttress.policies.circuit import (
+    BreakerConfig,
+    BreakerReply,
+    BreakerReport,
+    BreakerStore,
     BreakerSync,
     CircuitBreaker,
     CircuitMetrics,
@@ -28,7 +34,6 @@ from buttress.policies.circuit import (
 )
 from buttress.policies.circuit._shared import SharedCircuitEngine, breaker_config
 from buttress.stores import StoreFellBack, StoreRecovered, StoreUnavailable
-from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
@@ -706,6 +711,38 @@ def test_a_half_open_breaker_left_alone_runs_its_own_trials(
     sync.sync_once()
     assert breaker.call(ok) == "ok"
     assert breaker.state is CLOSED
+
+
+def test_an_outage_logs_one_warning_and_one_recovery(
+    sync: BreakerSync, store: ScriptedStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="buttress.circuit")
+    breaker = shared(sync, clock)
+    assert sync.sync_once()
+    store.answers[:] = [StoreUnavailable("scripted", "connection refused")] * 50
+    for _ in range(50):
+        assert not sync.sync_once()
+        clock.advance(0.1)
+    records = [r for r in caplog.records if r.name == "buttress.circuit"]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    message = records[0].getMessage()
+    assert "'breaker-sync'" in message
+    assert "'scripted'" in message
+    assert "StoreUnavailable: store 'scripted': connection refused" in message
+    assert records[0].exc_info is None  # the cause in one line, no traceback
+    for _ in range(10):
+        assert sync.sync_once()
+    records = [r for r in caplog.records if r.name == "buttress.circuit"]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]
+    assert "back after 5 s" in records[1].getMessage()
+    assert breaker.call(ok) == "ok"
+
+
+def test_durations_take_a_timedelta(store: ScriptedStore) -> None:
+    breaker_sync = BreakerSync(
+        store, background=False, interval=timedelta(milliseconds=200), lease=timedelta(seconds=2)
+    )
+    assert (breaker_sync.interval, breaker_sync.lease) == (0.2, 2.0)
 
 
 def test_the_first_sync_failing_is_reported(store: ScriptedStore, clock: FakeClock) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import inspect
 import pickle
 import traceback
@@ -13,21 +15,39 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from buttress import Bulkhead, CircuitBreaker, FakeClock, Retry, Timeout
 from buttress import events as events_module
+from buttress._outcome import NEVER, Matcher
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
-from buttress.errors import ConfigError, is_transient
-from buttress.events import Event
+from buttress.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    ConfigError,
+    RateLimited,
+    RetryExhausted,
+    TimeoutExceeded,
+    is_transient,
+)
+from buttress.events import Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies import fallback as fallback_module
-from buttress.policies.fallback import ErrorHandler, Fallback, FallbackUsed, UnacceptableResult
+from buttress.policies.fallback import (
+    ErrorHandler,
+    Fallback,
+    FallbackOptions,
+    FallbackUsed,
+    UnacceptableResult,
+)
+from buttress.policies.fallback import _events as fallback_events
 
 
 class Boom(Exception):
-    """A failure the tests fall back on."""
+    """A dependency failure the tests fall back on (transient, so the default answers)."""
+
+    transient = True
 
 
 class Other(Exception):
-    """A failure outside ``on=``."""
+    """A permanent failure: outside the default rule and outside ``on=Boom``."""
 
 
 class Recorder:
@@ -439,16 +459,19 @@ def test_decorated_happy_path_adds_one_frame() -> None:
     with pytest.raises(Other) as info:
         wrapped()
     names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
-    assert names == ["test_decorated_happy_path_adds_one_frame", "wrapper", "primary"]
+    assert names == ["test_decorated_happy_path_adds_one_frame", "fallback", "primary"]
 
 
 def test_no_event_object_without_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
-    def forbidden(*_: Any) -> None:
+    def forbidden(*_: Any, **__: Any) -> None:
         raise AssertionError("an event was built with nobody listening")
 
-    monkeypatch.setattr(fallback_module, "FallbackUsed", forbidden)
+    monkeypatch.setattr(fallback_events, "FallbackUsed", forbidden)
     fb = Fallback(Recorder(Boom()), value="v")
     assert fb.call(Recorder(Boom())) == "v"
+    fb.subscribe(lambda event: None)  # the replacement is the one used: now it is built
+    with pytest.raises(AssertionError, match="nobody listening"):
+        fb.call(Recorder(Boom()))
 
 
 def test_per_policy_listener_and_event_shape() -> None:
@@ -456,9 +479,11 @@ def test_per_policy_listener_and_event_shape() -> None:
     got: list[Event] = []
     unsubscribe = fb.subscribe(got.append, FallbackUsed)
     error = Boom()
-    assert fb.call(Recorder(error)) == "v"
+    primary = Recorder(error)
+    assert fb.call(primary) == "v"
     unsubscribe()
-    assert got == [FallbackUsed("solo", 0, error)]
+    assert got == [FallbackUsed("solo", 0, error, call=call_name(primary))]
+    assert got[0].call == "tests.unit.policies.test_fallback.Recorder"
     assert fb.call(Recorder(Boom())) == "v"
     assert len(got) == 1
     with pytest.raises(AttributeError):
@@ -641,6 +666,497 @@ async def test_async_decorated_method() -> None:
             raise Boom(key)
 
     assert await Service().get("k") == "cached k"
+
+
+# ------------------------------------------------------------------- the one outcome model
+
+
+@dataclasses.dataclass
+class Response:
+    """A returned HTTP response (a class annotating ``status_code`` is one)."""
+
+    status_code: int
+
+
+class HTTPError(Exception):
+    """An error carrying an HTTP status, as clients raise them."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
+DEPENDENCY_FAILURES = [
+    ConnectionResetError("reset"),
+    TimeoutError("slow"),
+    OSError(errno.ECONNREFUSED, "refused"),
+    HTTPError(503),
+    HTTPError(429),
+    TimeoutExceeded("t", 1.0),
+    CircuitOpen("breaker", 10.0, 5.0),
+    BulkheadFull("bulkhead"),
+    RateLimited("limiter", 1.0),
+    RetryExhausted("retry", 3, last_error=ConnectionResetError()),
+]
+NOT_FAILURES = [
+    AttributeError("bug"),
+    TypeError("bug"),
+    NameError("bug"),
+    AssertionError("bug"),
+    NotImplementedError("bug"),
+    ConfigError("bad", path="x"),
+    ValueError("permanent"),
+    KeyError("permanent"),
+    HTTPError(404),
+    HTTPError(501),
+]
+
+
+@pytest.mark.parametrize("error", DEPENDENCY_FAILURES, ids=repr)
+def test_default_answers_dependency_failures_and_rejections(
+    run: Callable[..., Any], error: Exception
+) -> None:
+    assert run(Fallback(value="v"), Recorder(error)) == "v"
+
+
+@pytest.mark.parametrize("error", DEPENDENCY_FAILURES, ids=repr)
+async def test_default_answers_dependency_failures_and_rejections_async(
+    arun: Callable[..., Awaitable[Any]], error: Exception
+) -> None:
+    assert await arun(Fallback(value="v"), AsyncRecorder(error)) == "v"
+
+
+@pytest.mark.parametrize("error", NOT_FAILURES, ids=repr)
+def test_default_lets_bugs_and_answers_propagate(
+    run: Callable[..., Any], error: Exception, seen: list[Event]
+) -> None:
+    alternative = Recorder("alt")
+    with pytest.raises(type(error)) as info:
+        run(Fallback(alternative, value="v"), Recorder(error))
+    assert info.value is error
+    assert alternative.calls == []
+    assert seen == []
+
+
+@pytest.mark.parametrize("error", NOT_FAILURES, ids=repr)
+async def test_default_lets_bugs_and_answers_propagate_async(
+    arun: Callable[..., Awaitable[Any]], error: Exception
+) -> None:
+    alternative = AsyncRecorder("alt")
+    with pytest.raises(type(error)) as info:
+        await arun(Fallback(alternative, value="v"), AsyncRecorder(error))
+    assert info.value is error
+    assert alternative.calls == []
+
+
+def test_a_bug_in_an_alternative_propagates_at_once(run: Callable[..., Any]) -> None:
+    after = Recorder("after")
+    bug = AttributeError("'NoneType' object has no attribute 'get'")
+    with pytest.raises(AttributeError) as info:
+        run(Fallback(Recorder(bug), after, value="v"), Recorder(ConnectionResetError()))
+    assert info.value is bug
+    assert isinstance(bug.__context__, ConnectionResetError)
+    assert after.calls == []
+
+
+def test_a_programming_error_is_answered_only_when_named(run: Callable[..., Any]) -> None:
+    # Exception names no programming error: a bug still propagates.
+    with pytest.raises(AttributeError):
+        run(Fallback(value="v", on=Exception), Recorder(AttributeError()))
+    assert run(Fallback(value="v", on=(Exception, AttributeError)), Recorder(AttributeError())) == (
+        "v"
+    )
+    assert run(Fallback(value="v", on=LookupError), Recorder(KeyError())) == "v"
+    # A predicate never sees a programming error.
+    asked: list[Exception] = []
+    with pytest.raises(TypeError):
+        run(Fallback(value="v", on=lambda e: asked.append(e) or True), Recorder(TypeError()))
+    assert asked == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 425, 429])
+def test_a_returned_transient_response_falls_back(
+    run: Callable[..., Any], status: int, seen: list[Event]
+) -> None:
+    response = Response(status)
+    assert run(Fallback(value="cached"), Recorder(response)) == "cached"
+    (event,) = seen
+    assert isinstance(event, FallbackUsed)
+    assert isinstance(event.error, UnacceptableResult)
+    assert event.error.result is response
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 301, 400, 401, 403, 404, 409, 422, 501, 505])
+def test_a_returned_answer_is_kept(run: Callable[..., Any], status: int) -> None:
+    alternative = Recorder("alt")
+    response = Response(status)
+    assert run(Fallback(alternative, value="cached"), Recorder(response)) is response
+    assert alternative.calls == []
+
+
+async def test_a_returned_transient_response_falls_back_async(
+    arun: Callable[..., Awaitable[Any]],
+) -> None:
+    fb = Fallback(AsyncRecorder(Response(502)), Recorder(Response(200)))
+    assert await arun(fb, AsyncRecorder(Response(503))) == Response(200)
+    assert await arun(Fallback(value="v"), AsyncRecorder(Response(404))) == Response(404)
+    with pytest.raises(UnacceptableResult) as info:
+        await arun(Fallback(AsyncRecorder(Response(504))), AsyncRecorder(Response(503)))
+    assert info.value.result == Response(504)
+    assert isinstance(info.value.__context__, UnacceptableResult)
+
+
+@pytest.mark.parametrize(("status", "falls_back"), [(503, True), (429, True), (404, False)])
+def test_httpx_responses_returned_or_raised(
+    run: Callable[..., Any], status: int, falls_back: bool
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    response = httpx.Response(status, request=httpx.Request("GET", "https://example.test/"))
+
+    def returned() -> Any:
+        return response
+
+    def raised() -> Any:
+        response.raise_for_status()
+
+    fb = Fallback(value="cached")
+    if falls_back:
+        assert run(fb, returned) == "cached"
+        assert run(fb, raised) == "cached"
+    else:
+        assert run(fb, returned) is response
+        with pytest.raises(httpx.HTTPStatusError):
+            run(fb, raised)
+
+
+def test_alternatives_are_judged_by_the_default_result_rule(run: Callable[..., Any]) -> None:
+    second = Recorder("second")
+    fb = Fallback(Recorder(Response(503)), second)
+    assert run(fb, Recorder(ConnectionResetError())) == "second"
+    with pytest.raises(UnacceptableResult) as info:
+        run(Fallback(Recorder(Response(503))), Recorder(Response(500)))
+    assert info.value.result == Response(503)
+
+
+def test_on_result_replaces_the_rule_for_results(run: Callable[..., Any]) -> None:
+    fb = Fallback(value="v", on_result=lambda r: r is None)
+    assert run(fb, Recorder(Response(503))) == Response(503)
+    assert run(fb, Recorder(None)) == "v"
+    # ... and leaves the rule for errors at its default.
+    assert run(fb, Recorder(ConnectionResetError())) == "v"
+    with pytest.raises(ValueError, match="x"):
+        run(fb, Recorder(ValueError("x")))
+
+
+def test_on_replaces_the_rule_for_errors_only(run: Callable[..., Any]) -> None:
+    fb = Fallback(value="v", on=KeyError)
+    assert run(fb, Recorder(KeyError())) == "v"
+    with pytest.raises(ConnectionResetError):
+        run(fb, Recorder(ConnectionResetError()))
+    assert run(fb, Recorder(Response(503))) == "v"  # results keep the default rule
+
+
+def test_on_accepts_a_matcher(run: Callable[..., Any]) -> None:
+    # The default rule plus a cache miss; a result predicate of its own.
+    matcher = Matcher() | Matcher(KeyError, results=lambda r: r == "")
+    fb = Fallback(value="v", on=matcher)
+    assert run(fb, Recorder(KeyError())) == "v"
+    assert run(fb, Recorder(ConnectionResetError())) == "v"
+    assert run(fb, Recorder("")) == "v"
+    assert run(fb, Recorder(Response(503))) == "v"
+    with pytest.raises(ValueError, match="no"):
+        run(fb, Recorder(ValueError("no")))
+    only_errors = Fallback(value="v", on=Matcher(KeyError), on_result=lambda r: r is None)
+    assert run(only_errors, Recorder(None)) == "v"
+    assert run(only_errors, Recorder("")) == ""
+
+
+def test_nothing_is_a_failure_with_never(run: Callable[..., Any]) -> None:
+    fb = Fallback(value="v", on=NEVER)
+    assert run(fb, Recorder(Response(503))) == Response(503)
+    with pytest.raises(ConnectionResetError):
+        run(fb, Recorder(ConnectionResetError()))
+
+
+def test_answers_for_the_rejections_of_real_policies() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(consecutive_failures=2, clock=clock)
+    calls = Recorder(ConnectionResetError())
+    pipeline = Pipeline(Fallback(value="cached"), breaker)
+    assert [pipeline.call(calls) for _ in range(4)] == ["cached"] * 4
+    assert len(calls.calls) == 2  # then the open circuit answered, and was answered for
+
+    exhausted = Pipeline(Fallback(value="cached"), Retry(3, delay=0, clock=clock))
+    flaky = Recorder(ConnectionResetError())
+    assert exhausted.call(flaky) == "cached"
+    assert len(flaky.calls) == 3
+
+    full = Bulkhead(1, max_queue=0)
+    limited = Pipeline(Fallback(value="cached"), full)
+    assert limited.call(lambda: limited.call(lambda: "inner")) == "cached"
+
+
+async def test_answers_for_the_rejections_of_real_policies_async() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(consecutive_failures=1, clock=clock)
+    pipeline = Pipeline(Fallback(value="cached"), breaker)
+    down = AsyncRecorder(ConnectionResetError())
+    assert await pipeline.acall(down) == "cached"
+    assert await pipeline.acall(down) == "cached"
+    assert len(down.calls) == 1
+
+    gate = asyncio.Event()
+
+    async def busy() -> str:
+        await gate.wait()
+        return "busy"
+
+    limited = Pipeline(Fallback(value="cached"), Bulkhead(1, max_queue=0))
+    first = asyncio.ensure_future(limited.acall(busy))
+    await asyncio.sleep(0)
+    assert await limited.acall(busy) == "cached"
+    gate.set()
+    assert await first == "busy"
+
+
+async def _hang_in(run: Callable[[Callable[[], Awaitable[str]]], Awaitable[Any]]) -> Any:
+    """Start ``run(hang)`` as a task; return it once the call hangs."""
+    started = asyncio.Event()
+
+    async def hang() -> str:
+        started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    task = asyncio.ensure_future(run(hang))
+    await started.wait()
+    return task
+
+
+def test_a_sync_timeout_inside_is_answered_for() -> None:
+    clock = FakeClock()
+    pipeline = Pipeline(Fallback(value="cached"), Timeout(1.0, clock=clock))
+
+    def late() -> str:
+        clock.advance(2.0)  # returns after its deadline: the timeout raises
+        return "late"
+
+    assert pipeline.call(late) == "cached"
+    # Inside the timeout, the fallback saw a success; the timeout raised after it.
+    inside = Pipeline(Timeout(1.0, clock=clock), Fallback(value="cached"))
+    with pytest.raises(TimeoutExceeded):
+        inside.call(late)
+
+
+async def test_a_timeout_inside_is_answered_for() -> None:
+    clock = FakeClock(auto_advance=False)
+    alternative = Recorder("cached")
+    pipeline = Pipeline(Fallback(alternative), Timeout(1.0, clock=clock))
+    task = await _hang_in(pipeline.acall)
+    clock.advance(1.0)
+    assert await task == "cached"
+    assert len(alternative.calls) == 1
+
+
+async def test_a_cancellation_is_never_answered_even_by_a_timeout() -> None:
+    clock = FakeClock(auto_advance=False)
+    alternative = Recorder("never")
+    # The fallback is inside the timeout: the timeout's cancellation passes through it.
+    pipeline = Pipeline(Timeout(1.0, clock=clock), Fallback(alternative, value="v"))
+    task = await _hang_in(pipeline.acall)
+    clock.advance(1.0)
+    with pytest.raises(TimeoutExceeded):
+        await task
+    # And a cancellation by the caller, too.
+    task = await _hang_in(Fallback(alternative, value="v").acall)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert alternative.calls == []
+
+
+async def test_cancelled_alternative_is_not_answered_for() -> None:
+    after = Recorder("never")
+    fb = Fallback(AsyncRecorder(asyncio.CancelledError()), after, value="v", on=Exception)
+    with pytest.raises(asyncio.CancelledError):
+        await fb.acall(AsyncRecorder(ConnectionResetError()))
+    assert after.calls == []
+
+
+@pytest.mark.parametrize(
+    ("on", "on_result", "path"),
+    [
+        ("ConnectionError", None, "on"),
+        ((ConnectionError, 3), None, "on"),
+        (asyncio.CancelledError, None, "on"),
+        (None, "not a predicate", "on_result"),
+        (None, 503, "on_result"),
+    ],
+)
+def test_bad_matchers_name_the_option(on: Any, on_result: Any, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Fallback(value=1, on=on, on_result=on_result)
+    assert info.value.path == path
+
+
+# ------------------------------------------------------------------------------- options
+
+
+def test_options_are_kept_frozen_and_validated() -> None:
+    def cache(key: str) -> str:
+        return key
+
+    fb = Fallback(cache, value=0, on=KeyError, name="opts")
+    assert Fallback.Options is FallbackOptions
+    assert isinstance(fb.options, FallbackOptions)
+    assert fb.options.alternatives == (cache,)
+    assert (fb.options.value, fb.options.on, fb.options.on_result) == (0, KeyError, None)
+    assert fb.alternatives == (cache,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fb.options.value = 1  # type: ignore[misc]
+    assert repr(FallbackOptions().value) == "<unset>"
+
+
+def test_options_check_every_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        FallbackOptions(alternatives=(len, "cache"))  # type: ignore[arg-type]
+    assert info.value.path == "alternatives[1]"
+    with pytest.raises(ConfigError) as info:
+        FallbackOptions(alternatives=len)  # type: ignore[arg-type]
+    assert info.value.path == "alternatives"
+    with pytest.raises(ConfigError) as info:
+        FallbackOptions(on="KeyError")  # type: ignore[arg-type]
+    assert info.value.path == "on"
+    with pytest.raises(ConfigError) as info:
+        FallbackOptions(value=1).replace(on_result=1)
+    assert info.value.path == "on_result"
+    assert FallbackOptions(alternatives=[len]).alternatives == (len,)  # type: ignore[arg-type]
+
+
+def test_from_options() -> None:
+    options = FallbackOptions(value="v", on=KeyError)
+    fb = Fallback.from_options(options, name="from-options")
+    assert fb.options is options
+    assert fb.name == "from-options"
+    assert fb.call(Recorder(KeyError())) == "v"
+    with pytest.raises(ConnectionResetError):
+        fb.call(Recorder(ConnectionResetError()))
+    assert Fallback.from_options(FallbackOptions(value=0)).name.startswith("fallback-")
+    with pytest.raises(ConfigError, match="alternative or a value") as info:
+        Fallback.from_options(FallbackOptions(on=KeyError))
+    assert info.value.path == "alternatives"
+    with pytest.raises(ConfigError) as info:
+        Fallback.from_options({"value": 1})  # type: ignore[arg-type]
+    assert info.value.path == "options"
+
+
+def test_options_from_a_configuration_table() -> None:
+    options = FallbackOptions.from_mapping(
+        {"on": ["ConnectionError", "CircuitOpen", "builtins.KeyError"]}, path="policies.rates"
+    )
+    assert options.on == (ConnectionError, CircuitOpen, KeyError)
+    fb = Fallback.from_options(options.replace(value=1.0), name="rates")
+    assert fb.call(Recorder(CircuitOpen("b", 1.0, 1.0))) == 1.0
+    assert fb.call(Recorder(KeyError())) == 1.0
+    with pytest.raises(TimeoutError):
+        fb.call(Recorder(TimeoutError()))
+    assert FallbackOptions.toml_keys() == ("value", "on")
+    constant = FallbackOptions.from_mapping({"value": {"rate": 1.5}}, path="policies.rates")
+    assert Fallback.from_options(constant).call(Recorder(TimeoutError())) == {"rate": 1.5}
+    for code_only in ("alternatives", "on_result"):
+        with pytest.raises(ConfigError, match="unknown option; valid keys: value, on") as info:
+            FallbackOptions.from_mapping({code_only: 1}, path="policies.rates")
+        assert info.value.path == f"policies.rates.{code_only}"
+    with pytest.raises(ConfigError, match="give at least one alternative or a value") as info:
+        Fallback.from_options(FallbackOptions.from_mapping({}, path="policies.rates"))
+    assert info.value.path == "alternatives"
+    with pytest.raises(ConfigError) as info:
+        FallbackOptions.from_mapping({"on": "KeyboardInterrupt"}, path="policies.rates")
+    assert info.value.path == "policies.rates.on"
+    for field in FallbackOptions.fields():
+        assert field.metadata["doc"]
+
+
+# ------------------------------------------------------------------------- event call names
+
+
+def _named_primary() -> str:
+    raise ConnectionResetError
+
+
+async def _anamed_primary() -> str:
+    raise ConnectionResetError
+
+
+def test_events_name_the_protected_call(run: Callable[..., Any]) -> None:
+    got: list[FallbackUsed] = []
+    fb = Fallback(Recorder(ConnectionResetError()), value="v")
+    fb.subscribe(got.append)
+    assert run(fb, _named_primary) == "v"
+    assert [event.call for event in got] == [call_name(_named_primary)] * 2
+    assert got[0].call == "tests.unit.policies.test_fallback._named_primary"
+
+
+async def test_events_name_the_protected_call_async(
+    arun: Callable[..., Awaitable[Any]],
+) -> None:
+    got: list[FallbackUsed] = []
+    fb = Fallback(AsyncRecorder(ConnectionResetError()), value="v")
+    fb.subscribe(got.append)
+    assert await arun(fb, _anamed_primary) == "v"
+    assert [event.call for event in got] == [
+        "tests.unit.policies.test_fallback._anamed_primary"
+    ] * 2
+
+
+# ---------------------------------------------------------------------- generated drivers
+
+
+def test_drivers_are_generated_from_one_template() -> None:
+    fb = Fallback(value=0)
+
+    def sync() -> int:
+        return 1
+
+    async def asynchronous() -> int:
+        return 1
+
+    made = [
+        fb._sync,
+        fb._async,
+        fb._sync_runner(lambda fn, args, kwargs: fn()),
+        fb._async_runner(lambda fn, args, kwargs: fn()),
+        fb(sync),
+        fb(asynchronous),
+    ]
+    files = {driver.__code__.co_filename for driver in made}
+    assert len(files) == 6
+    assert all(name.startswith("<buttress fallback ") for name in files)
+
+
+@pytest.mark.parametrize("mode", list(SYNC_MODES))
+def test_a_sync_alternative_returning_a_coroutine_is_refused(mode: str) -> None:
+    async def replica(x: int) -> str:
+        return "never"
+
+    def looks_sync(x: int) -> Any:
+        return replica(x)
+
+    fb = Fallback(looks_sync)
+    with pytest.raises(TypeError, match="alternative 0 is async"):
+        SYNC_MODES[mode](fb, Recorder(ConnectionResetError()), (1,), {})
+    # The coroutine was closed: an un-awaited one would fail the test (warnings are errors).
+
+
+def test_sync_call_of_an_async_function_is_refused_not_answered() -> None:
+    async def primary() -> str:
+        return "never"
+
+    fb = Fallback(value="v", on=(Exception, TypeError))
+    with pytest.raises(TypeError, match="acall"):
+        fb.call(primary)
+    with pytest.raises(TypeError, match="acall"):
+        Pipeline(fb).call(primary)
 
 
 # ----------------------------------------------------------------- model-based property

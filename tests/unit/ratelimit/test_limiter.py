@@ -11,6 +11,7 @@ import math
 import pickle
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -542,8 +543,8 @@ class Recording:
 async def test_other_stores_are_asked_through_the_protocol(mode: str, clock: FakeClock) -> None:
     store = Recording(clock)
     assert isinstance(store, Store)
-    single = RateLimiter(FixedWindow(1, 60), store=store, clock=clock)  # type: ignore[arg-type]
-    multi = RateLimiter(FixedWindow(2, 60), GCRA(1), store=store, clock=clock)  # type: ignore[arg-type]
+    single = RateLimiter(FixedWindow(1, 60), store=store, clock=clock, name="one")  # type: ignore[arg-type]
+    multi = RateLimiter(FixedWindow(2, 60), GCRA(1), store=store, clock=clock, name="two")  # type: ignore[arg-type]
     assert (await hit(single, mode)).allowed
     assert not (await hit(single, mode)).allowed
     with pytest.raises(RateLimited):
@@ -566,7 +567,9 @@ async def test_other_stores_are_asked_through_the_protocol(mode: str, clock: Fak
 
 async def test_a_fallback_store_works_too(mode: str, clock: FakeClock) -> None:
     store = FallbackStore(MemoryStore(clock=clock, name="primary"), clock=clock)
-    limiter = RateLimiter(FixedWindow(1, 60), TokenBucket(5), store=store, clock=clock)
+    limiter = RateLimiter(
+        FixedWindow(1, 60), TokenBucket(5), store=store, clock=clock, name="fallback"
+    )
     assert (await hit(limiter, mode)).allowed
     assert not (await hit(limiter, mode)).allowed
     assert len(store.primary) == 2  # type: ignore[arg-type]
@@ -831,3 +834,222 @@ def test_a_memory_store_subclass_is_asked_through_its_own_methods() -> None:
     limiter = RateLimiter(TokenBucket(5), store=Audited(), name="audited")
     assert limiter.hit("k").allowed
     assert asked == ["audited:k"]
+    assert limiter.allow("k")
+    limiter.call(lambda: None)
+    assert asked == ["audited:k", "audited:k", "audited:global"]
+
+
+# ------------------------------------------------------------------ allow and aallow
+
+
+async def allow(
+    limiter: RateLimiter, mode: str, key: str | None = None, cost: int | None = None
+) -> bool:
+    if mode == "sync":
+        return limiter.allow(key, cost)
+    return await limiter.aallow(key, cost)
+
+
+async def test_allow_answers_as_hit_and_shares_its_state(mode: str, clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=2, period=1.0, burst=3)
+    limiter = RateLimiter(bucket, clock=clock, name="api")
+    events = recorder(limiter)
+    assert [await allow(limiter, mode, "user:1") for _ in range(2)] == [True, True]
+    assert (await hit(limiter, mode, "user:1")).remaining == 0  # one state for both
+    assert await allow(limiter, mode, "user:1") is False
+    assert events == [REJECTED]
+    assert await allow(limiter, mode, "user:2", cost=3)  # keys apart; cost per call
+    assert await allow(limiter, mode, "user:2", cost=0)  # cost 0 asks, takes nothing
+    assert await allow(limiter, mode)  # the constant key
+    assert await allow(limiter, mode)
+    assert limiter.hit(None, 0).remaining == 1
+    clock.advance(0.5)
+    assert await allow(limiter, mode, "user:1")
+    assert clock.sleeps == []  # allow never waits, whatever the mode
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        (FixedWindow(2, 60),),
+        (TokenBucket(2, 60.0),),
+        (GCRA(2, 60.0),),
+        (SlidingWindow(2, 60),),
+        (FixedWindow(2, 60), TokenBucket(5)),
+    ],
+    ids=["fixed", "bucket", "gcra", "sliding", "two"],
+)
+async def test_allow_on_every_algorithm(
+    mode: str, clock: FakeClock, limits: tuple[Algorithm, ...]
+) -> None:
+    limiter = RateLimiter(*limits, clock=clock, name="api")
+    assert [await allow(limiter, mode, "k") for _ in range(3)] == [True, True, False]
+    limiter.reset("k")
+    assert await allow(limiter, mode, "k", 2)
+    assert not await allow(limiter, mode, "k")
+
+
+async def test_allow_checks_the_cost(mode: str, clock: FakeClock) -> None:
+    limiter = RateLimiter(FixedWindow(5, 60), clock=clock, name="api")
+    with pytest.raises(ValueError, match="cost"):
+        await allow(limiter, mode, "k", -1)
+    with pytest.raises(TypeError, match="cost"):
+        await allow(limiter, mode, "k", True)
+
+
+async def test_allow_on_a_store_that_is_not_local(mode: str, clock: FakeClock) -> None:
+    store = Recording(clock)
+    limiter = RateLimiter(FixedWindow(1, 60), store=store, clock=clock, name="api")  # type: ignore[arg-type]
+    events = recorder(limiter)
+    assert await allow(limiter, mode, "k")
+    assert not await allow(limiter, mode, "k")
+    assert events == [REJECTED]
+    prefix = "" if mode == "sync" else "a"
+    assert store.calls == [f"{prefix}decide"] * 2
+
+
+# ------------------------------------------------------- the policy admits through allow
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["constant-key", "key-callable"])
+async def test_the_policy_admits_without_a_result_and_refuses_with_one(
+    mode: str, clock: FakeClock, keyed: bool
+) -> None:
+    built: list[str] = []
+
+    class Counting(MemoryStore):
+        def bind(self, algorithm: Algorithm) -> Any:
+            built.append("bind")
+            return super().bind(algorithm)
+
+        def bind_allow(self, algorithms: Any, **options: Any) -> Any:
+            built.append("bind_allow")
+            return super().bind_allow(algorithms, **options)
+
+        def bind_async_allow(self, algorithms: Any, **options: Any) -> Any:
+            built.append("bind_async_allow")
+            return super().bind_async_allow(algorithms, **options)
+
+    store = Counting(clock=clock)
+    key: Any = (lambda user: f"u:{user}") if keyed else "global"
+    limiter = RateLimiter(TokenBucket(1, 10.0, burst=2), store=store, key=key, name="api")
+    assert built == ["bind", "bind_allow", "bind_async_allow", "bind_allow", "bind_async_allow"]
+    events = recorder(limiter)
+
+    def work(user: str) -> str:
+        return user
+
+    async def awork(user: str) -> str:
+        return user
+
+    async def run(user: str) -> str:
+        if mode == "sync":
+            return limiter.call(work, user)
+        return await limiter.acall(awork, user)
+
+    assert [await run("a"), await run("a")] == ["a", "a"]
+    with pytest.raises(RateLimited) as info:
+        await run("a")
+    assert info.value.retry_after == pytest.approx(10.0)
+    assert info.value.key == ("u:a" if keyed else "global")
+    assert events == [REJECTED]  # one refusal, one event
+    if keyed:
+        assert await run("b") == "b"
+
+
+async def test_the_policy_waits_through_acquire_after_a_refusal(
+    mode: str, clock: FakeClock
+) -> None:
+    limiter = RateLimiter(FixedWindow(1, 1.0), mode="wait", max_wait=2.0, clock=clock, name="api")
+    events = recorder(limiter)
+
+    async def run() -> int:
+        if mode == "sync":
+            return limiter.call(lambda: 7)
+        return await limiter.acall(_seven)
+
+    assert await run() == 7
+    assert await run() == 7  # waited for the next window
+    assert clock.sleeps != []
+    assert events == []
+
+
+async def _seven() -> int:
+    return 7
+
+
+@pytest.mark.stress
+def test_threads_never_over_admit_through_allow_or_the_policy() -> None:
+    limiter = RateLimiter(
+        TokenBucket(rate=0.001, burst=300), FixedWindow(10_000, 3600), key=lambda: "k", name="t"
+    )
+    threads_n, per_thread = 8, 200
+    barrier = threading.Barrier(threads_n)
+    allowed = [0] * threads_n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for n in range(per_thread):
+            if n % 2:
+                allowed[i] += limiter.allow("k")
+                continue
+            try:
+                limiter.call(lambda: None)
+            except RateLimited:
+                continue
+            allowed[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(allowed) == 300
+    # The window was charged for the admitted requests only.
+    assert limiter.hit("k", 0).decisions[1].remaining == 10_000 - 300
+
+
+# ----------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize("kind", ["recording", "fallback"])
+def test_a_limiter_on_a_shared_store_needs_a_name(kind: str, clock: FakeClock) -> None:
+    store: Any = Recording(clock) if kind == "recording" else FallbackStore(MemoryStore())
+    with pytest.raises(ConfigError) as info:
+        RateLimiter(FixedWindow(1), store=store)
+    assert info.value.path == "name"
+    assert "explicit name" in str(info.value)
+    assert RateLimiter(FixedWindow(1), store=store, name="api").name == "api"
+
+
+def test_a_limiter_in_memory_may_go_unnamed() -> None:
+    assert RateLimiter(FixedWindow(1)).name.startswith("ratelimiter")
+    assert RateLimiter(FixedWindow(1), store=MemoryStore()).name.startswith("ratelimiter")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"clock": "x"}, "clock"),
+        ({"name": ""}, "name"),
+        ({"name": 5}, "name"),
+        ({"cost": -1}, "cost"),
+        ({"mode": None}, "mode"),
+        ({"max_wait": "1s"}, "max_wait"),
+        ({"key": None}, "key"),
+    ],
+)
+def test_more_options_are_validated(kwargs: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RateLimiter(FixedWindow(1), **kwargs)
+    assert info.value.path == path
+
+
+def test_max_wait_takes_a_timedelta(clock: FakeClock) -> None:
+    limiter = RateLimiter(
+        FixedWindow(1, 1.0), mode="wait", max_wait=timedelta(seconds=2), clock=clock
+    )
+    assert limiter.max_wait == 2.0
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.sleeps == [pytest.approx(1.0)]

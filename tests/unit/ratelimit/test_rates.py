@@ -18,16 +18,16 @@ from buttress.ratelimit import (
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("10/second", (SlidingWindow(10, 1.0),)),
-        ("10/seconds", (SlidingWindow(10, 1.0),)),
-        ("10/SECOND", (SlidingWindow(10, 1.0),)),
-        ("5 per minute", (SlidingWindow(5, 60.0),)),
-        ("100 per 2 hours", (SlidingWindow(100, 7200.0),)),
-        ("3 / 10 seconds", (SlidingWindow(3, 10.0),)),
-        ("1000/day", (SlidingWindow(1000, 86400.0),)),
-        ("1/month | 2/year", (SlidingWindow(1, 30 * 86400.0), SlidingWindow(2, 360 * 86400.0))),
-        ("10/second; 1000/hour", (SlidingWindow(10, 1.0), SlidingWindow(1000, 3600.0))),
-        ("10/second, 1000/hour;", (SlidingWindow(10, 1.0), SlidingWindow(1000, 3600.0))),
+        ("10/second", (FixedWindow(10, 1.0),)),
+        ("10/seconds", (FixedWindow(10, 1.0),)),
+        ("10/SECOND", (FixedWindow(10, 1.0),)),
+        ("5 per minute", (FixedWindow(5, 60.0),)),
+        ("100 per 2 hours", (FixedWindow(100, 7200.0),)),
+        ("3 / 10 seconds", (FixedWindow(3, 10.0),)),
+        ("1000/day", (FixedWindow(1000, 86400.0),)),
+        ("1/month | 2/year", (FixedWindow(1, 30 * 86400.0), FixedWindow(2, 360 * 86400.0))),
+        ("10/second; 1000/hour", (FixedWindow(10, 1.0), FixedWindow(1000, 3600.0))),
+        ("10/second, 1000/hour;", (FixedWindow(10, 1.0), FixedWindow(1000, 3600.0))),
     ],
 )
 def test_the_notation_of_limits(text: str, expected: tuple[object, ...]) -> None:
@@ -35,10 +35,10 @@ def test_the_notation_of_limits(text: str, expected: tuple[object, ...]) -> None
 
 
 def test_algorithm_is_chosen_by_name() -> None:
-    assert parse_rates("10/minute", algorithm="fixed_window") == (FixedWindow(10, 60.0),)
+    assert parse_rates("10/minute", algorithm="sliding_window") == (SlidingWindow(10, 60.0),)
     assert parse_rates("10/minute", algorithm="token_bucket") == (TokenBucket(10, 60.0, burst=10),)
     assert parse_rates("10/minute", algorithm="gcra") == (GCRA(10, 60.0, burst=10),)
-    with pytest.raises(ConfigError, match="'sliding_window'") as caught:
+    with pytest.raises(ConfigError, match="'fixed_window', 'sliding_window'") as caught:
         parse_rates("10/minute", algorithm="leaky")
     assert caught.value.path == "algorithm"
 
@@ -60,7 +60,7 @@ def test_not_a_string() -> None:
 
 def test_rate_limiter_takes_rate_strings_beside_algorithms() -> None:
     limiter = RateLimiter("2/second; 100/hour", GCRA(5), name="strings")
-    assert limiter.limits == (SlidingWindow(2, 1.0), SlidingWindow(100, 3600.0), GCRA(5))
+    assert limiter.limits == (FixedWindow(2, 1.0), FixedWindow(100, 3600.0), GCRA(5))
     assert limiter.hit("k").allowed
     assert limiter.hit("k").allowed
     assert not limiter.hit("k").allowed

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,11 +22,13 @@ from buttress.stores import (
     FallbackStore,
     MemoryStore,
     Store,
+    StoreError,
     StoreFellBack,
     StoreRecovered,
     StoreUnavailable,
 )
 from buttress.stores.base import Algorithm, MultiRequest, Request
+from buttress.stores.fallback import is_outage
 
 
 class Flaky:
@@ -177,7 +182,7 @@ def test_switches_to_memory_and_back(
 async def test_async_twin(store: FallbackStore, flaky: Flaky, manual_clock: FakeClock) -> None:
     events = collect(store)
     flaky.down = True
-    flaky.error = RuntimeError("anything at all")
+    flaky.error = ConnectionError("connection reset")  # a transient error counts too
     assert [(await store.adecide("k", WINDOW)).allowed for _ in range(3)] == [True, True, False]
     assert [type(e) for e in events] == [StoreFellBack]
     assert events[0].error is flaky.error  # type: ignore[attr-defined]
@@ -298,10 +303,91 @@ def test_unavailable_is_transient_and_pickles() -> None:
     assert (again.store, str(again)) == ("redis", "store 'redis': down")
 
 
+def outage_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "buttress.stores"]
+
+
+def test_an_outage_logs_one_warning_and_one_recovery(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="buttress.stores")
+    flaky.down = True
+    for _ in range(20):
+        store.decide("k", WINDOW)
+        store.decide_many([("k", WINDOW, 1)])
+        manual_clock.advance(1.0)  # probes fail every 5 s: no new line for them
+    records = outage_records(caplog)
+    assert len(records) == 1
+    level, message = records[0]
+    assert level == logging.WARNING
+    assert "'flaky+memory'" in message
+    assert "StoreUnavailable: store 'flaky': connection refused" in message
+    assert all(r.exc_info is None for r in caplog.records)  # no traceback
+    flaky.down = False
+    for _ in range(20):
+        store.decide("k", WINDOW)
+        manual_clock.advance(1.0)
+    records = outage_records(caplog)
+    assert [level for level, _ in records] == [logging.WARNING, logging.INFO]
+    assert "recovered after 20 s" in records[1][1]
+
+
+async def test_an_async_outage_logs_one_warning_and_one_recovery(
+    store: FallbackStore, flaky: Flaky, manual_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="buttress.stores")
+    flaky.down = True
+    for _ in range(20):
+        await store.adecide("k", WINDOW)
+        await store.adecide_all("k", (WINDOW,))
+        manual_clock.advance(1.0)
+    assert [level for level, _ in outage_records(caplog)] == [logging.WARNING]
+    flaky.down = False
+    manual_clock.advance(5.0)
+    for _ in range(20):
+        await store.adecide("k", WINDOW)
+    assert [level for level, _ in outage_records(caplog)] == [logging.WARNING, logging.INFO]
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("a bug"), ConfigError("no client", path="client"), KeyError("x")]
+)
+async def test_errors_that_are_no_outage_reach_the_caller(
+    store: FallbackStore, flaky: Flaky, error: Exception
+) -> None:
+    flaky.down = True
+    flaky.error = error
+    with pytest.raises(type(error)):
+        store.decide("k", WINDOW)
+    with pytest.raises(type(error)):
+        await store.adecide_many([("k", WINDOW, 1)])
+    with pytest.raises(type(error)):
+        store.reset("k", WINDOW)
+    with pytest.raises(type(error)):
+        await store.areset_all("k", (WINDOW,))
+    assert not store.degraded  # never falls back for them, so never for ever
+
+
+def test_what_counts_as_an_outage() -> None:
+    assert is_outage(StoreUnavailable("redis", "down"))
+    assert is_outage(StoreError("redis", "WRONGTYPE"))
+    misuse = StoreError("redis", "wrong event loop")
+    misuse.outage = False
+    assert not is_outage(misuse)
+    assert is_outage(ConnectionRefusedError())
+    assert is_outage(TimeoutError())
+    assert not is_outage(RuntimeError("bug"))
+    assert not is_outage(ConfigError("bad", path="url"))
+    assert not is_outage(ValueError("cost"))
+
+
 def test_probe_interval_is_validated(flaky: Flaky) -> None:
-    with pytest.raises(ConfigError) as info:
-        FallbackStore(flaky, probe_interval=-1)  # type: ignore[arg-type]
-    assert info.value.path == "probe_interval"
+    for bad in (-1, math.nan, math.inf, "5", True):
+        with pytest.raises(ConfigError) as info:
+            FallbackStore(flaky, probe_interval=bad)  # type: ignore[arg-type]
+        assert info.value.path == "probe_interval"
+    store = FallbackStore(flaky, probe_interval=timedelta(seconds=2))  # type: ignore[arg-type]
+    assert store.probe_interval == 2.0
 
 
 def test_custom_fallback_and_name(flaky: Flaky, manual_clock: FakeClock) -> None:

@@ -34,11 +34,11 @@ from typing import NamedTuple
 
 from buttress.clock import Clock
 from buttress.events import Emitter
-from buttress.stores.breaker import BreakerConfig, BreakerReply, BreakerReport
 
 from ._engine import CircuitEngine
 from ._events import CircuitState
 from ._options import CircuitOptions
+from ._store import BreakerConfig, BreakerReply, BreakerReport
 from ._window import CountWindow, TimeWindow, bucket_count
 
 __all__ = ["SharedCircuitEngine", "breaker_config"]

@@ -2,15 +2,17 @@
 
 Breakers built with ``CircuitBreaker(name=..., sync=sync)`` decide every call
 locally; a :class:`BreakerSync` synchronises all of them with a
-:class:`~buttress.stores.breaker.BreakerStore` (Redis) from one daemon thread: one
+:class:`~._store.BreakerStore` (Redis) from one daemon thread: one
 pipelined round trip per ``interval``, plus one at once whenever a breaker of this
 process trips, closes, is isolated or reset. The thread serves sync and async
 programs alike, since no call ever waits for it.
 
 When the store fails, every breaker of the sync goes on alone (a plain local
-breaker), :class:`~buttress.stores.StoreFellBack` is emitted once, and the next
-sync that gets through re-joins them and emits
-:class:`~buttress.stores.StoreRecovered`. The caller never sees a store error.
+breaker), :class:`~buttress.stores.StoreFellBack` is emitted and a warning logged
+once (on the ``buttress.circuit`` logger, with the cause, no traceback), and the
+next sync that gets through re-joins them, emits
+:class:`~buttress.stores.StoreRecovered` and logs how long the store was away. The
+caller never sees a store error.
 
 Tests drive it by hand: ``background=False`` starts no thread, and
 :meth:`BreakerSync.sync_once` runs one sync now.
@@ -19,23 +21,24 @@ Tests drive it by hand: ``background=False`` starts no thread, and
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal
 
+from buttress._validate import check_clock, check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
 from buttress.events import Emitter, Event, Listener
-from buttress.stores.breaker import BreakerStore
-from buttress.stores.fallback import StoreFellBack, StoreRecovered
+from buttress.stores.fallback import StoreFellBack, StoreRecovered, cause
 
 from ._options import CircuitOptions
 from ._shared import SharedCircuitEngine
+from ._store import BreakerStore
 
 __all__ = ["BreakerSync"]
 
@@ -56,20 +59,11 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _seconds(value: object, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"expected a number of seconds, got {value!r}", path=path)
-    number = float(value)
-    if not (math.isfinite(number) and number > 0):
-        raise ConfigError(f"must be a finite number > 0, got {value!r}", path=path)
-    return number
-
-
 class BreakerSync:
     """Share circuit breakers' state and window counts between processes, through Redis.
 
-    ``store`` is a ``redis://`` URL (``rediss://``, ``unix://``), a ``redis.Redis``
-    client, or any :class:`~buttress.stores.breaker.BreakerStore`. Give it to
+    ``store`` is a ``redis://`` URL (``rediss://``, ``unix://``, ``valkey://``), a
+    ``redis.Redis`` client, or any :class:`~._store.BreakerStore`. Give it to
     breakers as ``CircuitBreaker(name="payments", sync=sync)``; every process that
     builds a breaker of the same name with the same options on the same Redis shares
     it. :meth:`close` it at shutdown. A process that forks gives each child a fresh
@@ -81,7 +75,7 @@ class BreakerSync:
       stops renewing it (it renews while its trials run); default
       ``max(5 * interval, 0.5)``.
     - ``prefix``, ``timeout``, ``ttl``, ``time_source``: for a store built from a URL
-      or a client (see :class:`~buttress.stores.breaker_redis.RedisBreakerStore`):
+      or a client (see :class:`~._redis_store.RedisBreakerStore`):
       key prefix, socket timeout (URL only), seconds an idle breaker's keys are
       kept, and whose clock (``"server"``: Redis ``TIME``; ``"client"``:
       ``clock.time()``).
@@ -92,7 +86,8 @@ class BreakerSync:
     ``degraded`` tells whether the last sync failed. Events: :class:`StoreFellBack`
     when a sync fails after one that worked (or the first one fails) and
     :class:`StoreRecovered` when one works again, with this sync's ``name`` as
-    ``policy``. Listeners run on the syncing thread.
+    ``policy``; each is logged once too (a warning, then an info, on the
+    ``buttress.circuit`` logger). Listeners run on the syncing thread.
     """
 
     __slots__ = (
@@ -120,30 +115,32 @@ class BreakerSync:
         self,
         store: str | BreakerStore | Any,
         *,
-        interval: float = DEFAULT_INTERVAL,
-        lease: float | None = None,
+        interval: float | timedelta = DEFAULT_INTERVAL,
+        lease: float | timedelta | None = None,
         prefix: str = "buttress",
-        timeout: float | None = 0.25,
-        ttl: float = 86_400.0,
+        timeout: float | timedelta | None = 0.25,
+        ttl: float | timedelta = 86_400.0,
         time_source: Literal["server", "client"] = "server",
         background: bool = True,
         clock: Clock = MONOTONIC,
         name: str = "breaker-sync",
     ) -> None:
-        self.interval = _seconds(interval, "interval")
-        self.lease = max(5 * self.interval, 0.5) if lease is None else _seconds(lease, "lease")
+        self.interval = check_seconds(interval, "interval", positive=True)
+        self.lease = (
+            max(5 * self.interval, 0.5)
+            if lease is None
+            else check_seconds(lease, "lease", positive=True)
+        )
         if self.lease <= self.interval:
             raise ConfigError(
                 f"must be longer than interval ({self.interval:g}s), or a lease lapses "
                 "between two renewals",
                 path="lease",
             )
-        if not callable(getattr(clock, "monotonic", None)):
-            raise ConfigError(f"expected a Clock, got {clock!r}", path="clock")
-        self._clock = clock
+        self._clock: Clock = check_clock(clock)
         self._owned = False
         if isinstance(store, str):
-            from buttress.stores.breaker_redis import RedisBreakerStore  # noqa: PLC0415
+            from ._redis_store import RedisBreakerStore  # noqa: PLC0415 - imports redis
 
             store = RedisBreakerStore.from_url(
                 store, timeout=timeout, prefix=prefix, ttl=ttl, time_source=time_source, clock=clock
@@ -152,7 +149,7 @@ class BreakerSync:
         elif callable(getattr(store, "evalsha", None)) and callable(
             getattr(store, "pipeline", None)
         ):
-            from buttress.stores.breaker_redis import RedisBreakerStore  # noqa: PLC0415
+            from ._redis_store import RedisBreakerStore  # noqa: PLC0415 - imports redis
 
             store = RedisBreakerStore(
                 store, prefix=prefix, ttl=ttl, time_source=time_source, clock=clock
@@ -252,6 +249,12 @@ class BreakerSync:
             return
         self.degraded = True
         self._down_since = self._clock.monotonic()
+        _log.warning(
+            "breaker sync %r: store %r failed, the breakers decide alone until it is back: %s",
+            self.name,
+            getattr(self._store, "name", "?"),
+            cause(error),
+        )
         if self._events.enabled:
             self._events.emit(StoreFellBack(self.name, error))
 
@@ -259,8 +262,15 @@ class BreakerSync:
         if not self.degraded:
             return
         self.degraded = False
+        down_for = self._clock.monotonic() - self._down_since
+        _log.info(
+            "breaker sync %r: store %r is back after %.3g s, the breakers share again",
+            self.name,
+            getattr(self._store, "name", "?"),
+            down_for,
+        )
         if self._events.enabled:
-            self._events.emit(StoreRecovered(self.name, self._clock.monotonic() - self._down_since))
+            self._events.emit(StoreRecovered(self.name, down_for))
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"buttress-{self.name}", daemon=True)

@@ -1,6 +1,7 @@
 -- buttress: one rate-limit decision, atomically, in one round trip.
 --
--- The algorithm's Lua twin is prepended to this file: it defines
+-- The store's prelude (prelude.lua: now_of, doubles, numbers, store_numbers) and the
+-- algorithm's Lua twin are prepended to this file; the twin defines
 --   local function decide(state, now, cost, args)
 --     -> new_state, allowed (1/0), limit, remaining, reset_after, retry_after
 -- This frame knows no algorithm. It reads the time, loads the key's state (a string
@@ -8,50 +9,36 @@
 -- then the state is equivalent to none, so an idle key simply vanishes.
 --
 -- KEYS[1]  the state key
--- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
+-- ARGV[1]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
+--          (slack for clients whose clocks disagree), then the algorithm's
+--          configuration numbers (its `args`)
 -- ARGV[2]  cost
--- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
--- ARGV[4…] the algorithm's configuration numbers (its `args`)
-local now = tonumber(ARGV[1])
-if now == nil then
-  if redis.replicate_commands then
-    -- Redis < 5 replicates scripts verbatim unless told otherwise; TIME needs this.
-    redis.replicate_commands()
-  end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+-- ARGV[3]  now in seconds; absent (or "") to use the Redis server's clock (TIME)
+-- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
+-- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
+-- (doubles), little-endian, no padding: 33 bytes.
+local DECISION = '<Bi8i8dd'
+local now = now_of(ARGV[3])
 local cost = tonumber(ARGV[2])
-local slack = tonumber(ARGV[3])
-local args = {}
-for i = 4, #ARGV do
-  args[#args + 1] = tonumber(ARGV[i])
-end
+local args = doubles(ARGV[1])
+local slack = table.remove(args, 1)
 
 local state = nil
 local raw = redis.call('GET', KEYS[1])
 if raw then
-  state = {}
-  for word in string.gmatch(raw, '%S+') do
-    state[#state + 1] = tonumber(word)
-  end
+  state = numbers(raw)
 end
 
 local new_state, allowed, limit, remaining, reset_after, retry_after =
   decide(state, now, cost, args)
 
 if reset_after > 0 then
-  local parts = {}
-  for i, value in ipairs(new_state) do
-    -- %.17g round-trips a double exactly, so the next decision sees what Python would.
-    parts[i] = string.format('%.17g', value)
-  end
-  redis.call('SET', KEYS[1], table.concat(parts, ' '), 'PX', math.ceil(reset_after * 1000) + slack)
+  store_numbers(KEYS[1], new_state, math.ceil(reset_after * 1000) + slack)
 elseif raw then
   redis.call('DEL', KEYS[1])
 end
 
--- One string, not an array: Redis would truncate the durations to integers, and
--- redis-py parses one bulk string far faster than a five-element array. %.17g keeps
--- every double exact ("inf" for never), so Python reads what the twin computed.
-return string.format('%d %d %d %.17g %.17g', allowed, limit, remaining, reset_after, retry_after)
+-- The decision as 33 bytes (DECISION above): Python unpacks it in one C
+-- call, the doubles exact ("inf" for never); an array would lose them to Redis's
+-- integer conversion, and text costs a formatting here and a parse per number there.
+return struct.pack(DECISION, allowed, limit, remaining, reset_after, retry_after)

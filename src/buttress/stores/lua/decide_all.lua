@@ -1,8 +1,9 @@
 -- buttress: several rate limits on one key, decided together, atomically, all or
 -- nothing, in one round trip.
 --
--- The store prepends one block per limit, each defining that limit's Lua twin and
--- registering it:
+-- The store prepends its prelude (prelude.lua: now_of, doubles, numbers,
+-- store_numbers), then
+-- one block per limit, each defining that limit's Lua twin and registering it:
 --   do
 --     local function decide(state, now, cost, args) ... end
 --     deciders[i] = decide
@@ -14,40 +15,35 @@
 -- allowed report their standing as a cost-0 ask would.
 --
 -- KEYS[i]  the state key of limit i (all share the caller's {hash tag}: one slot)
--- ARGV[1]  now in seconds, or "" to use the Redis server's clock (TIME)
+-- ARGV[1]  packed doubles (see doubles in prelude.lua): the extra TTL in milliseconds
+--          (slack for clients whose clocks disagree), then per limit, in KEYS order,
+--          the count of its configuration numbers and those numbers
 -- ARGV[2]  cost
--- ARGV[3]  extra TTL in milliseconds (slack for clients whose clocks disagree)
--- ARGV[4…] per limit, in KEYS order: the count of its configuration numbers, then them
-local now = tonumber(ARGV[1])
-if now == nil then
-  if redis.replicate_commands then
-    redis.replicate_commands()
-  end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+-- ARGV[3]  now in seconds; absent (or "") to use the Redis server's clock (TIME)
+-- A decision as Python's struct reads it (buttress.stores.redis._store): allowed (one
+-- byte, 0/1), limit and remaining (8-byte integers), reset_after and retry_after
+-- (doubles), little-endian, no padding: 33 bytes.
+local DECISION = '<Bi8i8dd'
+local now = now_of(ARGV[3])
 local cost = tonumber(ARGV[2])
-local slack = tonumber(ARGV[3])
+local packed = doubles(ARGV[1])
+local slack = packed[1]
 
 local n = #KEYS
 local args, raws, states = {}, {}, {}
-local pos = 4
+local pos = 2
 for i = 1, n do
-  local count = tonumber(ARGV[pos])
+  local count = packed[pos]
   local a = {}
   for j = 1, count do
-    a[j] = tonumber(ARGV[pos + j])
+    a[j] = packed[pos + j]
   end
   args[i] = a
   pos = pos + count + 1
   local raw = redis.call('GET', KEYS[i])
   raws[i] = raw
   if raw then
-    local state = {}
-    for word in string.gmatch(raw, '%S+') do
-      state[#state + 1] = tonumber(word)
-    end
-    states[i] = state
+    states[i] = numbers(raw)
   else
     states[i] = false
   end
@@ -76,13 +72,7 @@ if all then
     local outcome = outcomes[i]
     local reset_after = outcome[5]
     if reset_after > 0 then
-      local parts = {}
-      for k, value in ipairs(outcome[1]) do
-        -- %.17g round-trips a double exactly, so the next decision sees what Python would.
-        parts[k] = string.format('%.17g', value)
-      end
-      redis.call('SET', KEYS[i], table.concat(parts, ' '),
-        'PX', math.ceil(reset_after * 1000) + slack)
+      store_numbers(KEYS[i], outcome[1], math.ceil(reset_after * 1000) + slack)
     elseif raws[i] then
       redis.call('DEL', KEYS[i])
     end
@@ -95,10 +85,10 @@ else
   end
 end
 
--- One string of 5 numbers per limit, as decide.lua answers for one.
+-- One packed decision per limit, in order, as decide.lua answers for one.
 local parts = {}
 for i = 1, n do
   local o = outcomes[i]
-  parts[i] = string.format('%d %d %d %.17g %.17g', o[2], o[3], o[4], o[5], o[6])
+  parts[i] = struct.pack(DECISION, o[2], o[3], o[4], o[5], o[6])
 end
-return table.concat(parts, ' ')
+return table.concat(parts)

@@ -1,0 +1,73 @@
+"""Rate limiting for ASGI applications: a pure ASGI middleware and a route decorator.
+
+:class:`RateLimitMiddleware` wraps any ASGI 3 application (Starlette, FastAPI,
+Quart, a bare callable) and applies :class:`Rule` s to its HTTP requests. It
+speaks the ASGI protocol directly and imports no framework. Every rule that
+matches a request and yields a key is decided — per-IP and per-key limits stack —
+and the request passes only if all allow it. Allowed responses carry
+``X-RateLimit-*`` and the IETF ``RateLimit-Policy``/``RateLimit`` fields; refused
+requests get a 429 with ``Retry-After`` and an RFC 9457 problem document.
+WebSocket connections can be capped per key, in this process.
+
+:class:`RouteLimiter` puts limits on single Starlette or FastAPI endpoints
+(``@routes.limit("5/minute")``) with the same decisions, headers and 429s; it is
+the one part that needs Starlette (the ``asgi`` extra), and is imported only when
+asked for.
+
+Key functions: :func:`client_ip` (with trusted proxies for ``X-Forwarded-For`` or
+``Forwarded``), :func:`user_key` and :func:`api_key` (hashed: raw keys never reach
+a store or a log; ``validate=`` keeps made-up keys from being keys at all).
+
+The package's modules: ``_types`` (the ASGI types and helpers every buttress ASGI
+component shares), ``_identity`` (key functions), ``_paths`` (path patterns),
+``_rules`` (rules, their joint decision, the headers), ``_middleware`` and
+``_routes``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from buttress.integrations.asgi._identity import (
+    AsyncKeyFunc,
+    KeyFunc,
+    api_key,
+    client_ip,
+    user_key,
+)
+from buttress.integrations.asgi._middleware import RateLimitMiddleware
+from buttress.integrations.asgi._rules import QUOTA_EXCEEDED, Rule
+from buttress.integrations.asgi._types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from buttress.integrations.asgi._routes import RouteLimiter
+
+__all__ = [
+    "QUOTA_EXCEEDED",
+    "ASGIApp",
+    "AsyncKeyFunc",
+    "KeyFunc",
+    "Message",
+    "RateLimitMiddleware",
+    "Receive",
+    "RouteLimiter",
+    "Rule",
+    "Scope",
+    "Send",
+    "api_key",
+    "client_ip",
+    "user_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The route decorator needs Starlette; the middleware must not pull it in.
+    if name == "RouteLimiter":
+        try:
+            from buttress.integrations.asgi._routes import RouteLimiter  # noqa: PLC0415
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.partition(".")[0] != "starlette":
+                raise
+            raise ImportError("RouteLimiter needs Starlette: pip install 'buttress[asgi]'") from exc
+        return RouteLimiter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
