@@ -24,6 +24,8 @@ from buttress.policies.bulkhead._options import BulkheadOptions
 __all__ = ["Bulkhead"]
 
 _deadline = DEADLINE.get
+# The factory of each shape, by the shape's name (a cheaper key than the shape).
+_MADE: dict[str, Callable[..., Callable[..., Any]]] = {}
 
 # Every shape's driver: take a free slot without a lock, or wait in line for one
 # (``wait`` is the sync or the async wait); give it back whatever happens. The
@@ -112,6 +114,7 @@ class Bulkhead(GeneratedDrivers):
         self.clock = clock if clock is MONOTONIC else check_clock(clock)
         self._slots = Slots(options.max_concurrent, options.max_queue)
         self._init_strategy(name, "bulkhead")
+        self._build()
 
     # ------------------------------------------------------------------ introspection
 
@@ -133,7 +136,10 @@ class Bulkhead(GeneratedDrivers):
     # ------------------------------------------------------------------------ drivers
 
     def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
-        make = factory(_DRIVER, shape, ("tokens", "pop", "wait", "release"), label="bulkhead")
+        make = _MADE.get(shape.name)
+        if make is None:
+            params = ("tokens", "pop", "wait", "release")
+            make = _MADE[shape.name] = factory(_DRIVER, shape, params, label="bulkhead")
         wait = self._wait_async if shape.is_async else self._wait
         slots = self._slots
         values = (slots.tokens, slots.tokens.pop, wait, slots.release)

@@ -26,7 +26,7 @@ class TimeoutOptions(Options):
     kind = "timeout"
 
     seconds: float = option(doc="The time limit of one call, in seconds.")
-    mode: TimeoutMode = option(  # noqa: RUF009 - a str, immutable
+    mode: TimeoutMode = option(
         "optimistic",
         doc="How a sync call is timed out: 'optimistic' (the deadline is published and "
         "a late result refused) or 'pessimistic' (the call runs on a worker thread and "

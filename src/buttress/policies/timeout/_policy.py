@@ -99,6 +99,15 @@ _DRIVER = """
     return result
 """
 
+# The factory of each shape, by the shape's name: a Timeout made for one block
+# builds its drivers too, so building them costs no more than it must.
+_MADE: dict[str, Callable[..., Callable[..., Any]]] = {}
+_current_task = asyncio.current_task
+_CancelledError = asyncio.CancelledError
+_get_deadline = DEADLINE.get
+_set_deadline = DEADLINE.set
+_reset_deadline = DEADLINE.reset
+
 _PARAMS = (
     "switches",
     "policy",
@@ -236,10 +245,10 @@ class Timeout(GeneratedDrivers):
         # Each thread runs at most one event loop at a time, so a per-thread cache
         # of the last registry finds the right one without asking for the running
         # loop (see _DRIVER). It keeps the thread's last loop referenced until the
-        # thread uses another. Made with the drivers, on first use
-        # (Strategy.__getattr__): a Timeout made for one block needs neither.
+        # thread uses another.
         self._local: threading.local | None = None
         self._init_strategy(name, "timeout")
+        self._build()
 
     # ------------------------------------------------------------------------ drivers
 
@@ -257,25 +266,28 @@ class Timeout(GeneratedDrivers):
     def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
         if self.mode == "pessimistic" and not shape.is_async:
             return self._pessimistic_driver(shape, target)
-        make = factory(_DRIVER, shape, _PARAMS, {"aio": shape.is_async}, label="timeout")
+        make = _MADE.get(shape.name)
+        if make is None:
+            flags = {"aio": shape.is_async}
+            make = _MADE[shape.name] = factory(_DRIVER, shape, _PARAMS, flags, label="timeout")
         clock = self.clock
         values = (
             SWITCHES,
             self,
-            self._thread_cache(),
+            self._thread_cache() if shape.is_async else None,
             self._registry,
-            asyncio.current_task,
+            _current_task,
             clock.monotonic,
             self.seconds,
             clock,
             self._events,
             _CallExpiry,
-            DEADLINE.get,
-            DEADLINE.set,
-            DEADLINE.reset,
+            _get_deadline,
+            _set_deadline,
+            _reset_deadline,
             publish_nested,
             unmark_timeout_cancel,
-            asyncio.CancelledError,
+            _CancelledError,
             _timed_out,
         )
         return make(*values) if target is None else make(*values, target)
