@@ -129,6 +129,11 @@ def cancelled_by_timeout(exc: BaseException) -> bool:
     Policies inside the ``Timeout`` call it on a ``CancelledError``: true means the
     call timed out (a timeout failure); false, that the caller cancelled it
     (nothing happened). Only meaningful in the task being cancelled.
+
+    A caller's cancellation racing with the timer (both asked before the task ran)
+    is the caller's: the ``Timeout`` lets the ``CancelledError`` through, as
+    :func:`asyncio.timeout` does, so it is false here too — the task has more
+    cancellation requests pending than buttress timeouts made.
     """
     asyncio = sys.modules.get("asyncio")
     if asyncio is None or not _cancelled or not isinstance(exc, asyncio.CancelledError):
@@ -137,4 +142,7 @@ def cancelled_by_timeout(exc: BaseException) -> bool:
         task = asyncio.current_task()
     except RuntimeError:
         return False
-    return task is not None and task in _cancelled
+    if task is None:
+        return False
+    ours = _cancelled.get(task, 0)
+    return ours > 0 and task.cancelling() <= ours

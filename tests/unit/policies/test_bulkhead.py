@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +13,18 @@ import pytest
 
 from buttress.clock import FakeClock
 from buttress.errors import BulkheadFull, ConfigError
-from buttress.events import CallRejected, Event
+from buttress.events import CallRejected, Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies.bulkhead import Bulkhead, _Waiter
+from buttress.policies.bulkhead import Bulkhead, BulkheadOptions
+from buttress.policies.bulkhead._engine import Waiter as _Waiter
 
-from tests.helpers import tick
+from tests.helpers import WatchedClock, tick
+
+
+@pytest.fixture
+def watched() -> WatchedClock:
+    """A clock moved by hand that tells when a thread waits on it."""
+    return WatchedClock()
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -79,6 +88,57 @@ def test_max_wait_without_a_queue_is_a_mistake() -> None:
     assert info.value.path == "max_wait"
 
 
+@pytest.mark.parametrize(
+    "value", [float("-inf"), datetime.timedelta(0), datetime.timedelta(seconds=-2), False]
+)
+def test_max_wait_message_says_what_is_valid(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"max_wait: must be .*seconds") as info:
+        Bulkhead(1, max_queue=1, max_wait=value)
+    assert info.value.path == "max_wait"
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_concurrent", True), ("max_queue", False)])
+def test_counts_are_not_bools(option: str, value: bool) -> None:
+    options: dict[str, Any] = {"max_concurrent": 1, "max_queue": 0, option: value}
+    with pytest.raises(ConfigError, match="must be an integer") as info:
+        Bulkhead(**options)
+    assert info.value.path == option
+
+
+def test_max_wait_accepts_a_timedelta() -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=datetime.timedelta(milliseconds=500))
+    assert bulkhead.max_wait == 0.5
+
+
+def test_options_object() -> None:
+    bulkhead = Bulkhead(3, max_queue=2, max_wait=1, name="db")
+    assert Bulkhead.Options is BulkheadOptions
+    assert bulkhead.options == BulkheadOptions(max_concurrent=3, max_queue=2, max_wait=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bulkhead.options.max_queue = 5  # type: ignore[misc]
+    clock = FakeClock()
+    built = Bulkhead.from_options(bulkhead.options.replace(max_concurrent=5), clock=clock)
+    assert (built.max_concurrent, built.max_queue, built.max_wait) == (5, 2, 1.0)
+    assert (built.available, built.clock) == (5, clock)
+    assert built.name.startswith("bulkhead-")
+    with pytest.raises(ConfigError) as info:
+        Bulkhead.from_options(None)  # type: ignore[arg-type]
+    assert info.value.path == "options"
+
+
+def test_options_from_a_configuration_table() -> None:
+    options = BulkheadOptions.from_mapping(
+        {"max-concurrent": 4, "max_queue": 8, "max_wait": 0.5}, path="p.b"
+    )
+    assert options == BulkheadOptions(max_concurrent=4, max_queue=8, max_wait=0.5)
+    with pytest.raises(ConfigError, match="max_queue") as info:
+        BulkheadOptions.from_mapping({"max_concurrent": 4, "max_wait": 0.5}, path="p.b")
+    assert info.value.path == "p.b.max_wait"
+    with pytest.raises(ConfigError) as info:
+        BulkheadOptions.from_mapping({}, path="p.b")
+    assert info.value.path == "p.b"
+
+
 def test_options_names_and_repr() -> None:
     bulkhead = Bulkhead(3, max_queue=2, max_wait=1, name="db")
     assert (bulkhead.max_concurrent, bulkhead.max_queue, bulkhead.max_wait) == (3, 2, 1.0)
@@ -126,7 +186,7 @@ def test_rejects_when_full_without_a_queue() -> None:
     assert ran == []
     assert info.value.reason == "bulkhead_full"
     assert info.value.name == "api"
-    assert seen == [CallRejected("api", "bulkhead_full")]
+    assert seen == [CallRejected("api", "bulkhead_full", call="list.append")]
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 2)
 
 
@@ -187,12 +247,16 @@ def test_queue_full_rejects_at_once() -> None:
         thread, outcome = start(lambda: bulkhead.call(lambda: "queued"))
         eventually(lambda: bulkhead.queued == 1)
         with pytest.raises(BulkheadFull) as info:
-            bulkhead.call(lambda: "third")
+            bulkhead.call(third)
         assert info.value.reason == "bulkhead_full"
         assert bulkhead.queued == 1
     thread.join(5)
     assert outcome == ["queued"]
-    assert seen == [CallRejected(bulkhead.name, "bulkhead_full")]
+    assert seen == [CallRejected(bulkhead.name, "bulkhead_full", call=call_name(third))]
+
+
+def third() -> str:
+    return "third"
 
 
 def test_sync_waiters_are_served_in_arrival_order() -> None:
@@ -210,32 +274,32 @@ def test_sync_waiters_are_served_in_arrival_order() -> None:
     assert bulkhead.available == 1
 
 
-def test_sync_max_wait_expires(manual_clock: FakeClock) -> None:
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=manual_clock)
+def test_sync_max_wait_expires(watched: WatchedClock) -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=watched)
     seen = recorder(bulkhead)
     ran: list[int] = []
     with bulkhead:
         thread, outcome = start(lambda: bulkhead.call(ran.append, 1))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.999)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.999)
         assert bulkhead.queued == 1
-        manual_clock.advance(0.001)
+        watched.advance(0.001)
         thread.join(5)
         assert bulkhead.queued == 0
     assert ran == []
     assert len(outcome) == 1
     assert isinstance(outcome[0], BulkheadFull)
     assert outcome[0].reason == "queue_timeout"
-    assert seen == [CallRejected(bulkhead.name, "queue_timeout")]
+    assert seen == [CallRejected(bulkhead.name, "queue_timeout", call="list.append")]
     assert (bulkhead.active, bulkhead.available) == (0, 1)
 
 
-def test_sync_waiter_served_before_max_wait(manual_clock: FakeClock) -> None:
-    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=manual_clock)
+def test_sync_waiter_served_before_max_wait(watched: WatchedClock) -> None:
+    bulkhead = Bulkhead(1, max_queue=1, max_wait=2.0, clock=watched)
     with bulkhead:
         thread, outcome = start(lambda: bulkhead.call(lambda: "ran"))
-        eventually(lambda: bulkhead.queued == 1)
-        manual_clock.advance(1.0)
+        eventually(lambda: watched.waiting == 1)
+        watched.advance(1.0)
     thread.join(5)
     assert outcome == ["ran"]
     assert bulkhead.available == 1
@@ -250,7 +314,7 @@ class _GrantThenClock(FakeClock):
         self.then = then
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
-        self.bulkhead_ref[0]._release()
+        self.bulkhead_ref[0]._slots.release()
         if self.then is not None:
             raise self.then
         return False  # timed out, although the slot arrived
@@ -260,7 +324,7 @@ def test_sync_wait_timing_out_as_the_slot_arrives_runs_the_call() -> None:
     ref: list[Bulkhead] = []
     bulkhead = Bulkhead(1, max_queue=1, max_wait=1.0, clock=_GrantThenClock(ref, None))
     ref.append(bulkhead)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     assert bulkhead.call(lambda: "ran") == "ran"
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 1)
 
@@ -271,7 +335,7 @@ def test_sync_wait_interrupted_as_the_slot_arrives_passes_it_on() -> None:
         1, max_queue=2, max_wait=1.0, clock=_GrantThenClock(ref, KeyboardInterrupt())
     )
     ref.append(bulkhead)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     ran: list[int] = []
     with pytest.raises(KeyboardInterrupt):
         bulkhead.call(ran.append, 1)
@@ -307,14 +371,14 @@ def test_a_waiter_that_cannot_be_woken_passes_the_slot_on() -> None:
             return True
 
     bulkhead = Bulkhead(1, max_queue=2)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     deaf, listening = Deaf(), Listening()
-    assert bulkhead._enqueue(deaf)
-    assert bulkhead._enqueue(listening)
-    bulkhead._release()
+    assert bulkhead._slots.enqueue(deaf)
+    assert bulkhead._slots.enqueue(listening)
+    bulkhead._slots.release()
     assert listening.woken
-    assert bulkhead._settle(listening)
-    assert not bulkhead._settle(deaf)
+    assert bulkhead._slots.settle(listening)
+    assert not bulkhead._slots.settle(deaf)
     assert (bulkhead.active, bulkhead.queued) == (1, 0)
 
 
@@ -355,7 +419,7 @@ async def test_async_rejects_when_full() -> None:
         with pytest.raises(BulkheadFull) as info:
             await bulkhead.acall(tick)
     assert info.value.reason == "bulkhead_full"
-    assert seen == [CallRejected("q", "bulkhead_full")]
+    assert seen == [CallRejected("q", "bulkhead_full", call="tests.helpers.tick")]
 
 
 async def test_async_waiters_are_served_in_arrival_order() -> None:
@@ -402,7 +466,7 @@ async def test_async_max_wait_expires(manual_clock: FakeClock) -> None:
             await task
         assert bulkhead.queued == 0
     assert info.value.reason == "queue_timeout"
-    assert seen == [CallRejected(bulkhead.name, "queue_timeout")]
+    assert seen == [CallRejected(bulkhead.name, "queue_timeout", call="tests.helpers.tick")]
     assert (bulkhead.active, bulkhead.available) == (0, 1)
 
 
@@ -572,9 +636,58 @@ async def _append(target: list[str], value: str) -> None:
     target.append(value)
 
 
+def test_tasks_queue_on_successive_loops_of_one_thread() -> None:
+    bulkhead = Bulkhead(1, max_queue=1)
+    order: list[str] = []
+
+    async def main(label: str) -> None:
+        async with bulkhead:
+            task = asyncio.create_task(bulkhead.acall(_append, order, label))
+            await tick()
+            assert bulkhead.queued == 1
+        await task
+
+    asyncio.run(main("first loop"))
+    asyncio.run(main("second loop"))  # the thread's loop changed: its waiter knows
+    assert order == ["first loop", "second loop"]
+
+
+def test_a_loop_this_thread_ran_before_and_another_thread_runs_now() -> None:
+    # The waiter's loop is remembered per thread; a loop that ran here before and
+    # is now running a task in another thread must not be taken for this one's.
+    bulkhead = Bulkhead(1, max_queue=2)
+
+    async def queue_one() -> list[str]:
+        order: list[str] = []
+        async with bulkhead:
+            task = asyncio.create_task(bulkhead.acall(_append, order, "queued"))
+            await tick()
+            assert bulkhead.queued == 1
+        await task
+        return order
+
+    moved = asyncio.new_event_loop()
+    assert moved.run_until_complete(queue_one()) == ["queued"]  # remembered here
+    in_step, release = threading.Event(), threading.Event()
+
+    async def hold_a_step() -> None:
+        in_step.set()
+        release.wait(5)  # blocks its loop mid-step: it has a current task
+
+    other = threading.Thread(target=moved.run_until_complete, args=(hold_a_step(),))
+    other.start()
+    assert in_step.wait(5)
+    try:
+        assert asyncio.run(queue_one()) == ["queued"]  # on a loop of its own
+    finally:
+        release.set()
+        other.join(5)
+        moved.close()
+
+
 def test_slot_handed_to_a_task_on_a_closed_loop_is_passed_on() -> None:
     bulkhead = Bulkhead(1, max_queue=2)
-    assert bulkhead._try_acquire()
+    assert bulkhead._slots.try_acquire()
     loop = asyncio.new_event_loop()
 
     async def queue_and_abandon() -> None:
@@ -586,7 +699,7 @@ def test_slot_handed_to_a_task_on_a_closed_loop_is_passed_on() -> None:
     loop.close()  # under its pending task, as a crashed thread would leave it
     thread, outcome = start(lambda: bulkhead.call(lambda: "runs"))
     eventually(lambda: bulkhead.queued == 2)
-    bulkhead._release()
+    bulkhead._slots.release()
     thread.join(5)
     assert outcome == ["runs"]
     assert (bulkhead.active, bulkhead.queued, bulkhead.available) == (0, 0, 1)

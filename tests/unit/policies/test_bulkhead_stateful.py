@@ -12,7 +12,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from buttress.policies.bulkhead import Bulkhead, _Waiter
+from buttress.policies.bulkhead import Bulkhead
+from buttress.policies.bulkhead._engine import Waiter as _Waiter
 
 
 class _Recorder(_Waiter):
@@ -48,13 +49,13 @@ class BulkheadMachine(RuleBasedStateMachine):
 
     @rule()
     def arrive(self) -> None:
-        if self.bulkhead._try_acquire():
+        if self.bulkhead._slots.try_acquire():
             assert self._held() < self.max_concurrent
             self.running += 1
             return
         assert self._held() == self.max_concurrent
         waiter = _Recorder()
-        if self.bulkhead._enqueue(waiter):
+        if self.bulkhead._slots.enqueue(waiter):
             assert len(self.queue) < self.max_queue
             assert not waiter.granted
             self.queue.append(waiter)
@@ -64,7 +65,7 @@ class BulkheadMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.running > 0)
     @rule()
     def finish(self) -> None:
-        self.bulkhead._release()
+        self.bulkhead._slots.release()
         self.running -= 1
         self._expect_hand_over()
 
@@ -82,8 +83,8 @@ class BulkheadMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
         waiter = data.draw(st.sampled_from(self.handed))
-        assert self.bulkhead._settle(waiter)
-        assert not self.bulkhead._settle(waiter)  # a grant is claimed once
+        assert self.bulkhead._slots.settle(waiter)
+        assert not self.bulkhead._slots.settle(waiter)  # a grant is claimed once
         self.handed.remove(waiter)
         self.running += 1
 
@@ -91,8 +92,8 @@ class BulkheadMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancelled_as_handed(self, data: st.DataObject) -> None:
         waiter = data.draw(st.sampled_from(self.handed))
-        assert self.bulkhead._settle(waiter)
-        self.bulkhead._release()  # what a cancelled task does: pass it on
+        assert self.bulkhead._slots.settle(waiter)
+        self.bulkhead._slots.release()  # what a cancelled task does: pass it on
         self.handed.remove(waiter)
         self._expect_hand_over()
 
@@ -100,7 +101,7 @@ class BulkheadMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def give_up(self, data: st.DataObject) -> None:
         waiter = data.draw(st.sampled_from(self.queue))
-        assert not self.bulkhead._settle(waiter)
+        assert not self.bulkhead._slots.settle(waiter)
         self.queue.remove(waiter)
 
     @invariant()
@@ -114,7 +115,7 @@ class BulkheadMachine(RuleBasedStateMachine):
     def counters_match_the_model(self) -> None:
         assert self.bulkhead.active == self._held()
         assert self.bulkhead.queued == len(self.queue)
-        assert list(self.bulkhead._waiters) == self.queue
+        assert list(self.bulkhead._slots.waiters) == self.queue
 
     @invariant()
     def nobody_waits_beside_a_free_slot(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
+import datetime
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,13 +15,14 @@ import pytest
 
 from buttress.clock import MONOTONIC, FakeClock
 from buttress.errors import BulkheadFull, ConfigError, TimeoutExceeded
-from buttress.events import Event
+from buttress.events import Event, call_name
 from buttress.pipeline import Pipeline
-from buttress.policies import timeout as timeout_module
 from buttress.policies.bulkhead import Bulkhead
 from buttress.policies.timeout import (
     Timeout,
     TimeoutOccurred,
+    TimeoutOptions,
+    _workers,
     remaining,
     set_pessimistic_workers,
 )
@@ -75,6 +78,53 @@ def test_options_names_and_repr() -> None:
     assert Timeout(1).mode == "optimistic"
 
 
+@pytest.mark.parametrize(
+    "value", [datetime.timedelta(0), datetime.timedelta(seconds=-1), -0.5, float("-inf")]
+)
+def test_seconds_message_says_what_is_valid(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"seconds: must be a finite number of seconds > 0"):
+        Timeout(value)
+
+
+def test_seconds_accepts_a_timedelta() -> None:
+    timeout = Timeout(datetime.timedelta(milliseconds=250))
+    assert timeout.seconds == 0.25
+    assert timeout.options.seconds == 0.25
+
+
+def test_options_object() -> None:
+    timeout = Timeout(2, mode="pessimistic", name="db")
+    assert Timeout.Options is TimeoutOptions
+    assert timeout.options == TimeoutOptions(seconds=2.0, mode="pessimistic")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        timeout.options.seconds = 3.0  # type: ignore[misc]
+    clock = FakeClock()
+    built = Timeout.from_options(timeout.options.replace(seconds=5), name="again", clock=clock)
+    assert (built.seconds, built.mode, built.name) == (5.0, "pessimistic", "again")
+    assert built.clock is clock
+    assert Timeout.from_options(TimeoutOptions(seconds=1)).name.startswith("timeout-")
+    with pytest.raises(ConfigError) as info:
+        Timeout.from_options({"seconds": 1})  # type: ignore[arg-type]
+    assert info.value.path == "options"
+
+
+def test_options_from_a_configuration_table() -> None:
+    options = TimeoutOptions.from_mapping({"seconds": 2, "mode": "pessimistic"}, path="p.t")
+    assert options == TimeoutOptions(seconds=2.0, mode="pessimistic")
+    with pytest.raises(ConfigError) as info:
+        TimeoutOptions.from_mapping({"seconds": -1}, path="p.t")
+    assert info.value.path == "p.t.seconds"
+    with pytest.raises(ConfigError, match="valid keys: seconds, mode") as info:
+        TimeoutOptions.from_mapping({"second": 1}, path="p.t")
+    assert info.value.path == "p.t.second"
+
+
+def test_clock_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        Timeout(1, clock="monotonic")  # type: ignore[arg-type]
+    assert info.value.path == "clock"
+
+
 def test_remaining_is_none_outside_any_timeout() -> None:
     assert remaining() is None
 
@@ -111,7 +161,7 @@ async def test_async_cancels_the_call_at_the_deadline(manual_clock: FakeClock) -
     assert (info.value.name, info.value.timeout) == ("slow", 1.0)
     assert isinstance(info.value.__cause__, asyncio.CancelledError)
     assert hang.cancelled == 1
-    assert seen == [TimeoutOccurred("slow", 1.0)]
+    assert seen == [TimeoutOccurred("slow", 1.0, call=call_name(hang))]
     assert task.cancelling() == 0
 
 
@@ -234,7 +284,7 @@ async def test_same_timeout_reentered_by_one_task(manual_clock: FakeClock) -> No
     with pytest.raises(TimeoutExceeded):
         await task
     assert hang.cancelled == 1
-    assert seen == [TimeoutOccurred("rec", 1.0)]
+    assert seen == [TimeoutOccurred("rec", 1.0, call=call_name(recurse))]
     assert timeout._local.registry.entries == {}
 
 
@@ -366,6 +416,46 @@ def test_one_timeout_used_by_successive_and_parallel_loops() -> None:
     assert results == ["ok"] * 4
 
 
+def test_a_loop_this_thread_ran_before_and_another_thread_runs_now(
+    manual_clock: FakeClock,
+) -> None:
+    # The registry is remembered per thread; a loop that ran here before and is now
+    # running a task in another thread must not be taken for this thread's loop
+    # (its task would be watched, and cancelled, instead of ours).
+    timeout = Timeout(1.0, clock=manual_clock)
+    moved = asyncio.new_event_loop()
+    assert moved.run_until_complete(timeout.acall(_echo, "remembered here")) == "remembered here"
+    in_step, release = threading.Event(), threading.Event()
+    survived: list[bool] = []
+
+    async def hold_a_step() -> None:
+        in_step.set()
+        release.wait(5)  # blocks its loop mid-step: it has a current task
+        await asyncio.sleep(0)  # a cancellation meant for another task would land here
+        survived.append(True)
+
+    other = threading.Thread(target=moved.run_until_complete, args=(hold_a_step(),))
+    other.start()
+    assert in_step.wait(5)
+
+    async def here() -> bool:
+        task = asyncio.create_task(timeout.acall(Hang()))
+        await tick()
+        manual_clock.advance(1.0)
+        await tick()
+        done = task.done()
+        task.cancel()
+        return done and isinstance(task.exception(), TimeoutExceeded)
+
+    try:
+        assert asyncio.run(here())  # our call timed out
+    finally:
+        release.set()
+        other.join(5)
+        moved.close()
+    assert survived == [True]  # and the other thread's task was left alone
+
+
 # ------------------------------------------------------------------------ optimistic
 
 
@@ -389,7 +479,7 @@ def test_sync_late_return_raises_and_discards_the_result(clock: FakeClock) -> No
         timeout.call(slow)
     assert (info.value.name, info.value.timeout) == ("late", 1.0)
     assert effects == ["written"]  # the side effect happened all the same
-    assert seen == [TimeoutOccurred("late", 1.0)]
+    assert seen == [TimeoutOccurred("late", 1.0, call=call_name(slow))]
 
 
 def test_sync_exactly_at_the_deadline_is_too_late(clock: FakeClock) -> None:
@@ -467,7 +557,7 @@ def test_sync_decorator_and_method(clock: FakeClock) -> None:
 
 @pytest.fixture
 def small_pool() -> Iterator[None]:
-    previous = timeout_module._pool_workers
+    previous = _workers._max_workers
     set_pessimistic_workers(2)
     yield
     set_pessimistic_workers(previous)
@@ -516,7 +606,7 @@ def test_pessimistic_abandons_a_hung_call(manual_clock: FakeClock) -> None:
     with ticking(manual_clock), pytest.raises(TimeoutExceeded) as info:
         timeout.call(hung)
     assert info.value.name == "hung"
-    assert seen == [TimeoutOccurred("hung", 1.0)]
+    assert seen == [TimeoutOccurred("hung", 1.0, call=call_name(hung))]
     assert started.is_set()
     assert not finished.is_set()  # abandoned, still running in the background
     release.set()
@@ -562,12 +652,12 @@ def test_pessimistic_pool_size_is_checked_and_replaced() -> None:
             set_pessimistic_workers(bad)  # type: ignore[arg-type]
         assert info.value.path == "max_workers"
     set_pessimistic_workers(3)
-    pool = timeout_module._executor()
-    assert pool._max_workers == 3
-    assert timeout_module._executor() is pool
+    pool = _workers.pool()
+    assert pool.max_workers == 3
+    assert _workers.pool() is pool
     set_pessimistic_workers(4)
-    assert timeout_module._executor() is not pool
-    assert timeout_module._executor()._max_workers == 4
+    assert _workers.pool() is not pool
+    assert _workers.pool().max_workers == 4
 
 
 async def test_pessimistic_mode_cancels_async_calls(manual_clock: FakeClock) -> None:
