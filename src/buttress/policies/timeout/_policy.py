@@ -11,7 +11,7 @@ from typing import Any, ClassVar, NoReturn
 from buttress._codegen import Shape, factory
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
 from buttress._events import call_name
-from buttress._strategy import GeneratedDrivers, SyncRunner, invoke
+from buttress._strategy import AsyncRunner, GeneratedDrivers, SyncRunner, invoke, invoke_async
 from buttress._switches import SWITCHES
 from buttress._validate import check_clock
 from buttress.clock import MONOTONIC, Clock, TimerHandle
@@ -207,7 +207,7 @@ class Timeout(GeneratedDrivers):
     Emits :class:`TimeoutOccurred` whenever it raises ``TimeoutExceeded``.
     """
 
-    __slots__ = ("_local", "clock", "mode", "options", "seconds")
+    __slots__ = ("_built_async", "_built_sync", "_local", "clock", "mode", "options", "seconds")
 
     Options: ClassVar[type[TimeoutOptions]] = TimeoutOptions
 
@@ -215,6 +215,8 @@ class Timeout(GeneratedDrivers):
     seconds: float
     mode: TimeoutMode
     clock: Clock
+    _built_sync: SyncRunner
+    _built_async: AsyncRunner
 
     def __init__(
         self,
@@ -248,7 +250,35 @@ class Timeout(GeneratedDrivers):
         # thread uses another.
         self._local: threading.local | None = None
         self._init_strategy(name, "timeout")
-        self._build()
+        # No _build(): a Timeout made per block (``async with Timeout(2.0):``, as one
+        # writes asyncio.timeout) never needs its call runners; they are built on
+        # the first call() / acall() (the properties below).
+
+    @property  # a lazily built runner, where Strategy has a slot
+    def _sync(self) -> SyncRunner:
+        try:
+            return self._built_sync
+        except AttributeError:
+            runner: SyncRunner = self._sync_runner(invoke)
+            self._built_sync = runner
+            return runner
+
+    @_sync.setter
+    def _sync(self, runner: SyncRunner) -> None:
+        self._built_sync = runner
+
+    @property
+    def _async(self) -> AsyncRunner:
+        try:
+            return self._built_async
+        except AttributeError:
+            runner: AsyncRunner = self._async_runner(invoke_async)
+            self._built_async = runner
+            return runner
+
+    @_async.setter
+    def _async(self, runner: AsyncRunner) -> None:
+        self._built_async = runner
 
     # ------------------------------------------------------------------------ drivers
 
