@@ -350,6 +350,10 @@ class FixedWindow(_Algorithm):
         limit = self.limit
         period = self.period
         index: float = _floor(now / period)
+        if (index + 1) * period <= now:
+            # The division rounded down across a window's end: the window that
+            # ends at (index + 1) * period is over (reset_after ends exactly there).
+            index += 1
         count = 0.0
         if state is not None:
             old_index, old_count = state
@@ -423,6 +427,10 @@ class SlidingWindow(_Algorithm):
         limit = self.limit
         period = self.period
         index: float = _floor(now / period)
+        if (index + 1) * period <= now:
+            # The division rounded down across a window's end: the window that
+            # ends at (index + 1) * period is over (reset_after ends exactly there).
+            index += 1
         previous = 0.0
         current = 0.0
         if state is not None:
@@ -516,6 +524,8 @@ reset_after = tat - now
 
 _FIXED_WINDOW_TWIN = """\
 index = floor(now / period)
+if (index + 1) * period <= now:
+    index += 1
 count = 0.0
 if state is not None:
     old_index, old_count = state
@@ -531,6 +541,8 @@ reset_after = (index + 1) * period - now if count > 0 else 0.0
 
 _SLIDING_WINDOW_TWIN = """\
 index = floor(now / period)
+if (index + 1) * period <= now:
+    index += 1
 previous = 0.0
 current = 0.0
 if state is not None:

@@ -322,3 +322,20 @@ def test_windows_match_the_reference_model(algorithm: Any, steps: list[tuple[flo
     for now, cost in timeline(steps):
         state, d = algorithm.decide(state, now, cost)
         assert (d.allowed, d.remaining) == model.decide(now, cost)
+
+
+@pytest.mark.parametrize("kind", [FixedWindow, SlidingWindow])
+def test_a_window_ends_where_reset_after_says_despite_rounding(kind: Any) -> None:
+    # 1021 + reset_after lands exactly on fl(113 * period), but fl(113 * period) / period
+    # rounds to 112.999...: the window index must not be read from the division alone,
+    # or a state kept until its reset_after would still be "full" (found by hypothesis).
+    algorithm = kind(limit=1, period=9.114373655085739)
+    state, decision = algorithm.decide(None, 1021.0, 1)
+    later = 1021.0 + decision.reset_after
+    if kind is FixedWindow:
+        assert later == 113 * algorithm.period
+    _, kept = algorithm.decide(state, later, 1)
+    _, fresh = algorithm.decide(None, later, 1)
+    assert kept.allowed == fresh.allowed
+    assert kept.remaining == fresh.remaining
+    assert kept.reset_after == pytest.approx(fresh.reset_after, abs=1e-6)

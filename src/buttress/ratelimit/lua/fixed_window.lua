@@ -3,6 +3,10 @@
 local function decide(state, now, cost, args)
   local limit, period = args[1], args[2]
   local index = math.floor(now / period)
+  if (index + 1) * period <= now then
+    -- the division rounded down across a window's end: that window is over
+    index = index + 1
+  end
   local count = 0
   if state ~= nil and state[1] >= index then
     index = state[1]
