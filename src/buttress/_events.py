@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["CallRejected", "Emitter", "Event", "Listener", "call_name", "subscribe"]
+__all__ = ["CallRejected", "Emitter", "Event", "Listener", "call_name", "logger", "subscribe"]
 
 E = TypeVar("E", bound="Event")
 
@@ -128,9 +128,7 @@ class Emitter:
             try:
                 listener(event)
             except Exception:
-                import logging  # noqa: PLC0415 - only when a listener fails
-
-                logging.getLogger("buttress.events").exception(
+                logger("buttress.events").exception(
                     "buttress event listener %r failed on %r", listener, event
                 )
 
@@ -146,3 +144,14 @@ def call_name(fn: object) -> str:
         target = type(fn)
     module = getattr(target, "__module__", None)
     return f"{module}.{qualname}" if isinstance(module, str) and module else qualname
+
+
+def logger(name: str) -> Any:
+    """``logging.getLogger(name)``, importing :mod:`logging` only when something is logged.
+
+    buttress logs rarely (an outage, a failing listener); importing :mod:`logging` up
+    front would cost every ``import buttress``.
+    """
+    import logging  # noqa: PLC0415 - see the docstring
+
+    return logging.getLogger(name)

@@ -14,8 +14,8 @@ mistake, not ``1``.
 
 from __future__ import annotations
 
-import datetime
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -35,8 +35,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-_timedelta = datetime.timedelta
-
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -54,8 +52,9 @@ def check_seconds(
     ``positive`` also refuses zero; ``infinite`` allows ``math.inf`` (meaning "no
     limit").
     """
-    if isinstance(value, _timedelta):
-        seconds = value.total_seconds()
+    datetime = sys.modules.get("datetime")  # not imported: no timedelta can exist
+    if datetime is not None and isinstance(value, datetime.timedelta):
+        seconds = float(value.total_seconds())
     elif _is_number(value):
         seconds = float(value)  # type: ignore[arg-type]  # a number, checked just above
     else:

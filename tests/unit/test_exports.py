@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import buttress
@@ -26,12 +28,32 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_no_public_name_is_left_out_of_all() -> None:
+    # The façade imports its names on first use: every lazy name is exported, and
+    # nothing public is defined beside them.
     public = {
         name
         for name, value in vars(buttress).items()
         if not name.startswith("_") and not inspect.ismodule(value)
     }
-    assert public - {"annotations"} == set(buttress.__all__)
+    assert public - {"annotations", "TYPE_CHECKING", "Any"} <= set(buttress.__all__)
+    assert set(buttress._HOMES) == set(buttress.__all__)
+
+
+def test_names_come_from_where_the_type_checker_sees_them() -> None:
+    # The TYPE_CHECKING imports and the lazy table must agree (one list, two uses).
+    source = (ROOT / "src" / "buttress" / "__init__.py").read_text()
+    block = source.split("if TYPE_CHECKING:", 1)[1].split("__version__", 1)[0]
+    for name, home in buttress._HOMES.items():
+        assert re.search(rf"from {re.escape(home)} import[^;]*\b{name}\b", block, re.S), name
+        assert getattr(buttress, name) is getattr(__import__(home, fromlist=[name]), name)
+
+
+def test_import_buttress_imports_no_submodule() -> None:
+    code = "import buttress, sys; print(sorted(m for m in sys.modules if m.startswith('buttress')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['buttress']"
 
 
 def test_every_exported_name_is_documented() -> None:

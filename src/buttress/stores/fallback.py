@@ -24,13 +24,13 @@ yourself, choose them.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from buttress._events import logger
 from buttress._validate import check_clock, check_name, check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError, is_transient
@@ -48,8 +48,6 @@ from buttress.stores.base import (
 from buttress.stores.memory import MemoryStore
 
 __all__ = ["FallbackStore", "StoreFellBack", "StoreRecovered", "is_outage"]
-
-_log = logging.getLogger("buttress.stores")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +172,7 @@ class FallbackStore(StoreBase):
                 return
             self.degraded = True
             self._down_since = now
-        _log.warning(
+        logger("buttress.stores").warning(
             "store %r: %r failed, answering from %r until it recovers (probing every %g s): %s",
             self.name,
             self.primary.name,
@@ -197,7 +195,7 @@ class FallbackStore(StoreBase):
                 return  # another thread recovered first and reported it
             self.degraded = False
             down_for = now - self._down_since
-        _log.info(
+        logger("buttress.stores").info(
             "store %r: %r recovered after %.3g s down, answering from it again",
             self.name,
             self.primary.name,

@@ -13,14 +13,17 @@ or a slot has to be handed to a queued one.
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Slots", "TaskWaiter", "ThreadWaiter", "Waiter", "resolve"]
 
 _get_ident = threading.get_ident
-_current_task = asyncio.current_task
 _home = threading.local()  # (loop, thread id) this thread's last task waited on
 
 
@@ -71,14 +74,19 @@ class TaskWaiter(Waiter):
         # good part of a contended call. So this thread's loop is kept, and checked:
         # asyncio's loops note the thread they run in; another loop is taken to run
         # here while it runs a task (one loop at a time per thread).
+        # (asyncio itself is loaded by then — a task is waiting — but not imported by
+        # this module, so that importing buttress does not import asyncio.)
         try:
             loop, thread = _home.last
         except AttributeError:
-            loop, thread = _home.last = (asyncio.get_running_loop(), _get_ident())
+            aio = sys.modules["asyncio"]
+            loop, thread = _home.last = (aio.get_running_loop(), _get_ident())
         else:
             runs_in = getattr(loop, "_thread_id", None)
-            if runs_in != thread and (runs_in is not None or _current_task(loop) is None):
-                loop, thread = _home.last = (asyncio.get_running_loop(), _get_ident())
+            if runs_in != thread:
+                aio = sys.modules["asyncio"]
+                if runs_in is not None or aio.current_task(loop) is None:
+                    loop, thread = _home.last = (aio.get_running_loop(), _get_ident())
         self.loop = loop
         self.thread = thread
         self.future: asyncio.Future[None] = loop.create_future()

@@ -19,14 +19,26 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ._events import CircuitState, CircuitStateChanged
-from ._hub import BreakerHub, BreakerSync
 from ._options import CircuitOptions, ExceptionFilter
 from ._policy import CircuitBreaker
-from ._store import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
 from ._window import CircuitMetrics
 
 if TYPE_CHECKING:
+    from ._hub import BreakerHub, BreakerSync
     from ._redis_store import RedisBreakerStore
+    from ._store import BreakerConfig, BreakerReply, BreakerReport, BreakerStore
+
+# Sharing breakers across processes is loaded when first asked for: a local breaker
+# never needs the hub's thread machinery, the stores or redis.
+_LAZY = {
+    "BreakerHub": "._hub",
+    "BreakerSync": "._hub",
+    "RedisBreakerStore": "._redis_store",
+    "BreakerConfig": "._store",
+    "BreakerReply": "._store",
+    "BreakerReport": "._store",
+    "BreakerStore": "._store",
+}
 
 __all__ = [
     "BreakerConfig",
@@ -46,6 +58,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RedisBreakerStore":  # it imports redis: loaded only when asked for
-        return import_module("._redis_store", __name__).RedisBreakerStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value
+    return value

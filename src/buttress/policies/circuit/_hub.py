@@ -24,10 +24,8 @@ Tests drive it by hand: ``background=False`` starts no thread, and
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-import uuid
 import warnings
 import weakref
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal
 
+from buttress._events import logger
 from buttress._validate import check_clock, check_seconds
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
@@ -47,7 +46,6 @@ from ._store import BreakerStore
 
 __all__ = ["BreakerHub", "BreakerSync", "warn_deprecated"]
 
-_log = logging.getLogger("buttress.circuit")
 
 DEFAULT_INTERVAL = 0.1
 
@@ -186,7 +184,7 @@ class BreakerHub:
         self._store: BreakerStore = store
         self.name = name
         self.background = bool(background)
-        self.owner = uuid.uuid4().hex
+        self.owner = os.urandom(16).hex()
         """This hub's identity in the store (who holds a trial lease)."""
         self.degraded = False
         self._down_since = 0.0
@@ -284,7 +282,7 @@ class BreakerHub:
             return
         self.degraded = True
         self._down_since = self._clock.monotonic()
-        _log.warning(
+        logger("buttress.circuit").warning(
             "breaker hub %r: store %r failed, the breakers decide alone until it is back: %s",
             self.name,
             getattr(self._store, "name", "?"),
@@ -298,7 +296,7 @@ class BreakerHub:
             return
         self.degraded = False
         down_for = self._clock.monotonic() - self._down_since
-        _log.info(
+        logger("buttress.circuit").info(
             "breaker hub %r: store %r is back after %.3g s, the breakers share again",
             self.name,
             getattr(self._store, "name", "?"),
@@ -320,7 +318,7 @@ class BreakerHub:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
-        self.owner = uuid.uuid4().hex
+        self.owner = os.urandom(16).hex()
         self.degraded = False
         engines = self._live()
         for engine in engines:
@@ -335,7 +333,7 @@ class BreakerHub:
             try:
                 self._exchange(everyone=False)
             except Exception:  # a bug must not silently end the sharing
-                _log.exception("buttress breaker hub %r failed", self.name)
+                logger("buttress.circuit").exception("buttress breaker hub %r failed", self.name)
             wait(wake, interval)
 
     # ---------------------------------------------------------------- lifecycle

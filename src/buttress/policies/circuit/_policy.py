@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from functools import cache
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from buttress._codegen import Shape, factory
 from buttress._outcome import _PLAIN, OnErrors
@@ -42,10 +42,12 @@ from buttress.errors import ConfigError
 
 from ._engine import CircuitEngine, past_deadline
 from ._events import CircuitState
-from ._hub import BreakerHub, warn_deprecated
 from ._options import CircuitOptions, ExceptionFilter
 from ._shared import SharedCircuitEngine
 from ._window import CircuitMetrics
+
+if TYPE_CHECKING:
+    from ._hub import BreakerHub
 
 __all__ = ["CircuitBreaker"]
 
@@ -215,6 +217,8 @@ class CircuitBreaker(GeneratedDrivers):
         ``name``: it is the shared key. ``sync=`` is the deprecated name of ``hub=``.
         """
         if sync is not None:
+            from ._hub import warn_deprecated  # noqa: PLC0415 - sharing is loaded on use
+
             warn_deprecated("CircuitBreaker(sync=...)", "CircuitBreaker(hub=...)")
             if hub is not None:
                 raise ConfigError("give hub (or its former name sync), not both", path="sync")
@@ -260,6 +264,8 @@ class CircuitBreaker(GeneratedDrivers):
     ) -> None:
         check_clock(clock)
         if hub is not None:
+            from ._hub import BreakerHub  # noqa: PLC0415 - sharing is loaded on use
+
             if not isinstance(hub, BreakerHub):
                 raise ConfigError(f"must be a BreakerHub, got {hub!r}", path="hub")
             if name is None:
@@ -317,6 +323,8 @@ class CircuitBreaker(GeneratedDrivers):
     @property
     def sync(self) -> BreakerHub | None:
         """Deprecated: the former name of :attr:`hub`."""
+        from ._hub import warn_deprecated  # noqa: PLC0415
+
         warn_deprecated("CircuitBreaker.sync", "CircuitBreaker.hub")
         return self._hub
 

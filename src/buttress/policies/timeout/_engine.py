@@ -11,10 +11,12 @@ entered once each and watch their task with a timer of their own instead.)
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel
 from buttress.clock import Clock, TimerHandle

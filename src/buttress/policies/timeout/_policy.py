@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+if TYPE_CHECKING:
+    import asyncio
 
 from buttress._codegen import Shape, factory
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
@@ -102,8 +104,15 @@ _DRIVER = """
 # The factory of each shape, by the shape's name: a Timeout made for one block
 # builds its drivers too, so building them costs no more than it must.
 _MADE: dict[str, Callable[..., Callable[..., Any]]] = {}
-_current_task = asyncio.current_task
-_CancelledError = asyncio.CancelledError
+
+
+def _asyncio() -> Any:
+    """The asyncio module, imported on first use (a sync program never needs it)."""
+    import asyncio  # noqa: PLC0415 - loaded once an async call or block is made
+
+    return asyncio
+
+
 _get_deadline = DEADLINE.get
 _set_deadline = DEADLINE.set
 _reset_deadline = DEADLINE.reset
@@ -289,7 +298,7 @@ class Timeout(GeneratedDrivers):
         return local
 
     def _registry(self) -> Registry:
-        registry = Registry(asyncio.get_running_loop(), self.clock)
+        registry = Registry(_asyncio().get_running_loop(), self.clock)
         self._thread_cache().registry = registry
         return registry
 
@@ -301,12 +310,14 @@ class Timeout(GeneratedDrivers):
             flags = {"aio": shape.is_async}
             make = _MADE[shape.name] = factory(_DRIVER, shape, _PARAMS, flags, label="timeout")
         clock = self.clock
+        # asyncio is imported by the first async driver, never by importing buttress.
+        aio = _asyncio() if shape.is_async else None
         values = (
             SWITCHES,
             self,
             self._thread_cache() if shape.is_async else None,
             self._registry,
-            _current_task,
+            None if aio is None else aio.current_task,
             clock.monotonic,
             self.seconds,
             clock,
@@ -317,7 +328,7 @@ class Timeout(GeneratedDrivers):
             _reset_deadline,
             publish_nested,
             unmark_timeout_cancel,
-            _CancelledError,
+            None if aio is None else aio.CancelledError,
             _timed_out,
         )
         return make(*values) if target is None else make(*values, target)
@@ -397,7 +408,7 @@ class Timeout(GeneratedDrivers):
     async def __aenter__(self) -> Timeout:
         block = _Block(self, _BLOCKS.get())
         if not SWITCHES.no_timeouts:
-            task = asyncio.current_task()
+            task = _asyncio().current_task()
             if task is None:
                 raise RuntimeError("async with Timeout(...) must run inside an asyncio task")
             seconds = self.seconds
@@ -427,7 +438,7 @@ class Timeout(GeneratedDrivers):
         # The timer cancelled this block's task: a timeout, unless somebody else
         # asked for a cancellation meanwhile (then theirs goes on).
         unmark_timeout_cancel(task)
-        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        cancelled = exc_type is not None and issubclass(exc_type, _asyncio().CancelledError)
         if task.uncancel() <= block.cancelling and cancelled:
             _timed_out(self, None, exc)
 
