@@ -302,19 +302,10 @@ class GCRA(_Algorithm):
         return f"GCRA(rate={self.rate!r}, period={self.period!r}, burst={self.burst!r})"
 
 
-class FixedWindow(_Algorithm):
-    """At most ``limit`` per window of ``period`` seconds, windows aligned on the clock.
-
-    Windows start at multiples of ``period`` of the store's time (the Redis server's
-    epoch seconds by default, so a 60 s window is a clock minute). Simple and
-    cheap, but allows up to twice ``limit`` across a window boundary; see
-    :class:`SlidingWindow`. State: ``(window index, count)``.
-    """
+class _Window(_Algorithm):
+    """What the two window algorithms share: ``limit`` per ``period`` seconds."""
 
     __slots__ = ("limit", "period")
-
-    name = "fw"
-    _lua_file = "fixed_window"
 
     limit: int
     period: float
@@ -338,12 +329,28 @@ class FixedWindow(_Algorithm):
         """``(limit, period)`` for the Lua twin."""
         return (self.limit, self.period)
 
+    def _twin_names(self) -> dict[str, Any]:
+        return {"limit": self.limit, "period": self.period, "floor": _floor}
+
+
+class FixedWindow(_Window):
+    """At most ``limit`` per window of ``period`` seconds, windows aligned on the clock.
+
+    Windows start at multiples of ``period`` of the store's time (the Redis server's
+    epoch seconds by default, so a 60 s window is a clock minute). Simple and
+    cheap, but allows up to twice ``limit`` across a window boundary; see
+    :class:`SlidingWindow`. State: ``(window index, count)``.
+    """
+
+    __slots__ = ()
+
+    name = "fw"
+    _lua_file = "fixed_window"
+
     @property
     def allow_twin(self) -> AllowTwin:
         """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
-        return AllowTwin(
-            _FIXED_WINDOW_TWIN, {"limit": self.limit, "period": self.period, "floor": _floor}
-        )
+        return AllowTwin(_FIXED_WINDOW_TWIN, self._twin_names())
 
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Count ``cost`` against the current window if it still fits in ``limit``."""
@@ -378,7 +385,7 @@ class FixedWindow(_Algorithm):
         return f"FixedWindow(limit={self.limit!r}, period={self.period!r})"
 
 
-class SlidingWindow(_Algorithm):
+class SlidingWindow(_Window):
     """At most ``limit`` per sliding ``period``, estimated from two fixed-window counters.
 
     The count of the previous window is weighted by how much of it the sliding
@@ -387,40 +394,15 @@ class SlidingWindow(_Algorithm):
     ``(window index, previous count, current count)``.
     """
 
-    __slots__ = ("limit", "period")
+    __slots__ = ()
 
     name = "sw"
     _lua_file = "sliding_window"
 
-    limit: int
-    period: float
-
-    def __init__(self, limit: int, period: float = 1.0) -> None:
-        limit = _count(limit, "limit")
-        period = _positive(period, "period")
-        object.__setattr__(self, "limit", limit)
-        object.__setattr__(self, "period", period)
-
-    def _params(self) -> tuple[Any, ...]:
-        return (self.limit, self.period)
-
-    @property
-    def quota(self) -> tuple[int, float]:
-        """``(requests, seconds)``: ``limit`` per ``period``, as ``RateLimit-Policy`` states it."""
-        return self.limit, self.period
-
-    @property
-    def lua_args(self) -> tuple[float, ...]:
-        """``(limit, period)`` for the Lua twin."""
-        return (self.limit, self.period)
-
     @property
     def allow_twin(self) -> AllowTwin:
         """The boolean twin of :meth:`decide`, for the memory store's ``bind_allow``."""
-        return AllowTwin(
-            _SLIDING_WINDOW_TWIN,
-            {"limit": self.limit, "period": self.period, "floor": _floor, "EPS": _EPS},
-        )
+        return AllowTwin(_SLIDING_WINDOW_TWIN, {**self._twin_names(), "EPS": _EPS})
 
     def decide(self, state: State | None, now: float, cost: int) -> tuple[State, Decision]:
         """Count ``cost`` if the weighted count of the sliding window leaves room."""
