@@ -455,6 +455,17 @@ def _nats_check(exc: BaseException) -> bool | None:
     return None
 
 
+_BUILTIN_TRANSIENT = frozenset(
+    {
+        ConnectionError,
+        ConnectionResetError,
+        ConnectionRefusedError,
+        ConnectionAbortedError,
+        BrokenPipeError,
+        TimeoutError,
+    }
+)
+
 # A retry that gave up did so on failures of the dependency: to a breaker or a
 # fallback outside it, that is a failure too.
 _BUTTRESS_TRANSIENT = (Rejected, TimeoutExceeded, RetryExhausted)
@@ -477,9 +488,16 @@ def is_transient(exc: BaseException) -> bool:
     An exception can settle the question itself with a boolean ``transient``
     attribute.
     """
-    own = _attr(exc, "transient")
-    if isinstance(own, bool):
+    try:
+        own = getattr(exc, "transient", None)
+    except Exception:  # a raising property is no answer
+        own = None
+    if own is not None and isinstance(own, bool):
         return own
+    if type(exc) in _BUILTIN_TRANSIENT:
+        # The common case, answered first: a built-in network error (exactly its
+        # type: a driver's subclass may mean something permanent, see below).
+        return True
     if isinstance(exc, ButtressError):
         return isinstance(exc, _BUTTRESS_TRANSIENT)
     # Drivers first: some subclass the built-in ConnectionError for failures that
@@ -542,6 +560,10 @@ def retry_after_of(exc: BaseException, *, now: float | None = None) -> float | N
     by default the current time. Negative waits read as 0; NaN, infinity and
     unparseable values as no answer (``None``).
     """
+    if not getattr(exc, "__dict__", True) and type(exc).__module__ == "builtins":
+        # A built-in exception with no attribute set on it carries no Retry-After:
+        # the common case on a retry's failure path, answered without a lookup.
+        return None
     own = _attr(exc, "retry_after")
     parsed = _parse_retry_after(own, now)
     if parsed is not None:

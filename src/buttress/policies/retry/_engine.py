@@ -29,19 +29,38 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from buttress._outcome import Matcher, Outcome, default_retry_after
+from buttress._outcome import DEFAULT, PROGRAMMING_ERRORS, Matcher, Outcome, default_retry_after
 from buttress._switches import SWITCHES
-from buttress.errors import RateLimited, Rejected, RetryExhausted, retry_after_of
+from buttress.errors import (
+    ConfigError,
+    RateLimited,
+    Rejected,
+    RetryExhausted,
+    is_transient,
+    retry_after_of,
+)
 from buttress.policies.backoff import Backoff
 from buttress.policies.retry._options import Jitter, RetryAfter
 
 __all__ = ["Attempts", "Engine", "retryable"]
 
 _FAIL_FAST = (Rejected, RetryExhausted)
+_NEVER_BY_DEFAULT = (*_FAIL_FAST, *PROGRAMMING_ERRORS, ConfigError)
 
 
 def retryable(matcher: Matcher) -> Callable[[BaseException], bool]:
     """The retry's rule for errors: ``matcher``'s, but fast failures only when named."""
+    if matcher is DEFAULT:
+        # The default rule in one frame (it runs on every failure a retry sees): no
+        # type is named, so rejections but a limiter's, exhausted retries and
+        # programming errors are not retried; the rest is what is_transient says.
+
+        def default_rule(exc: BaseException) -> bool:
+            if isinstance(exc, _NEVER_BY_DEFAULT):
+                return isinstance(exc, RateLimited) and is_transient(exc)
+            return is_transient(exc)
+
+        return default_rule
     error_rule = matcher.error_rule
     names = matcher.names
 
