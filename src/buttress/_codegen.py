@@ -14,7 +14,8 @@ A template is the source of one function, with these placeholders:
 - ``{DEF}``: ``def`` or ``async def``;
 - ``{SIG}``: the parameters of the shape: ``(fn, args, kwargs)`` for runners,
   ``(*args, **kwargs)`` for a decorator's wrapper (``fn`` is then a factory
-  parameter);
+  parameter, and so is ``inner`` when the wrapper is a pipeline's outermost policy
+  around the runners of the rest);
 - ``{CALL}``: the call of the next step: ``inner(fn, args, kwargs)`` or
   ``fn(*args, **kwargs)``;
 - ``{AWAIT}``: ``await `` in async shapes;
@@ -35,18 +36,22 @@ import threading
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 __all__ = [
+    "ASYNC_AROUND",
     "ASYNC_DECORATOR",
     "ASYNC_DIRECT",
     "ASYNC_RUNNER",
     "SHAPES",
+    "SYNC_AROUND",
     "SYNC_DECORATOR",
     "SYNC_DIRECT",
     "SYNC_RUNNER",
     "Shape",
+    "Target",
     "factory",
+    "targets",
     "use_acall",
 ]
 
@@ -69,7 +74,7 @@ class Shape:
         return self.signature.startswith("(*")
 
 
-_CHECK = "if type(result) is _coroutine: _use_acall(fn, result)"
+_CHECK = "if result.__class__ is _coroutine: _use_acall(fn, result)"
 
 SYNC_RUNNER = Shape(
     "sync_runner", False, "(fn, args, kwargs)", "inner(fn, args, kwargs)", "", "inner"
@@ -85,7 +90,38 @@ SYNC_DECORATOR = Shape(
 ASYNC_DECORATOR = Shape(
     "async_decorator", True, "(*args, **kwargs)", "fn(*args, **kwargs)", "", "fn"
 )
-SHAPES = (SYNC_RUNNER, ASYNC_RUNNER, SYNC_DIRECT, ASYNC_DIRECT, SYNC_DECORATOR, ASYNC_DECORATOR)
+# A pipeline used as a decorator: its outermost policy's wrapper, around the runners
+# of the policies inside it (one frame less than a wrapper calling the runners).
+SYNC_AROUND = Shape(
+    "sync_around", False, "(*args, **kwargs)", "inner(fn, args, kwargs)", "", "inner"
+)
+ASYNC_AROUND = Shape(
+    "async_around", True, "(*args, **kwargs)", "inner(fn, args, kwargs)", "", "inner"
+)
+SHAPES = (
+    SYNC_RUNNER,
+    ASYNC_RUNNER,
+    SYNC_DIRECT,
+    ASYNC_DIRECT,
+    SYNC_DECORATOR,
+    ASYNC_DECORATOR,
+    SYNC_AROUND,
+    ASYNC_AROUND,
+)
+
+Target: TypeAlias = "Callable[..., Any] | tuple[Callable[..., Any], Callable[..., Any]] | None"
+"""What a driver is built around: the next runner (a runner shape), the decorated
+function (a decorator shape), ``(fn, inner)`` (an around shape), or ``None`` (a
+direct runner, which gets ``fn`` per call)."""
+
+
+def targets(target: Target) -> tuple[Callable[..., Any], ...]:
+    """``target`` as the factory's trailing arguments (``fn``, then ``inner``)."""
+    if target is None:
+        return ()
+    if isinstance(target, tuple):
+        return target
+    return (target,)
 
 
 def use_acall(fn: object, coroutine: Any) -> NoReturn:
@@ -168,7 +204,9 @@ def factory(
         if made is not None:
             return made
         body, name = _expand(template, shape, flags)
-        extra = ("fn",) if shape.decorator else ("inner",) if shape.takes == "inner" else ()
+        extra = ("fn",) if shape.decorator else ()
+        if shape.takes == "inner":
+            extra = (*extra, "inner")
         arguments = ", ".join((*params, *(p for p in extra if p not in params)))
         indented = "\n".join(f"    {line}" for line in body.splitlines())
         source = f"def _factory({arguments}):\n{indented}\n    return {name}\n"

@@ -32,13 +32,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, final, overload
 
 from buttress._codegen import (
+    ASYNC_AROUND,
     ASYNC_DECORATOR,
     ASYNC_DIRECT,
     ASYNC_RUNNER,
+    SYNC_AROUND,
     SYNC_DECORATOR,
     SYNC_DIRECT,
     SYNC_RUNNER,
     Shape,
+    Target,
     use_acall,
 )
 from buttress._events import Emitter, Event, Listener, call_name
@@ -246,6 +249,12 @@ class Strategy:
             return self._async(fn, args, kwargs)
         return self._sync(fn, args, kwargs)
 
+    def _around(self, fn: Callable[..., Any], inner: Callable[..., Any], is_async: bool) -> Any:
+        """A decorator's wrapper of ``fn`` applying this strategy around the runner
+        ``inner`` (a pipeline's outermost policy around the rest), or ``None`` when this
+        strategy has no such shape: the pipeline then wraps its runners itself."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -261,9 +270,10 @@ class GeneratedDrivers(Strategy):
 
     __slots__ = ()
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         """The driver in ``shape``; ``target`` is the next runner, the decorated
-        function, or ``None`` (a direct runner, which gets ``fn`` per call)."""
+        function, ``(fn, inner)`` for a wrapper around runners, or ``None`` (a direct
+        runner, which gets ``fn`` per call)."""
         raise NotImplementedError
 
     def _sync_runner(self, inner: SyncRunner) -> SyncRunner:
@@ -283,6 +293,9 @@ class GeneratedDrivers(Strategy):
         self, fn: Callable[P, Coroutine[Any, Any, R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         return functools.wraps(fn)(self._driver(ASYNC_DECORATOR, fn))
+
+    def _around(self, fn: Callable[..., Any], inner: Callable[..., Any], is_async: bool) -> Any:
+        return self._driver(ASYNC_AROUND if is_async else SYNC_AROUND, (fn, inner))
 
 
 # ------------------------------------------------------------------------ public base

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from buttress._codegen import (
+    ASYNC_AROUND,
     ASYNC_DECORATOR,
     ASYNC_DIRECT,
     ASYNC_RUNNER,
     SHAPES,
+    SYNC_AROUND,
     SYNC_DECORATOR,
     SYNC_DIRECT,
     SYNC_RUNNER,
@@ -76,6 +78,27 @@ def test_async_shapes() -> None:
     assert log == [2, 4]
 
 
+def test_around_shapes_wrap_a_function_around_the_next_runner() -> None:
+    log: list[Any] = []
+    calls: list[Any] = []
+
+    def inner(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        calls.append(fn)
+        return invoke(fn, args, kwargs)
+
+    async def ainner(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        calls.append(fn)
+        return await fn(*args, **kwargs)
+
+    wrapper = factory(TEMPLATE, SYNC_AROUND, ("log",), {"loud": False})(log, double, inner)
+    assert wrapper(5) == 10
+    assert wrapper(-1) == "caught quietly"
+    awrapper = factory(TEMPLATE, ASYNC_AROUND, ("log",), {"loud": True})(log, adouble, ainner)
+    assert asyncio.run(awrapper(x=6)) == 12
+    assert calls == [double, double, adouble]
+    assert log == [10, "before", 12]
+
+
 def test_direct_sync_shapes_refuse_a_coroutine() -> None:
     direct = factory(TEMPLATE, SYNC_DIRECT, ("log",), {"loud": False})([])
     with pytest.raises(TypeError, match="acall"):
@@ -89,7 +112,8 @@ def test_factories_are_cached() -> None:
     first = factory(TEMPLATE, SYNC_RUNNER, ("log",), {"loud": True})
     assert factory(TEMPLATE, SYNC_RUNNER, ("log",), {"loud": True}) is first
     assert factory(TEMPLATE, SYNC_RUNNER, ("log",), {"loud": False}) is not first
-    assert len({factory(TEMPLATE, shape, ("log",), {"loud": True}) for shape in SHAPES}) == 6
+    made = {factory(TEMPLATE, shape, ("log",), {"loud": True}) for shape in SHAPES}
+    assert len(made) == len(SHAPES)
 
 
 def test_a_missing_flag_is_a_bug_caught_at_build_time() -> None:

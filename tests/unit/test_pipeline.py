@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from buttress import CircuitBreaker, Fallback, FallbackUsed, Retry
+from buttress import Bulkhead, CircuitBreaker, Fallback, FallbackUsed, Retry, Timeout
 from buttress._strategy import AsyncRunner, Call, Policy, Strategy, SyncRunner
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
-from buttress.events import CallRejected, Event, call_name, subscribe
+from buttress.events import CallRejected, Event, RetryScheduled, call_name, subscribe
 from buttress.pipeline import Pipeline
 
 R = TypeVar("R")
@@ -559,3 +559,95 @@ async def test_subscribe_hears_users_own_policies() -> None:
     unsubscribe()
     pipeline.call(lambda: 1)
     assert len(got) == 3
+
+
+# ------------------------------------- a decorated pipeline: the outermost policy's wrapper
+
+
+def _outermost() -> list[Strategy]:
+    return [
+        Timeout(30.0),
+        Retry(2, delay=0),
+        CircuitBreaker(),
+        Bulkhead(2),
+        Fallback(value="fallen back"),
+        Pipeline(Bulkhead(3)),
+        Double(),
+    ]
+
+
+def _flaky(failures: int) -> Callable[[int], int]:
+    left = [failures]
+
+    def fetch(x: int) -> int:
+        if left[0]:
+            left[0] -= 1
+            raise ConnectionError("reset")
+        return x + 1
+
+    return fetch
+
+
+def _aflaky(failures: int) -> Callable[[int], Awaitable[int]]:
+    fetch = _flaky(failures)
+
+    async def afetch(x: int) -> int:
+        return fetch(x)
+
+    return afetch
+
+
+@pytest.mark.parametrize("outer", _outermost(), ids=lambda s: type(s).__name__)
+def test_a_decorated_pipeline_runs_every_policy_inside_its_outermost(outer: Strategy) -> None:
+    retry = Retry(3, delay=0)
+    pipeline = Pipeline(outer, retry, CircuitBreaker(consecutive_failures=10))
+    got: list[Event] = []
+    retry.subscribe(got.append)
+    fetch = _flaky(2)
+    decorated = pipeline(fetch)
+    assert decorated.__wrapped__ is fetch  # type: ignore[attr-defined]
+    expected = 4 if isinstance(outer, Double) else 2
+    assert decorated(1) == expected
+    scheduled = [e for e in got if isinstance(e, RetryScheduled)]
+    assert [e.call for e in scheduled] == [call_name(fetch)] * 2
+    assert pipeline.call(_flaky(2), 1) == expected  # the same as the runners' path
+
+
+@pytest.mark.parametrize("outer", _outermost(), ids=lambda s: type(s).__name__)
+async def test_a_decorated_pipeline_runs_every_policy_inside_its_outermost_async(
+    outer: Strategy,
+) -> None:
+    retry = Retry(3, delay=0)
+    pipeline = Pipeline(outer, retry, CircuitBreaker(consecutive_failures=10))
+    got: list[Event] = []
+    retry.subscribe(got.append)
+    afetch = _aflaky(2)
+    decorated = pipeline(afetch)
+    assert inspect.iscoroutinefunction(decorated)
+    expected = 4 if isinstance(outer, Double) else 2
+    assert await decorated(1) == expected
+    assert [e.call for e in got if isinstance(e, RetryScheduled)] == [call_name(afetch)] * 2
+    assert await pipeline.acall(_aflaky(2), 1) == expected
+
+
+def test_a_decorated_pipeline_of_generated_policies_adds_no_wrapper_of_its_own() -> None:
+    def fetch() -> int:
+        return 1
+
+    decorated = Pipeline(Timeout(5.0), Retry(), Bulkhead(1))(fetch)
+    # The function called is the outermost policy's generated driver itself.
+    assert decorated.__code__.co_filename.startswith("<buttress timeout")  # type: ignore[attr-defined]
+    assert decorated() == 1
+
+
+def test_a_decorated_pipeline_refuses_a_coroutine_from_a_sync_looking_callable() -> None:
+    class Sneaky:
+        def __call__(self) -> Any:
+            return _coroutine()
+
+    async def _coroutine() -> int:
+        return 1
+
+    decorated = Pipeline(Retry(2, delay=0), Bulkhead(1))(Sneaky())
+    with pytest.raises(TypeError, match="acall"):
+        decorated()

@@ -394,7 +394,7 @@ def test_error_handler_object() -> None:
     assert repr(handler).startswith("Fallback.handler(<function")
 
 
-@pytest.mark.parametrize("mode", ["call", "dunder-call", "pipeline-call", "pipeline-decorated"])
+@pytest.mark.parametrize("mode", ["call", "dunder-call", "pipeline-call"])
 def test_sync_call_with_an_async_alternative_is_refused(mode: str) -> None:
     first = Boom("first")
     fb = Fallback(Recorder(first), AsyncRecorder("never"))
@@ -413,6 +413,16 @@ def test_decorating_a_sync_function_with_an_async_alternative_fails_at_once() ->
         fb(lambda: "sync")
     assert info.value.path == "alternatives[1]"
     assert inspect.iscoroutinefunction(fb(replica))  # an async function is fine
+
+
+@pytest.mark.parametrize("extra", [(), (Retry(1),)], ids=["alone", "outermost of two"])
+def test_decorating_through_a_pipeline_with_an_async_alternative_fails_at_once(
+    extra: tuple[Any, ...],
+) -> None:
+    fb = Fallback(Recorder(Boom("first")), AsyncRecorder("never"))
+    with pytest.raises(ConfigError, match="async alternative") as info:
+        Pipeline(fb, *extra)(lambda: "sync")
+    assert info.value.path == "alternatives[1]"
 
 
 def test_sync_call_with_an_async_handler_is_refused() -> None:

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
-from buttress._codegen import Shape, factory
+from buttress._codegen import Shape, Target, factory, targets
 from buttress._deadline import DEADLINE, Expiry, cap
 from buttress._events import CallRejected, call_name
 from buttress._strategy import GeneratedDrivers
@@ -135,7 +135,7 @@ class Bulkhead(GeneratedDrivers):
 
     # ------------------------------------------------------------------------ drivers
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         make = _MADE.get(shape.name)
         if make is None:
             params = ("tokens", "pop", "wait", "release")
@@ -143,7 +143,7 @@ class Bulkhead(GeneratedDrivers):
         wait = self._wait_async if shape.is_async else self._wait
         slots = self._slots
         values = (slots.tokens, slots.tokens.pop, wait, slots.release)
-        return make(*values) if target is None else make(*values, target)
+        return make(*values, *targets(target))
 
     def _wait(self, fn: Callable[..., Any] | None) -> None:
         """No free slot: queue this thread for one, or reject."""

@@ -33,7 +33,7 @@ from functools import cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from buttress._codegen import Shape, factory
+from buttress._codegen import Shape, Target, factory, targets
 from buttress._outcome import _PLAIN, OnErrors
 from buttress._strategy import GeneratedDrivers
 from buttress._validate import check_clock
@@ -354,7 +354,7 @@ class CircuitBreaker(GeneratedDrivers):
 
     # --------------------------------------------------------------------- drivers
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         engine = self._engine
         timed = engine.timed
         shared = isinstance(engine, SharedCircuitEngine)
@@ -381,7 +381,7 @@ class CircuitBreaker(GeneratedDrivers):
             self._now,
             engine.slow_after,
         )
-        return make(*values) if target is None else make(*values, target)
+        return make(*values, *targets(target))
 
     # ------------------------------------------------------------------- blocks
 

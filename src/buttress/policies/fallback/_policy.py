@@ -14,7 +14,16 @@ from collections.abc import Awaitable as _Awaitable
 from collections.abc import Callable
 from typing import Any, ClassVar, Concatenate, NoReturn, ParamSpec, TypeVar
 
-from buttress._codegen import ASYNC_DIRECT, SYNC_DECORATOR, SYNC_DIRECT, Shape, factory
+from buttress._codegen import (
+    ASYNC_DIRECT,
+    SYNC_AROUND,
+    SYNC_DECORATOR,
+    SYNC_DIRECT,
+    Shape,
+    Target,
+    factory,
+    targets,
+)
 from buttress._outcome import OnErrors
 from buttress._strategy import GeneratedDrivers
 from buttress.errors import ConfigError
@@ -254,10 +263,12 @@ class Fallback(GeneratedDrivers):
             _is_awaitable,
         )
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         plan = self._plan
         if shape is SYNC_DECORATOR:
             plan.check_sync(target)  # at decoration, not at the first failure in production
+        elif shape is SYNC_AROUND:
+            plan.check_sync(targets(target)[0])
         make = factory(_DRIVER, shape, _DRIVER_PARAMS, plan.flags, label="fallback")
         values = (
             self._chain(shape.is_async),
@@ -267,7 +278,7 @@ class Fallback(GeneratedDrivers):
             UnacceptableResult,
             self.name,
         )
-        return make(*values) if target is None else make(*values, target)
+        return make(*values, *targets(target))
 
     def __repr__(self) -> str:
         return f"Fallback(name={self.name!r}, alternatives={len(self.alternatives)})"

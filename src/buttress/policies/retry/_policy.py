@@ -29,14 +29,18 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
 from buttress._codegen import (
+    ASYNC_AROUND,
     ASYNC_DECORATOR,
     ASYNC_DIRECT,
     ASYNC_RUNNER,
+    SYNC_AROUND,
     SYNC_DECORATOR,
     SYNC_DIRECT,
     SYNC_RUNNER,
     Shape,
+    Target,
     factory,
+    targets,
 )
 from buttress._deadline import DEADLINE, cancelled_by_timeout, fit
 from buttress._events import call_name
@@ -76,7 +80,7 @@ _FIRST = """
     @aio     cancelled(fn, exc, 1)
     @aio     raise
     else:
-        @plain if type(result) is seen:
+        @plain if result.__class__ is seen:
         @plain     return result
         {CHECK}
         @plain if type(result) in plain:
@@ -157,6 +161,8 @@ _LOOP_SHAPE: dict[Shape, Shape] = {
     ASYNC_DIRECT: ASYNC_DIRECT,
     SYNC_DECORATOR: SYNC_DIRECT,
     ASYNC_DECORATOR: ASYNC_DIRECT,
+    SYNC_AROUND: SYNC_RUNNER,
+    ASYNC_AROUND: ASYNC_RUNNER,
 }
 
 
@@ -334,7 +340,7 @@ class Retry(GeneratedDrivers):
 
     # -------------------------------------------------------------------- drivers
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         matcher = self.options.matcher
         is_async = shape.is_async
         cancelled_error: object = None
@@ -369,14 +375,14 @@ class Retry(GeneratedDrivers):
         }
         loop_shape = _LOOP_SHAPE[shape]
         loop_flags = {key: flags[key] for key in ("aio", "plain", "other")}
-        inner = (target,) if loop_shape.takes == "inner" else ()
+        given = targets(target)
+        inner = given[-1:] if loop_shape.takes == "inner" else ()
         again = factory(_AGAIN, loop_shape, _AGAIN_PARAMS, loop_flags, label="retry")(
             *(values[p] for p in _AGAIN_PARAMS), *inner
         )
         first_flags = {key: flags[key] for key in ("aio", "timed", "results", "plain")}
         first = factory(_FIRST, shape, (*_FIRST_PARAMS, "again"), first_flags, label="retry")
-        targets = () if target is None else (target,)
-        return first(*(values[p] for p in _FIRST_PARAMS), again, *targets)
+        return first(*(values[p] for p in _FIRST_PARAMS), again, *given)
 
     # --------------------------------------------------- the failure path's helpers
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 if TYPE_CHECKING:
     import asyncio
 
-from buttress._codegen import Shape, factory
+from buttress._codegen import Shape, Target, factory, targets
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
 from buttress._events import call_name
 from buttress._strategy import AsyncRunner, GeneratedDrivers, SyncRunner, invoke, invoke_async
@@ -302,7 +302,7 @@ class Timeout(GeneratedDrivers):
         self._thread_cache().registry = registry
         return registry
 
-    def _driver(self, shape: Shape, target: Callable[..., Any] | None) -> Callable[..., Any]:
+    def _driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
         if self.mode == "pessimistic" and not shape.is_async:
             return self._pessimistic_driver(shape, target)
         make = _MADE.get(shape.name)
@@ -331,18 +331,15 @@ class Timeout(GeneratedDrivers):
             None if aio is None else aio.CancelledError,
             _timed_out,
         )
-        return make(*values) if target is None else make(*values, target)
+        return make(*values, *targets(target))
 
-    def _pessimistic_driver(
-        self, shape: Shape, target: Callable[..., Any] | None
-    ) -> Callable[..., Any]:
-        inner: SyncRunner = invoke
-        if shape.takes == "inner" and target is not None:
-            inner = target
+    def _pessimistic_driver(self, shape: Shape, target: Target) -> Callable[..., Any]:
+        given = targets(target)
+        inner: SyncRunner = given[-1] if shape.takes == "inner" and given else invoke
         run = self._pessimistic(inner)
-        if not shape.decorator or target is None:
+        if not shape.decorator or not given:
             return run
-        fn = target
+        fn = given[0]
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return run(fn, args, kwargs)
