@@ -28,6 +28,8 @@ if TYPE_CHECKING:
         RateLimited,
         Rejected,
         RetryExhausted,
+        StoreError,
+        StoreUnavailable,
         TimeoutExceeded,
         is_transient,
         retry_after_of,
@@ -66,10 +68,8 @@ if TYPE_CHECKING:
     from buttress.stores import (
         FallbackStore,
         MemoryStore,
-        StoreError,
         StoreFellBack,
         StoreRecovered,
-        StoreUnavailable,
         store_from_url,
     )
 
@@ -187,10 +187,10 @@ _HOMES: dict[str, str] = {
     "RetryRecovered": "buttress.policies.retry",
     "RetryScheduled": "buttress.policies.retry",
     "SlidingWindow": "buttress.ratelimit",
-    "StoreError": "buttress.stores",
+    "StoreError": "buttress.errors",
     "StoreFellBack": "buttress.stores",
     "StoreRecovered": "buttress.stores",
-    "StoreUnavailable": "buttress.stores",
+    "StoreUnavailable": "buttress.errors",
     "Timeout": "buttress.policies.timeout",
     "TimeoutExceeded": "buttress.errors",
     "TimeoutOccurred": "buttress.policies.timeout",

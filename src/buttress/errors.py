@@ -29,6 +29,8 @@ __all__ = [
     "RateLimited",
     "Rejected",
     "RetryExhausted",
+    "StoreError",
+    "StoreUnavailable",
     "TimeoutExceeded",
     "is_transient",
     "retry_after_of",
@@ -453,6 +455,36 @@ def _nats_check(exc: BaseException) -> bool | None:
     if transient and isinstance(exc, transient):
         return True
     return None
+
+
+class StoreError(ButtressError):
+    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``.
+
+    ``outage`` tells a :class:`~buttress.stores.FallbackStore` whether to answer
+    from its fallback meanwhile: true for a failing backend, false for a store used
+    wrongly (an asyncio client in an event loop it does not belong to), which no
+    fallback should hide.
+    """
+
+    outage: bool = True
+
+    def __init__(self, store: str, message: str) -> None:
+        self.store = store
+        self.message = message
+        super().__init__(f"store {store!r}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.store, self.message))
+
+
+class StoreUnavailable(StoreError):
+    """The store's backend could not be reached or did not answer in time.
+
+    Transient: :func:`is_transient` says so, and
+    :class:`~buttress.stores.FallbackStore` answers from memory meanwhile.
+    """
+
+    transient = True
 
 
 _BUILTIN_TRANSIENT = frozenset(

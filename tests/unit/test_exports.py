@@ -72,3 +72,18 @@ def test_every_exported_callable_has_a_docstring() -> None:
         and not inspect.getdoc(getattr(buttress, name))
     ]
     assert missing == []
+
+
+def test_every_exported_error_lives_in_buttress_errors() -> None:
+    # One place to import errors from: buttress.errors holds every error the
+    # façade exports (StoreError included), wherever else it is re-exported.
+    import buttress.errors
+
+    exported = [getattr(buttress, name) for name in buttress.__all__]
+    errors = {
+        value.__name__
+        for value in exported
+        if isinstance(value, type) and issubclass(value, buttress.ButtressError)
+    }
+    assert errors <= set(buttress.errors.__all__)
+    assert {"StoreError", "StoreUnavailable", "RetryExhausted"} <= errors

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
 
-from buttress.errors import ButtressError
+from buttress.errors import StoreError, StoreUnavailable
 
 __all__ = [
     "Algorithm",
@@ -319,36 +319,6 @@ class StoreBase(ABC):
     async def areset(self, key: str, algorithm: Algorithm) -> None:
         """The async twin of :meth:`reset`."""
         await self.areset_all(key, (algorithm,))
-
-
-class StoreError(ButtressError):
-    """A store failed to answer. ``store`` names it; the driver's error is ``__cause__``.
-
-    ``outage`` tells a :class:`~buttress.stores.FallbackStore` whether to answer
-    from its fallback meanwhile: true for a failing backend, false for a store used
-    wrongly (an asyncio client in an event loop it does not belong to), which no
-    fallback should hide.
-    """
-
-    outage: bool = True
-
-    def __init__(self, store: str, message: str) -> None:
-        self.store = store
-        self.message = message
-        super().__init__(f"store {store!r}: {message}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.store, self.message))
-
-
-class StoreUnavailable(StoreError):
-    """The store's backend could not be reached or did not answer in time.
-
-    Transient: :func:`buttress.is_transient` says so, and
-    :class:`~buttress.stores.FallbackStore` answers from memory meanwhile.
-    """
-
-    transient = True
 
 
 def validate_cost(cost: object) -> int:
