@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from buttress._validate import check_seconds
 from buttress.errors import ConfigError
 from buttress.stores._local import AllowTwin
 from buttress.stores.base import Decision, State
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 __all__ = ["GCRA", "FixedWindow", "SlidingWindow", "TokenBucket"]
 
@@ -39,6 +43,8 @@ _floor = math.floor
 # Building the tuple directly skips NamedTuple's Python-level __new__ (~100 ns).
 _decision = tuple.__new__
 
+
+Seconds: TypeAlias = "float | timedelta"
 
 _LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua")
 
@@ -119,36 +125,23 @@ class _Algorithm:
         return (type(self), self._params())
 
 
-class TokenBucket(_Algorithm):
-    """A bucket of ``burst`` tokens refilled with ``rate`` tokens every ``period`` seconds.
+class _Bucket(_Algorithm):
+    """What the two bucket algorithms share: ``rate`` per ``period`` seconds, ``burst`` at once."""
 
-    A request takes ``cost`` tokens if the bucket holds them. ``burst`` (the
-    bucket's capacity and the decision's ``limit``) defaults to ``rate`` rounded
-    down, at least 1: ``TokenBucket(100, 60)`` allows 100 requests at once, then
-    one every 0.6 s. State: ``(tokens, updated_at)``.
-    """
-
-    __slots__ = ("_capacity", "_refill", "burst", "period", "rate")
-
-    name = "tb"
-    _lua_file = "token_bucket"
+    __slots__ = ("burst", "period", "rate")
 
     rate: float
     period: float
     burst: int
-    _capacity: float
-    _refill: float
 
-    def __init__(self, rate: float, period: float = 1.0, burst: int | None = None) -> None:
+    def __init__(self, rate: float, period: Seconds = 1.0, burst: int | None = None) -> None:
         rate = _positive(rate, "rate")
-        period = _positive(period, "period")
+        seconds = check_seconds(period, "period", positive=True)
         burst = max(1, int(rate)) if burst is None else _count(burst, "burst")
         put = object.__setattr__
         put(self, "rate", rate)
-        put(self, "period", period)
+        put(self, "period", seconds)
         put(self, "burst", burst)
-        put(self, "_capacity", float(burst))
-        put(self, "_refill", rate / period)
 
     def _params(self) -> tuple[Any, ...]:
         return (self.rate, self.period, self.burst)
@@ -160,6 +153,35 @@ class TokenBucket(_Algorithm):
         What a ``RateLimit-Policy`` header item states as ``q`` and ``w``.
         """
         return self.burst, self.burst * self.period / self.rate
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(rate={self.rate!r}, period={self.period!r}, "
+            f"burst={self.burst!r})"
+        )
+
+
+class TokenBucket(_Bucket):
+    """A bucket of ``burst`` tokens refilled with ``rate`` tokens every ``period`` seconds.
+
+    A request takes ``cost`` tokens if the bucket holds them. ``burst`` (the
+    bucket's capacity and the decision's ``limit``) defaults to ``rate`` rounded
+    down, at least 1: ``TokenBucket(100, 60)`` allows 100 requests at once, then
+    one every 0.6 s. ``period`` may be a ``timedelta``. State: ``(tokens, updated_at)``.
+    """
+
+    __slots__ = ("_capacity", "_refill")
+
+    name = "tb"
+    _lua_file = "token_bucket"
+
+    _capacity: float
+    _refill: float
+
+    def __init__(self, rate: float, period: Seconds = 1.0, burst: int | None = None) -> None:
+        super().__init__(rate, period, burst)
+        object.__setattr__(self, "_capacity", float(self.burst))
+        object.__setattr__(self, "_refill", self.rate / self.period)
 
     @property
     def lua_args(self) -> tuple[float, ...]:
@@ -208,11 +230,8 @@ class TokenBucket(_Algorithm):
             ),
         )
 
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate!r}, period={self.period!r}, burst={self.burst!r})"
 
-
-class GCRA(_Algorithm):
+class GCRA(_Bucket):
     """The generic cell rate algorithm: ``rate`` requests per ``period``, ``burst`` at once.
 
     Requests are spaced ``period / rate`` seconds apart on average, with up to
@@ -222,39 +241,19 @@ class GCRA(_Algorithm):
     time of the next request, ``(tat,)``.
     """
 
-    __slots__ = ("_interval", "_tolerance", "burst", "period", "rate")
+    __slots__ = ("_interval", "_tolerance")
 
     name = "gcra"
     _lua_file = "gcra"
 
-    rate: float
-    period: float
-    burst: int
     _interval: float
     _tolerance: float
 
-    def __init__(self, rate: float, period: float = 1.0, burst: int | None = None) -> None:
-        rate = _positive(rate, "rate")
-        period = _positive(period, "period")
-        burst = max(1, int(rate)) if burst is None else _count(burst, "burst")
-        interval = period / rate
-        put = object.__setattr__
-        put(self, "rate", rate)
-        put(self, "period", period)
-        put(self, "burst", burst)
-        put(self, "_interval", interval)
-        put(self, "_tolerance", interval * burst)
-
-    def _params(self) -> tuple[Any, ...]:
-        return (self.rate, self.period, self.burst)
-
-    @property
-    def quota(self) -> tuple[int, float]:
-        """``(requests, seconds)``: a bucket of ``burst``, refilled in ``burst / rate`` periods.
-
-        What a ``RateLimit-Policy`` header item states as ``q`` and ``w``.
-        """
-        return self.burst, self.burst * self.period / self.rate
+    def __init__(self, rate: float, period: Seconds = 1.0, burst: int | None = None) -> None:
+        super().__init__(rate, period, burst)
+        interval = self.period / self.rate
+        object.__setattr__(self, "_interval", interval)
+        object.__setattr__(self, "_tolerance", interval * self.burst)
 
     @property
     def lua_args(self) -> tuple[float, ...]:
@@ -298,9 +297,6 @@ class GCRA(_Algorithm):
             ),
         )
 
-    def __repr__(self) -> str:
-        return f"GCRA(rate={self.rate!r}, period={self.period!r}, burst={self.burst!r})"
-
 
 class _Window(_Algorithm):
     """What the two window algorithms share: ``limit`` per ``period`` seconds."""
@@ -310,11 +306,11 @@ class _Window(_Algorithm):
     limit: int
     period: float
 
-    def __init__(self, limit: int, period: float = 1.0) -> None:
+    def __init__(self, limit: int, period: Seconds = 1.0) -> None:
         limit = _count(limit, "limit")
-        period = _positive(period, "period")
+        seconds = check_seconds(period, "period", positive=True)
         object.__setattr__(self, "limit", limit)
-        object.__setattr__(self, "period", period)
+        object.__setattr__(self, "period", seconds)
 
     def _params(self) -> tuple[Any, ...]:
         return (self.limit, self.period)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -138,6 +139,9 @@ def test_time_going_backwards_does_not_mint_tokens() -> None:
         ({"rate": "10"}, "rate"),
         ({"rate": True}, "rate"),
         ({"rate": 1, "period": 0}, "period"),
+        ({"rate": 1, "period": math.inf}, "period"),
+        ({"rate": 1, "period": timedelta(0)}, "period"),
+        ({"rate": 1, "period": "1s"}, "period"),
         ({"rate": 1, "burst": 0}, "burst"),
         ({"rate": 1, "burst": 1.5}, "burst"),
     ],
@@ -156,12 +160,32 @@ def test_bucket_config_is_validated(cls: Any, kwargs: dict[str, Any], path: str)
         ({"limit": 2.5}, "limit"),
         ({"limit": 1, "period": -1}, "period"),
         ({"limit": 1, "period": math.nan}, "period"),
+        ({"limit": 1, "period": math.inf}, "period"),
+        ({"limit": 1, "period": timedelta(seconds=-1)}, "period"),
     ],
 )
 def test_window_config_is_validated(cls: Any, kwargs: dict[str, Any], path: str) -> None:
     with pytest.raises(ConfigError) as info:
         cls(**kwargs)
     assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda period: TokenBucket(10, period),
+        lambda period: GCRA(10, period, burst=2),
+        lambda period: FixedWindow(10, period),
+        lambda period: SlidingWindow(10, period),
+    ],
+    ids=["token bucket", "gcra", "fixed window", "sliding window"],
+)
+def test_a_period_may_be_a_timedelta(make: Any) -> None:
+    algorithm = make(timedelta(minutes=1))
+    assert algorithm.period == 60.0
+    assert algorithm == make(60)
+    assert hash(algorithm) == hash(make(60.0))
+    assert pickle.loads(pickle.dumps(algorithm)) == algorithm
 
 
 def test_defaults_and_identity() -> None:
