@@ -26,6 +26,7 @@ Underneath, the algorithms — :class:`TokenBucket`, :class:`GCRA`, :class:`Slid
 from __future__ import annotations
 
 from buttress.ratelimit._algorithms import GCRA, FixedWindow, SlidingWindow, TokenBucket
+from buttress.ratelimit._options import RateLimiterOptions
 from buttress.ratelimit._rates import RATE_ALGORITHMS, parse_rates
 from buttress.ratelimit.limiter import RateLimiter, RateLimitResult
 from buttress.stores.base import Algorithm, Decision, State
@@ -38,6 +39,7 @@ __all__ = [
     "FixedWindow",
     "RateLimitResult",
     "RateLimiter",
+    "RateLimiterOptions",
     "SlidingWindow",
     "State",
     "TokenBucket",

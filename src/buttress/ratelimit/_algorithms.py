@@ -167,7 +167,8 @@ class TokenBucket(_Bucket):
     A request takes ``cost`` tokens if the bucket holds them. ``burst`` (the
     bucket's capacity and the decision's ``limit``) defaults to ``rate`` rounded
     down, at least 1: ``TokenBucket(100, 60)`` allows 100 requests at once, then
-    one every 0.6 s. ``period`` may be a ``timedelta``. State: ``(tokens, updated_at)``.
+    one every 0.6 s. ``period`` is in seconds or a ``timedelta``. State:
+    ``(tokens, updated_at)``.
     """
 
     __slots__ = ("_capacity", "_refill")

@@ -33,22 +33,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Sequence
 from datetime import timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from buttress._deadline import DEADLINE, fit
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress._validate import (
-    check_callable,
-    check_choice,
     check_clock,
-    check_count,
     check_name,
-    check_seconds,
 )
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError, RateLimited, TimeoutExceeded
 from buttress.events import CallRejected
-from buttress.ratelimit._rates import parse_rates
+from buttress.ratelimit._options import RateLimiterOptions
 from buttress.stores import Store, store_from_url
 from buttress.stores._local import (
     Allow,
@@ -145,26 +141,6 @@ def _plan(waits: bool, retry_after: float, left: float) -> float | None:
 # ------------------------------------------------------------------------------ policy
 
 
-def _check_limits(limits: tuple[object, ...]) -> tuple[Algorithm, ...]:
-    if not limits:
-        raise ConfigError(
-            "give at least one limit, e.g. '10/second' or TokenBucket(10, 1.0)", path="limits"
-        )
-    checked: list[Algorithm] = []
-    for index, limit in enumerate(limits):
-        if isinstance(limit, str):
-            checked.extend(parse_rates(limit, path=f"limits[{index}]"))
-        elif isinstance(limit, Algorithm):
-            checked.append(limit)
-        else:
-            raise ConfigError(
-                f"expected a rate-limit algorithm or a rate string such as '10/second', "
-                f"got {type(limit).__name__}",
-                path=f"limits[{index}]",
-            )
-    return tuple(checked)
-
-
 class RateLimiter(Strategy):
     """Rate limits per key: ``allow`` or ``hit`` to ask, ``acquire`` or the policy to enforce.
 
@@ -220,8 +196,15 @@ class RateLimiter(Strategy):
         "limits",
         "max_wait",
         "mode",
+        "options",
         "store",
     )
+
+    Options: ClassVar[type[RateLimiterOptions]] = RateLimiterOptions
+    """The options class (``RateLimiter.Options(limits=...)``, see :meth:`from_options`)."""
+
+    options: RateLimiterOptions
+    """The validated settings."""
 
     allow: Allow
     """``allow(key=None, cost=None) -> bool``: decide one request, answer whether it may go.
@@ -247,26 +230,43 @@ class RateLimiter(Strategy):
         name: str | None = None,
         clock: Clock = MONOTONIC,
     ) -> None:
-        checked = _check_limits(limits)
-        key_fn = (
-            None if isinstance(key, str) else check_callable(key, "key", "a string or a callable")
+        options = RateLimiterOptions(
+            limits=limits,  # type: ignore[arg-type]  # strings too: checked and converted
+            store=store,
+            key=key,
+            cost=cost,
+            mode=mode,
+            max_wait=max_wait,
         )
-        cost = check_count(cost, "cost")
-        mode = check_choice(mode, "mode", _MODES)
-        wait = check_seconds(max_wait, "max_wait")
+        self._setup(options, name, clock)
+
+    @classmethod
+    def from_options(
+        cls, options: RateLimiterOptions, *, name: str | None = None, clock: Clock = MONOTONIC
+    ) -> RateLimiter:
+        """A ``RateLimiter`` from its options (as the registry builds it from TOML)."""
+        if not isinstance(options, RateLimiterOptions):
+            raise ConfigError(f"must be RateLimiterOptions, got {options!r}", path="options")
+        limiter = cls.__new__(cls)
+        limiter._setup(options, name, clock)
+        return limiter
+
+    def _setup(self, options: RateLimiterOptions, name: str | None, clock: Clock) -> None:
+        checked = options.limits
+        key = options.key
+        key_fn = None if isinstance(key, str) else key
+        cost = options.cost
+        mode = options.mode
+        wait = cast(float, options.max_wait)  # normalised to seconds
         name = check_name(name)
         clock = check_clock(clock)
+        store = options.store
         owned = isinstance(store, str)
         if isinstance(store, str):
             try:
                 store = store_from_url(store, clock=clock)
             except ConfigError as exc:
                 raise ConfigError(str(exc), path="store") from exc
-        elif not isinstance(store, Store):
-            raise ConfigError(
-                f"expected a Store or a URL such as 'memory://', got {type(store).__name__}",
-                path="store",
-            )
         local = is_local(store)
         if name is None and not local:
             raise ConfigError(
@@ -275,6 +275,7 @@ class RateLimiter(Strategy):
                 "name='api': a default name depends on the order limiters are built in",
                 path="name",
             )
+        self.options = options
         self.limits: tuple[Algorithm, ...] = checked
         self.store: Store = store
         self.key = key
@@ -299,16 +300,16 @@ class RateLimiter(Strategy):
                 self._one = store.bind(checked[0])
             else:
                 self._all = store.bind_all(checked)
-            options: dict[str, Any] = {
+            binding: dict[str, Any] = {
                 "prefix": prefix,
                 "default_key": const_key,
                 "default_cost": cost,
             }
-            self.allow = store.bind_allow(checked, on_refused=self._refused, **options)
-            self.aallow = store.bind_async_allow(checked, on_refused=self._refused, **options)
+            self.allow = store.bind_allow(checked, on_refused=self._refused, **binding)
+            self.aallow = store.bind_async_allow(checked, on_refused=self._refused, **binding)
             # The policy's own: a refusal is decided again by acquire(), which emits.
-            self._admit = store.bind_allow(checked, **options)
-            self._aadmit = store.bind_async_allow(checked, **options)
+            self._admit = store.bind_allow(checked, **binding)
+            self._aadmit = store.bind_async_allow(checked, **binding)
         else:
             self.allow, self.aallow, self._admit, self._aadmit = self._remote_allows()
         self._build()

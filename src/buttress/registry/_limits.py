@@ -92,13 +92,11 @@ def convert_limits(value: object, path: str) -> tuple[Algorithm, ...]:
     )
 
 
-# A layer may have registered its own under these names (``ratelimit`` may register
-# "rates"); the registry's only fill the gaps.
-for _name, _convert in (
-    ("seconds", convert_seconds),
-    ("limits", convert_limits),
-    ("rates", convert_limits),
-    ("exceptions", convert_exceptions),
-):
+# "limits" and "rates" read limit tables too, which only the registry can build: its
+# conversions replace the plain ones ``buttress.ratelimit`` registers for
+# ``RateLimiterOptions.from_mapping``. The others fill gaps a layer left.
+register_conversion("limits", convert_limits)
+register_conversion("rates", convert_limits)
+for _name, _convert in (("seconds", convert_seconds), ("exceptions", convert_exceptions)):
     if _name not in CONVERSIONS:
         register_conversion(_name, _convert)
