@@ -65,7 +65,7 @@ class Flaky:
         self.name = store.name
         self.down = False
 
-    def sync(
+    def exchange(
         self,
         owner: str,
         reports: Sequence[BreakerReport],
@@ -74,7 +74,7 @@ class Flaky:
     ) -> list[BreakerReply]:
         if self.down:
             raise StoreUnavailable(self.name, "cut off")
-        return self.store.sync(owner, reports, lease, now)
+        return self.store.exchange(owner, reports, lease, now)
 
     def close(self) -> None:
         self.store.close()

@@ -82,7 +82,7 @@ class ScriptedStore:
         self.last: BreakerReply = reply()
         self.closed = 0
 
-    def sync(
+    def exchange(
         self,
         owner: str,
         reports: Sequence[BreakerReport],
@@ -656,7 +656,7 @@ def test_a_move_made_during_the_round_trip_waits_for_the_next_sync(
     holder: dict[str, CircuitBreaker] = {}
 
     class Racing(ScriptedStore):
-        def sync(
+        def exchange(
             self,
             owner: str,
             reports: Sequence[BreakerReport],
@@ -664,7 +664,7 @@ def test_a_move_made_during_the_round_trip_waits_for_the_next_sync(
             now: float | None = None,
         ) -> list[BreakerReply]:
             holder["breaker"].isolate()  # while the round trip is in flight
-            return super().sync(owner, reports, lease, now)
+            return super().exchange(owner, reports, lease, now)
 
     racing = Racing()
     with BreakerHub(racing, background=False, clock=clock) as hub:
@@ -799,7 +799,7 @@ def test_the_first_sync_failing_is_reported(store: ScriptedStore, clock: FakeClo
 
 def test_a_short_answer_counts_as_a_failure(clock: FakeClock) -> None:
     class Short(ScriptedStore):
-        def sync(
+        def exchange(
             self,
             owner: str,
             reports: Sequence[BreakerReport],
@@ -863,14 +863,14 @@ def test_the_thread_syncs_at_once_on_a_trip(store: ScriptedStore) -> None:
     synced = threading.Event()
 
     class Signalling(ScriptedStore):
-        def sync(
+        def exchange(
             self,
             owner: str,
             reports: Sequence[BreakerReport],
             lease: float,
             now: float | None = None,
         ) -> list[BreakerReply]:
-            answer = super().sync(owner, reports, lease, now)
+            answer = super().exchange(owner, reports, lease, now)
             if any(r.proposal for r in reports):
                 synced.set()
             return answer
@@ -889,7 +889,7 @@ def test_the_thread_survives_a_bug(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[int] = []
 
     class Buggy(ScriptedStore):
-        def sync(
+        def exchange(
             self,
             owner: str,
             reports: Sequence[BreakerReport],
@@ -900,7 +900,7 @@ def test_the_thread_survives_a_bug(caplog: pytest.LogCaptureFixture) -> None:
             if len(calls) == 1:
                 return [reply("no such state")]  # adopting it raises
             done.set()
-            return super().sync(owner, reports, lease, now)
+            return super().exchange(owner, reports, lease, now)
 
     with BreakerHub(Buggy(), interval=0.01) as hub:
         breaker = CircuitBreaker(name="pay", hub=hub)

@@ -9,7 +9,7 @@ breaker across processes adds ``_shared`` (the engine's bookkeeping for the
 exchanges, still sans-I/O), ``_hub`` (:class:`BreakerHub`, the background thread
 that exchanges state with the store), ``_store`` (the contract with that store:
 :class:`BreakerStore` and the report and reply it trades) and ``_redis_store`` with
-``lua/breaker_sync.lua`` (the Redis implementation, :class:`RedisBreakerStore`, the
+``lua/breaker_exchange.lua`` (the Redis implementation, :class:`RedisBreakerStore`, the
 only module here importing redis).
 """
 

@@ -257,7 +257,7 @@ class BreakerHub:
                 return not self.degraded
             reports = [engine.report() for engine in engines]
             try:
-                replies = self._store.sync(self.owner, reports, self.lease)
+                replies = self._store.exchange(self.owner, reports, self.lease)
                 if len(replies) != len(reports):
                     raise RuntimeError(
                         f"the store answered {len(replies)} of {len(reports)} breakers"

@@ -4,7 +4,7 @@ Each breaker lives under one hash tag, ``{prefix}:{circuit:<name>}:state`` (a ha
 state, epoch, open-until time, open duration, trial-lease holder, window totals)
 and ``{prefix}:{circuit:<name>}:window`` (the window's chunks or time buckets), so
 both keys sit on one Cluster slot and one script updates them atomically. The
-script, ``policies/circuit/lua/breaker_sync.lua``, runs through
+script, ``policies/circuit/lua/breaker_exchange.lua``, runs through
 :func:`buttress.stores.redis.run_scripts`, as the rate-limit store's do: all
 breakers of one sync in one round trip, reloaded after a ``NOSCRIPT``.
 
@@ -60,7 +60,9 @@ _KEYS_MAX = 4096
 # lock there; a process forked while that lock was held gave its child a lock
 # that nobody would ever release, and the child's sync thread hung on it.
 _SHA, _SOURCE = script(
-    resources.files("buttress.policies.circuit").joinpath("lua/breaker_sync.lua").read_text("utf-8")
+    resources.files("buttress.policies.circuit")
+    .joinpath("lua/breaker_exchange.lua")
+    .read_text("utf-8")
 )
 
 
@@ -189,10 +191,10 @@ class RedisBreakerStore:
             _rules(report.config),
         )
 
-    def sync(
+    def exchange(
         self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
-        """Run the sync script for every report in one round trip."""
+        """Run the exchange script for every report in one round trip."""
         if not reports:
             return []
         if now is None and self.time_source == "client":

@@ -1,8 +1,8 @@
 """The contract between shared circuit breakers and the store that keeps their state.
 
-A shared breaker (``CircuitBreaker(sync=...)``) decides every call locally and
-synchronises in the background: each sync sends one :class:`BreakerReport` per
-breaker (the outcomes counted since the last sync, the transition this process
+A shared breaker (``CircuitBreaker(hub=...)``) decides every call locally and
+synchronises in the background: each exchange sends one :class:`BreakerReport` per
+breaker (the outcomes counted since the last exchange, the transition this process
 made, whether it wants to run trial calls) and gets back one :class:`BreakerReply`
 (the state every process should be in). The store merges the report into the
 shared window, evaluates the trip rules over it, performs at most one transition
@@ -44,14 +44,14 @@ class BreakerConfig(NamedTuple):
 
 
 class BreakerReport(NamedTuple):
-    """What one process tells the store about one breaker at a sync.
+    """What one process tells the store about one breaker at an exchange.
 
     - ``epoch``: the shared epoch the process last adopted, 0 when it has none
       (first contact, or re-joining after the store was unreachable).
     - ``calls``, ``failures``, ``slow``: outcomes recorded in the closed state of
-      ``epoch`` since the last sync; ``had_success`` whether one of them was not a
+      ``epoch`` since the last exchange; ``had_success`` whether one of them was not a
       failure, and ``trailing`` the failures since this process's last success.
-    - ``proposal``: the state this process moved to since the last sync (``""``:
+    - ``proposal``: the state this process moved to since the last exchange (``""``:
       none), from the state ``proposal_from``, for ``reason``. ``forced`` when
       the moves include :meth:`isolate` or :meth:`reset`: commands apply whatever
       the shared state; other proposals only if the shared state is still
@@ -76,7 +76,7 @@ class BreakerReport(NamedTuple):
 
 
 class BreakerReply(NamedTuple):
-    """The shared state of one breaker after a sync.
+    """The shared state of one breaker after an exchange.
 
     ``remaining`` is the seconds until an open breaker allows trials (``inf`` while
     isolated, 0.0 otherwise) and ``open_for`` the open duration that applies;
@@ -108,7 +108,7 @@ class BreakerStore(Protocol):
     ``now`` (wall-clock seconds) is for tests and for stores told to use the
     client's clock; by default the store uses its server's time. Errors surface
     as :class:`~buttress.stores.StoreError` (never a driver's exception); the
-    breakers then decide alone until a sync gets through.
+    breakers then decide alone until an exchange gets through.
     """
 
     @property
@@ -116,7 +116,7 @@ class BreakerStore(Protocol):
         """The store's name, used in events."""
         ...
 
-    def sync(
+    def exchange(
         self, owner: str, reports: Sequence[BreakerReport], lease: float, now: float | None = None
     ) -> list[BreakerReply]:
         """Merge every report and return the shared states, in order."""
