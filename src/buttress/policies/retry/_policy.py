@@ -80,7 +80,7 @@ _FIRST = """
     @aio     cancelled(fn, exc, 1)
     @aio     raise
     else:
-        @plain if result.__class__ is seen:
+        @plain if type(result) is seen:
         @plain     return result
         {CHECK}
         @plain if type(result) in plain:
