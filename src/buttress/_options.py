@@ -27,13 +27,14 @@ import builtins
 import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from buttress.errors import ConfigError
 
-__all__ = ["Options", "convert_exceptions", "option", "register_conversion"]
+__all__ = ["Options", "built_from", "convert_exceptions", "option", "register_conversion"]
 
 OptionsT = TypeVar("OptionsT", bound="Options")
+PolicyT = TypeVar("PolicyT")
 
 _MISSING: Any = dataclasses.MISSING
 
@@ -164,3 +165,19 @@ def register_conversion(name: str, convert: Callable[[Any, str], Any]) -> None:
     A layer above the core registers its own (``ratelimit`` registers ``"rates"``).
     """
     _CONVERSIONS[name] = convert
+
+
+def built_from(cls: type[PolicyT], options: object, *setup: Any) -> PolicyT:
+    """What every policy's ``from_options`` does: check ``options`` is a ``cls.Options``,
+    then build the policy through ``cls._setup(options, *setup)``, its one place of
+    construction (``__init__`` builds the options from its keywords and calls it too).
+    """
+    expected = cast("type[Options]", getattr(cls, "Options"))  # noqa: B009 - typed below
+    if not isinstance(options, expected):
+        raise ConfigError(
+            f"must be {expected.__name__} ({cls.__name__}.Options), got {options!r}",
+            path="options",
+        )
+    policy = cls.__new__(cls)
+    cast(Any, policy)._setup(options, *setup)
+    return policy

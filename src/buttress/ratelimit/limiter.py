@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from buttress._deadline import DEADLINE, fit
+from buttress._options import built_from
 from buttress._strategy import AsyncRunner, Strategy, SyncRunner
 from buttress._validate import (
     check_clock,
@@ -245,11 +246,7 @@ class RateLimiter(Strategy):
         cls, options: RateLimiterOptions, *, name: str | None = None, clock: Clock = MONOTONIC
     ) -> RateLimiter:
         """A ``RateLimiter`` from its options (as the registry builds it from TOML)."""
-        if not isinstance(options, RateLimiterOptions):
-            raise ConfigError(f"must be RateLimiterOptions, got {options!r}", path="options")
-        limiter = cls.__new__(cls)
-        limiter._setup(options, name, clock)
-        return limiter
+        return built_from(cls, options, name, clock)
 
     def _setup(self, options: RateLimiterOptions, name: str | None, clock: Clock) -> None:
         checked = options.limits

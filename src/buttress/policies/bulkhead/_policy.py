@@ -9,10 +9,11 @@ from typing import Any, ClassVar, NoReturn
 from buttress._codegen import Shape, Target, factory, targets
 from buttress._deadline import DEADLINE, Expiry, cap
 from buttress._events import CallRejected, call_name
+from buttress._options import built_from
 from buttress._strategy import GeneratedDrivers
 from buttress._validate import check_clock
 from buttress.clock import MONOTONIC, Clock, TimerHandle
-from buttress.errors import BulkheadFull, ConfigError
+from buttress.errors import BulkheadFull
 from buttress.policies.bulkhead._engine import (
     Slots,
     TaskWaiter,
@@ -100,11 +101,7 @@ class Bulkhead(GeneratedDrivers):
         cls, options: BulkheadOptions, *, name: str | None = None, clock: Clock = MONOTONIC
     ) -> Bulkhead:
         """A ``Bulkhead`` from its options (as the registry builds it from TOML)."""
-        if not isinstance(options, BulkheadOptions):
-            raise ConfigError(f"must be BulkheadOptions, got {options!r}", path="options")
-        policy = cls.__new__(cls)
-        policy._setup(options, name, clock)
-        return policy
+        return built_from(cls, options, name, clock)
 
     def _setup(self, options: BulkheadOptions, name: str | None, clock: Clock) -> None:
         self.options = options

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from buttress._codegen import Shape, Target, factory, targets
+from buttress._options import built_from
 from buttress._outcome import _PLAIN, OnErrors
 from buttress._strategy import GeneratedDrivers
 from buttress._validate import check_clock
@@ -253,11 +254,7 @@ class CircuitBreaker(GeneratedDrivers):
         hub: BreakerHub | None = None,
     ) -> CircuitBreaker:
         """A breaker from its options (as the registry builds one from TOML)."""
-        if not isinstance(options, CircuitOptions):
-            raise ConfigError(f"must be CircuitOptions, got {options!r}", path="options")
-        breaker = cls.__new__(cls)
-        breaker._setup(options, name, clock, hub)
-        return breaker
+        return built_from(cls, options, name, clock, hub)
 
     def _setup(
         self, options: CircuitOptions, name: str | None, clock: Clock, hub: BreakerHub | None

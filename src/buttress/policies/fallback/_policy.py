@@ -24,6 +24,7 @@ from buttress._codegen import (
     factory,
     targets,
 )
+from buttress._options import built_from
 from buttress._outcome import OnErrors
 from buttress._strategy import GeneratedDrivers
 from buttress.errors import ConfigError
@@ -204,13 +205,7 @@ class Fallback(GeneratedDrivers):
     @classmethod
     def from_options(cls, options: FallbackOptions, *, name: str | None = None) -> Fallback:
         """A fallback with these options (from code, or a configuration file)."""
-        if not isinstance(options, FallbackOptions):
-            raise ConfigError(
-                f"expected FallbackOptions, got {type(options).__name__}", path="options"
-            )
-        fallback = cls.__new__(cls)
-        fallback._setup(options, name)
-        return fallback
+        return built_from(cls, options, name)
 
     def _setup(self, options: FallbackOptions, name: str | None) -> None:
         if not options.alternatives and options.value is UNSET:

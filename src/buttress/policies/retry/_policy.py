@@ -44,11 +44,12 @@ from buttress._codegen import (
 )
 from buttress._deadline import DEADLINE, cancelled_by_timeout, fit
 from buttress._events import call_name
+from buttress._options import built_from
 from buttress._outcome import _PLAIN, result_is_failure
 from buttress._strategy import GeneratedDrivers
 from buttress._validate import check_callable, check_clock
 from buttress.clock import MONOTONIC, Clock
-from buttress.errors import ConfigError, RetryExhausted, TimeoutExceeded
+from buttress.errors import RetryExhausted, TimeoutExceeded
 from buttress.policies.backoff import Backoff
 from buttress.policies.retry._engine import Attempts, Engine, retryable
 from buttress.policies.retry._events import RetryGaveUp, RetryRecovered, RetryScheduled
@@ -268,13 +269,7 @@ class Retry(GeneratedDrivers):
         random: Callable[[], float] | None = None,
     ) -> Retry:
         """A retry with these options (from code, or :meth:`RetryOptions.from_mapping`)."""
-        if not isinstance(options, RetryOptions):
-            raise ConfigError(
-                f"must be a RetryOptions (Retry.Options), got {options!r}", path="options"
-            )
-        policy = cls.__new__(cls)
-        policy._setup(options, name, clock, random)
-        return policy
+        return built_from(cls, options, name, clock, random)
 
     def _setup(
         self,

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
 from buttress._codegen import Shape, Target, factory, targets
 from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
 from buttress._events import call_name
+from buttress._options import built_from
 from buttress._strategy import AsyncRunner, GeneratedDrivers, SyncRunner, invoke, invoke_async
 from buttress._switches import SWITCHES
 from buttress._validate import check_clock
 from buttress.clock import MONOTONIC, Clock, TimerHandle
-from buttress.errors import ConfigError, TimeoutExceeded
+from buttress.errors import TimeoutExceeded
 from buttress.policies.timeout._engine import Registry, publish_nested
 from buttress.policies.timeout._events import TimeoutOccurred
 from buttress.policies.timeout._options import TimeoutMode, TimeoutOptions
@@ -242,11 +243,7 @@ class Timeout(GeneratedDrivers):
         cls, options: TimeoutOptions, *, name: str | None = None, clock: Clock = MONOTONIC
     ) -> Timeout:
         """A ``Timeout`` from its options (as the registry builds it from TOML)."""
-        if not isinstance(options, TimeoutOptions):
-            raise ConfigError(f"must be TimeoutOptions, got {options!r}", path="options")
-        policy = cls.__new__(cls)
-        policy._setup(options, name, clock)
-        return policy
+        return built_from(cls, options, name, clock)
 
     def _setup(self, options: TimeoutOptions, name: str | None, clock: Clock) -> None:
         self.options = options
