@@ -567,6 +567,7 @@ async def test_subscribe_hears_users_own_policies() -> None:
 def _outermost() -> list[Strategy]:
     return [
         Timeout(30.0),
+        Timeout(30.0, mode="pessimistic"),
         Retry(2, delay=0),
         CircuitBreaker(),
         Bulkhead(2),
@@ -597,7 +598,12 @@ def _aflaky(failures: int) -> Callable[[int], Awaitable[int]]:
     return afetch
 
 
-@pytest.mark.parametrize("outer", _outermost(), ids=lambda s: type(s).__name__)
+def _id(strategy: Strategy) -> str:
+    mode = getattr(strategy, "mode", "")
+    return f"{type(strategy).__name__}{'-' + mode if mode else ''}"
+
+
+@pytest.mark.parametrize("outer", _outermost(), ids=_id)
 def test_a_decorated_pipeline_runs_every_policy_inside_its_outermost(outer: Strategy) -> None:
     retry = Retry(3, delay=0)
     pipeline = Pipeline(outer, retry, CircuitBreaker(consecutive_failures=10))
@@ -613,7 +619,7 @@ def test_a_decorated_pipeline_runs_every_policy_inside_its_outermost(outer: Stra
     assert pipeline.call(_flaky(2), 1) == expected  # the same as the runners' path
 
 
-@pytest.mark.parametrize("outer", _outermost(), ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("outer", _outermost(), ids=_id)
 async def test_a_decorated_pipeline_runs_every_policy_inside_its_outermost_async(
     outer: Strategy,
 ) -> None:
