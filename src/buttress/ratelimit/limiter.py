@@ -59,7 +59,6 @@ from buttress.stores.base import Algorithm, Decision, validate_cost
 
 __all__ = ["RateLimitResult", "RateLimiter"]
 
-_MODES: tuple[Literal["reject", "wait"], ...] = ("reject", "wait")
 # Building the tuple directly skips NamedTuple's Python-level __new__.
 _new = tuple.__new__
 
