@@ -127,6 +127,9 @@ def _run_case(name: str, calls: int) -> None:
 
 def _count(name: str, calls: int, src: str | None) -> int:
     env = dict(os.environ)
+    # A fixed hash seed lays dictionaries out alike in every run: counts then repeat
+    # to the instruction instead of moving by ±60.
+    env.setdefault("PYTHONHASHSEED", "0")
     if src:
         env["PYTHONPATH"] = os.path.abspath(src)
     command = [

@@ -74,7 +74,7 @@ class Shape:
         return self.signature.startswith("(*")
 
 
-_CHECK = "if type(result) is _coroutine: _use_acall(fn, result)"
+_CHECK = "if result.__class__ is _coroutine: _use_acall(fn, result)"
 
 SYNC_RUNNER = Shape(
     "sync_runner", False, "(fn, args, kwargs)", "inner(fn, args, kwargs)", "", "inner"

@@ -81,7 +81,7 @@ _FIRST = """
     @aio     cancelled(fn, exc, 1)
     @aio     raise
     else:
-        @plain if type(result) is seen:
+        @plain if result.__class__ is seen:
         @plain     return result
         {CHECK}
         @plain if type(result) in plain:
