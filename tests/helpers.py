@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 from buttress.clock import FakeClock
@@ -15,6 +16,11 @@ async def tick(times: int = 1) -> None:
         future: asyncio.Future[None] = loop.create_future()
         loop.call_soon(future.set_result, None)
         await future
+
+
+def yield_gil() -> None:
+    """Give the GIL to another thread now, without any timed wait."""
+    os.sched_yield()
 
 
 class WatchedClock(FakeClock):

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from buttress.errors import BulkheadFull
 from buttress.events import CallRejected, Event
 from buttress.policies.bulkhead import Bulkhead
 
-from tests.helpers import tick
+from tests.helpers import tick, yield_gil
 
 pytestmark = pytest.mark.stress
 
@@ -47,7 +46,7 @@ class Gauge:
         threads surely find the slots taken, however the machine schedules them."""
         self.inside.append(None)
         self.peak = max(self.peak, len(self.inside))
-        time.sleep(0)
+        yield_gil()
         self.inside.pop()
         self.finished.append(None)
 

@@ -39,6 +39,8 @@ from buttress.policies.fallback import (
 )
 from buttress.policies.fallback import _events as fallback_events
 
+from tests.helpers import tick
+
 
 class Boom(Exception):
     """A dependency failure the tests fall back on (transient, so the default answers)."""
@@ -923,7 +925,7 @@ async def test_answers_for_the_rejections_of_real_policies_async() -> None:
 
     limited = Pipeline(Fallback(value="cached"), Bulkhead(1, max_queue=0))
     first = asyncio.ensure_future(limited.acall(busy))
-    await asyncio.sleep(0)
+    await tick()
     assert await limited.acall(busy) == "cached"
     gate.set()
     assert await first == "busy"

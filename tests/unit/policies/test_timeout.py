@@ -431,7 +431,7 @@ def test_a_loop_this_thread_ran_before_and_another_thread_runs_now(
     async def hold_a_step() -> None:
         in_step.set()
         release.wait(5)  # blocks its loop mid-step: it has a current task
-        await asyncio.sleep(0)  # a cancellation meant for another task would land here
+        await tick()  # a cancellation meant for another task would land here
         survived.append(True)
 
     other = threading.Thread(target=moved.run_until_complete, args=(hold_a_step(),))

@@ -259,7 +259,7 @@ async def test_a_timeout_made_for_one_block_leaves_nothing_behind() -> None:
     armed_before = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
     alive = timeouts_alive()
     async with Timeout(60.0):
-        await asyncio.sleep(0)
+        await tick()
     assert timeouts_alive() == alive  # no timer, context or registry keeps it
     assert [h for h in loop._scheduled if not h.cancelled()] == armed_before  # type: ignore[attr-defined]
 
