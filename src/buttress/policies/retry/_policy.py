@@ -4,9 +4,10 @@ Two templates (:mod:`buttress._codegen`) make every driver a call can take — a
 pipeline runner, a direct runner, a decorator's wrapper, each sync and async:
 
 - :data:`_FIRST`, the first attempt: a bare ``try`` around the call, a type check of
-  the result (a set lookup for plain values) and, only on failure, a hand-over to
-- :data:`_AGAIN`, the retry loop: ask the engine how long to wait, check that the
-  wait fits the enclosing time budget, wait, try again.
+  the result and, only on failure, a hand-over to
+- :data:`_AGAIN`, the retry loop: decide whether the first error is retried at all,
+  ask the engine how long to wait, check that the wait fits the enclosing time
+  budget, wait, try again.
 
 Everything the loop decides goes through :class:`Retry`'s helpers (``_plan``,
 ``_give_up`` ...) and the sans-I/O :class:`~._engine.Engine`, which the loop form
@@ -17,9 +18,16 @@ emits no event. Judging its result costs one identity test: ``seen`` holds the t
 of the last plain value (``int``, ``dict``, ...) the driver returned — a type the
 outcome model never calls a failure, and never a coroutine, since the sync check
 (``{CHECK}``) runs before a type is remembered — and only another type goes on to
-the set lookup and the result rule. The loop is entered after the first attempt's
-``except`` block has ended, so later errors do not chain to the first as
-``__context__`` (an unbounded retry would otherwise grow that chain).
+``judge`` (the set lookup and the result rule).
+
+The first attempt's driver closes over as few names as it can (``fn``, ``seen``,
+``judge``, ``again``): CPython copies every free variable into the frame on each
+call, ~23 instructions apiece, so even the first error's "is it retried at all?"
+is asked by the loop. A first error that is not retried therefore shows the loop's
+frame in its traceback; the error itself is raised unchanged, with no
+``__context__`` added. The loop is entered after the first attempt's ``except``
+block has ended, so later errors do not chain to the first as ``__context__`` (an
+unbounded retry would otherwise grow that chain).
 """
 
 from __future__ import annotations
@@ -69,13 +77,10 @@ T = TypeVar("T")
 
 _FIRST = """
 {DEF} retry_first{SIG}:
-    @plain nonlocal seen
     @timed started = monotonic()
     try:
         result = {AWAIT}{CALL}
     except Exception as exc:
-        if not retryable(exc):
-            raise
         error = exc
     @aio except CancelledError as exc:
     @aio     cancelled(fn, exc, 1)
@@ -83,21 +88,28 @@ _FIRST = """
     else:
         @plain if result.__class__ is seen:
         @plain     return result
-        {CHECK}
-        @plain if type(result) in plain:
-        @plain     seen = type(result)
-        @plain     return result
-        @results if not result_rule(result):
+        @results if not judge(fn, result):
         @results     return result
+        @!results {CHECK}
         @!results return result
-        @!timed started = 0.0
-        @results return {AWAIT}again(fn, args, kwargs, None, result, started)
-    @!timed started = 0.0
-    return {AWAIT}again(fn, args, kwargs, error, None, started)
+        @timed return {AWAIT}again(fn, args, kwargs, None, result, started)
+        @!timed return {AWAIT}again(fn, args, kwargs, None, result, 0.0)
+    @timed return {AWAIT}again(fn, args, kwargs, error, None, started)
+    @!timed return {AWAIT}again(fn, args, kwargs, error, None, 0.0)
+
+def judge(fn, result):
+    nonlocal seen
+    {CHECK}
+    @plain if type(result) in plain:
+    @plain     seen = type(result)
+    @plain     return False
+    return result_rule(result)
 """
 
 _AGAIN = """
 {DEF} retry_again(fn, args, kwargs, error, result, started):
+    if error is not None and not retryable(error):
+        raise error
     state = begin(started)
     while True:
         delay = plan(state, fn, error, result)
