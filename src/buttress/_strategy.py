@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, final, overload
 
@@ -129,6 +130,21 @@ class UseAcall:
         raise TypeError("UseAcall only exists for the type checker")
 
 
+_live: weakref.WeakSet[Strategy] = weakref.WeakSet()
+
+
+def live() -> list[Strategy]:
+    """Every policy and pipeline alive in this process (for metrics and health views).
+
+    Held weakly: a policy nobody references any more drops out.
+    """
+    while True:
+        try:
+            return list(_live)
+        except RuntimeError:  # pragma: no cover - the set changed while being copied
+            continue
+
+
 class Strategy:
     """Base of policies and pipelines: run a callable through this strategy.
 
@@ -141,7 +157,7 @@ class Strategy:
     decisions stay in its sans-I/O engine.
     """
 
-    __slots__ = ("_async", "_events", "_sync", "name")
+    __slots__ = ("__weakref__", "_async", "_events", "_sync", "name")
 
     name: str
     _events: Emitter
@@ -152,6 +168,7 @@ class Strategy:
         checked = check_name(name)
         self.name = checked if checked is not None else default_name(kind)
         self._events = Emitter()
+        _live.add(self)
 
     def _build(self) -> None:
         """Build both runners now (they are otherwise built on first use)."""
