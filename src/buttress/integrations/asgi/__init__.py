@@ -35,27 +35,74 @@ from buttress.integrations.asgi._identity import (
     client_ip,
     user_key,
 )
+from buttress.integrations.asgi._ids import RequestIdMiddleware, new_request_id
 from buttress.integrations.asgi._middleware import RateLimitMiddleware
+from buttress.integrations.asgi._problems import (
+    DEFAULT_ERRORS,
+    Conflict,
+    DependencyFailed,
+    DependencyTimeout,
+    ErrorMapping,
+    Forbidden,
+    NotFound,
+    Problem,
+    ProblemError,
+    ProblemMiddleware,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+    send_problem_response,
+)
 from buttress.integrations.asgi._rules import QUOTA_EXCEEDED, Rule
+from buttress.integrations.asgi._shutdown import (
+    Drain,
+    DrainReport,
+    GracefulShutdownMiddleware,
+    ShuttingDown,
+)
+from buttress.integrations.asgi._timeouts import RequestTimeoutMiddleware
 from buttress.integrations.asgi._types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from buttress.integrations.asgi._routes import RouteLimiter
 
 __all__ = [
+    "DEFAULT_ERRORS",
     "QUOTA_EXCEEDED",
     "ASGIApp",
     "AsyncKeyFunc",
+    "Conflict",
+    "DependencyFailed",
+    "DependencyTimeout",
+    "Drain",
+    "DrainReport",
+    "ErrorMapping",
+    "Forbidden",
+    "GracefulShutdownMiddleware",
     "KeyFunc",
     "Message",
+    "NotFound",
+    "Problem",
+    "ProblemError",
+    "ProblemMiddleware",
     "RateLimitMiddleware",
     "Receive",
+    "RequestIdMiddleware",
+    "RequestTimeoutMiddleware",
     "RouteLimiter",
     "Rule",
     "Scope",
     "Send",
+    "ServiceUnavailable",
+    "ShuttingDown",
+    "TooManyRequests",
+    "Unauthorized",
+    "ValidationFailed",
     "api_key",
     "client_ip",
+    "new_request_id",
+    "send_problem_response",
     "user_key",
 ]
 
