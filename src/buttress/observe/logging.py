@@ -19,8 +19,9 @@ event dict's keys.
 Levels by kind: rejections and recoveries at INFO; retries scheduled at INFO; a
 retry giving up, a timeout, a breaker opening and a store outage at WARNING; a
 programming error reaching a policy (a retry giving up on a ``TypeError``) at
-ERROR. A store outage logs once per transition (the store emits one event when it
-falls back and one when it recovers), never once per call.
+ERROR. Store outages are not logged here: a fallback store and a breaker hub log
+their own, once per transition (on ``buttress.stores`` / ``buttress.circuit``, at
+WARNING when the backend is lost and INFO when it is back), never once per call.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ class LogListener:
             self._structlog = _structlog.get_logger(self._logger.name)
 
     def __call__(self, event: Event) -> None:
+        if type(event).__name__ in _LOGGED_BY_EMITTER:
+            return
         level = event_level(event)
         if level < self._min:
             return
@@ -145,6 +148,9 @@ class LogListener:
         extra = {key: value for key, value in fields.items() if key not in _RESERVED}
         self._logger.log(level, "%s", _message(fields), extra=extra)
 
+
+# Events whose emitter writes its own line (once per transition).
+_LOGGED_BY_EMITTER = frozenset({"StoreFellBack", "StoreRecovered"})
 
 _RESERVED = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
