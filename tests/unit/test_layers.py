@@ -83,6 +83,8 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "prometheus_client": ("prometheus",),
     "opentelemetry": ("otel",),
     "rich": ("cli", "server", "demo"),
+    "click": ("cli",),
+    "yaml": ("cli", "ops"),
     "uvicorn": ("server", "cli"),
     "structlog": ("structlog", "logging"),
     "sqlalchemy": ("sqlalchemy",),
