@@ -1,0 +1,60 @@
+"""The NATS check: connect and flush (a PING/PONG round trip; the ``nats`` extra)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import nats
+
+from ._check import Check, check_url, ready_made
+
+__all__ = ["nats_check"]
+
+
+async def _quiet(error: Exception) -> None:
+    # The client reports connection errors here as well as raising them; the check
+    # reports the raised one, once.
+    return None
+
+
+def nats_check(
+    url: str,
+    *,
+    name: str = "nats",
+    timeout: float | timedelta = 5.0,
+    critical: bool = True,
+    failure_threshold: int = 1,
+    success_threshold: int = 1,
+) -> Check:
+    """A check that the NATS server at ``url`` (``nats://`` or ``tls://``) answers a flush.
+
+    Each run connects (without reconnecting), flushes — a PING answered by a PONG —
+    and closes. The other options are :class:`~buttress.observe.health.Check`'s.
+    """
+    url = check_url(url, ("nats", "tls", "ws", "wss"))
+    check: Check
+
+    async def flush() -> None:
+        client = await nats.connect(
+            url,
+            connect_timeout=check.timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=_quiet,
+        )
+        try:
+            await client.flush(timeout=max(1, round(check.timeout)))
+        finally:
+            await client.close()
+
+    check = ready_made(
+        name,
+        flush,
+        url,
+        component_type="component",
+        timeout=timeout,
+        critical=critical,
+        failure_threshold=failure_threshold,
+        success_threshold=success_threshold,
+    )
+    return check
