@@ -201,8 +201,12 @@ def _burn(t: AlertThresholds, factor: float, windows: tuple[float, float]) -> st
         selector(m.ERROR_BUDGET_BURN_RATE, f'window="{window_label(w)}"', extra=t.selector)
         for w in windows
     )
-    # The two series differ only in their window label: match on everything else.
-    return f"({long} > {factor:g})\nand ignoring (window)\n({short} > {factor:g})"
+    # The two series differ only in their window label: match on everything else, and
+    # drop the label from the alert (its value is the long window's burn rate).
+    return (
+        f"min without (window) (\n  ({long} > {factor:g})\n  and ignoring (window)\n"
+        f"  ({short} > {factor:g})\n)"
+    )
 
 
 def alert_rules(thresholds: AlertThresholds | None = None) -> dict[str, Any]:
