@@ -165,8 +165,8 @@ class ResilientTransport(httpx.BaseTransport):
         if left is not None:
             request.extensions["timeout"] = _capped(timeout, left)
         response = self.transport.handle_request(request)
-        if not drains(response.status_code):
-            return response
+        if not drains(response.status_code) or isinstance(response.stream, httpx.ByteStream):
+            return response  # kept, or already in memory
         try:
             raw = b"".join(response.iter_raw())
         finally:
@@ -223,8 +223,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         response = await self.transport.handle_async_request(request)
-        if not drains(response.status_code):
-            return response
+        if not drains(response.status_code) or isinstance(response.stream, httpx.ByteStream):
+            return response  # kept, or already in memory
         try:
             raw = b"".join([chunk async for chunk in response.aiter_raw()])
         finally:
