@@ -77,7 +77,8 @@ def _load(config: Path | None, registry: str | None, use_env: bool) -> tuple[Reg
 
 def _text(entries: list[Entry], source: str, required: tuple[str, ...], failing: set[str]) -> None:
     console = Console(highlight=False)
-    summary = Table(title=f"Protections in {source}", title_justify="left")
+    console.print(f"Protections in {source}", soft_wrap=True)
+    summary = Table()
     summary.add_column("Pipeline", style="bold")
     for protection in PROTECTIONS:
         mark = "*" if protection in required else ""
@@ -92,7 +93,7 @@ def _text(entries: list[Entry], source: str, required: tuple[str, ...], failing:
         )
     console.print(summary)
     if required:
-        console.print(f"* required: {', '.join(required)}")
+        console.print(f"* required: {', '.join(required)}", soft_wrap=True)
     details = Table(title="Policies, outermost first", title_justify="left")
     for column in ("Pipeline", "Policy", "Type", "Details"):
         details.add_column(column)
@@ -103,7 +104,7 @@ def _text(entries: list[Entry], source: str, required: tuple[str, ...], failing:
     console.print(details)
     for entry in entries:
         for note in entry.notes:
-            console.print(f"note: {entry.name}: {note}")
+            console.print(f"note: {entry.name}: {note}", soft_wrap=True)
 
 
 def _json(entries: list[Entry], source: str, required: tuple[str, ...], failing: set[str]) -> None:
