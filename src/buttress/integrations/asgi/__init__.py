@@ -1,4 +1,4 @@
-"""Rate limiting for ASGI applications: a pure ASGI middleware and a route decorator.
+"""ASGI middlewares: rate limits, request ids, problem+json errors, timeouts, shutdown.
 
 :class:`RateLimitMiddleware` wraps any ASGI 3 application (Starlette, FastAPI,
 Quart, a bare callable) and applies :class:`Rule` s to its HTTP requests. It
@@ -18,16 +18,27 @@ Key functions: :func:`client_ip` (with trusted proxies for ``X-Forwarded-For`` o
 ``Forwarded``), :func:`user_key` and :func:`api_key` (hashed: raw keys never reach
 a store or a log; ``validate=`` keeps made-up keys from being keys at all).
 
+Around any application's handlers, each usable alone (outermost first):
+:class:`RequestIdMiddleware` (request and correlation ids, accepted when safe,
+generated otherwise, echoed, in :mod:`buttress.observe.context`),
+:class:`GracefulShutdownMiddleware` (requests in a :class:`Drain`, refused with a
+503 while it drains, drained on the lifespan shutdown), :class:`ProblemMiddleware`
+(exceptions as RFC 9457 problem documents, from the :class:`ProblemError`
+taxonomy, your own mapping and buttress's errors; nothing internal in a 500) and
+:class:`RequestTimeoutMiddleware` (a time limit per request, answered with a 504).
+
 The package's modules: ``_types`` (the ASGI types and helpers every buttress ASGI
 component shares), ``_identity`` (key functions), ``_paths`` (path patterns),
 ``_rules`` (rules, their joint decision, the headers), ``_middleware`` and
-``_routes``.
+``_routes``; ``_ids``, ``_problems``, ``_timeouts`` and ``_shutdown`` for the
+middlewares around the handlers.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from buttress.integrations.asgi._health import HealthEndpoints
 from buttress.integrations.asgi._identity import (
     AsyncKeyFunc,
     KeyFunc,
@@ -80,6 +91,7 @@ __all__ = [
     "ErrorMapping",
     "Forbidden",
     "GracefulShutdownMiddleware",
+    "HealthEndpoints",
     "KeyFunc",
     "Message",
     "NotFound",

@@ -262,6 +262,8 @@ class Check(_Entry):
                 critical=self.critical,
                 consecutive_failures=self._fails,
                 consecutive_successes=self._oks,
+                component_type=self.component_type,
+                measurement=self.measurement,
             )
         )
 
@@ -470,6 +472,7 @@ class Composite(_Entry):
                 consecutive_failures=self._fails,
                 consecutive_successes=self._oks,
                 members=tuple(results),
+                component_type=self.component_type,
             )
         )
 

@@ -11,12 +11,6 @@ from ._check import Check, check_url, ready_made
 __all__ = ["nats_check"]
 
 
-async def _quiet(error: Exception) -> None:
-    # The client reports connection errors here as well as raising them; the check
-    # reports the raised one, once.
-    return None
-
-
 def nats_check(
     url: str,
     *,
@@ -35,13 +29,23 @@ def nats_check(
     check: Check
 
     async def flush() -> None:
+        connecting = True
+
+        async def stop_at_first_error(error: Exception) -> None:
+            # While connecting, the client reports an error here and then tries the
+            # server again (and again); raising ends the attempt with that error.
+            # Once connected, errors also reach flush() or close(): ignored here.
+            if connecting:
+                raise error
+
         client = await nats.connect(
             url,
             connect_timeout=check.timeout,
             allow_reconnect=False,
             max_reconnect_attempts=0,
-            error_cb=_quiet,
+            error_cb=stop_at_first_error,
         )
+        connecting = False
         try:
             await client.flush(timeout=max(1, round(check.timeout)))
         finally:

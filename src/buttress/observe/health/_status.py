@@ -76,7 +76,8 @@ class CheckResult:
     timeout, or skipped because its previous run was still stuck.
     ``consecutive_failures`` and ``consecutive_successes`` count runs in a row.
     ``members`` holds the members' results when the check is a
-    :class:`~buttress.observe.health.Composite`.
+    :class:`~buttress.observe.health.Composite`. ``component_type`` and
+    ``measurement`` are the check's, for the IETF format.
     """
 
     name: str
@@ -92,6 +93,8 @@ class CheckResult:
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     members: tuple[CheckResult, ...] = ()
+    component_type: str = "component"
+    measurement: str = "responseTime"
 
 
 @dataclass(frozen=True, slots=True)
