@@ -51,7 +51,6 @@ def _repath(exc: ConfigError, prefix: str) -> ConfigError:
     return ConfigError(message, path=f"{prefix}.{exc.path}" if exc.path else prefix)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class BurnAlert:
     """A multi-window burn-rate alert: both windows burn faster than ``factor``.
 
@@ -59,8 +58,11 @@ class BurnAlert:
     burns more than 14.4 times as fast as it may, over both the last hour and the
     last five minutes (Google's SRE workbook: 2 % of a 30-day budget gone in an
     hour; the short window makes the alert stop soon after the burning does).
-    Windows are seconds or :class:`~datetime.timedelta`.
+    Windows are seconds or :class:`~datetime.timedelta`, kept as ``float`` seconds.
+    Immutable; compares and hashes by value.
     """
+
+    __slots__ = ("factor", "long", "short")
 
     long: float
     """The long window, in seconds: how much budget must have burnt."""
@@ -69,16 +71,30 @@ class BurnAlert:
     factor: float
     """The burn rate both windows must exceed (1 spends the budget exactly over the SLO window)."""
 
-    def __post_init__(self) -> None:
-        long = check_seconds(self.long, "long", positive=True)
-        short = check_seconds(self.short, "short", positive=True)
-        if short >= long:
+    def __init__(self, long: float | timedelta, short: float | timedelta, factor: float) -> None:
+        long_s = check_seconds(long, "long", positive=True)
+        short_s = check_seconds(short, "short", positive=True)
+        if short_s >= long_s:
             raise ConfigError(
-                f"must be shorter than long ({long:g} s), got {self.short!r}", path="short"
+                f"must be shorter than long ({long_s:g} s), got {short!r}", path="short"
             )
-        object.__setattr__(self, "long", long)
-        object.__setattr__(self, "short", short)
-        object.__setattr__(self, "factor", check_number(self.factor, "factor", above=0.0))
+        object.__setattr__(self, "long", long_s)
+        object.__setattr__(self, "short", short_s)
+        object.__setattr__(self, "factor", check_number(factor, "factor", above=0.0))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"BurnAlert is immutable: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BurnAlert):
+            return NotImplemented
+        return (self.long, self.short, self.factor) == (other.long, other.short, other.factor)
+
+    def __hash__(self) -> int:
+        return hash((self.long, self.short, self.factor))
+
+    def __repr__(self) -> str:
+        return f"BurnAlert(long={self.long:g}, short={self.short:g}, factor={self.factor:g})"
 
 
 DEFAULT_ALERTS = (
