@@ -428,3 +428,14 @@ def test_an_empty_configuration_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(path)])
     assert result.exit_code == 0
     assert f"no pipelines or policies in {path}" in result.stderr
+
+
+def test_every_threshold_option_is_documented() -> None:
+    import dataclasses
+
+    from buttress.observe.ops import AlertThresholds
+
+    page = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    for field in dataclasses.fields(AlertThresholds):
+        option = "--" + field.name.replace("_", "-")
+        assert f"`{option}" in page, option

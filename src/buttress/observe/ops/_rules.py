@@ -40,7 +40,7 @@ class AlertThresholds:
     10 % of calls failing for ten, and the multi-window burn-rate alerts of the
     Google SRE workbook (14.4× over 1 h and 5 min pages, 6× over 6 h and 30 min
     opens a ticket). The budget windows must be windows your
-    :class:`ErrorBudget` exports (its ``window`` label, in whole seconds).
+    error budget exports (its ``window`` label, in whole seconds).
     """
 
     breaker_open_for: float = field(
