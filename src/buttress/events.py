@@ -17,7 +17,8 @@ The event types (see ``docs/events.md`` for what triggers each, its fields and i
 - :class:`TimeoutOccurred` — a call ran out of time;
 - :class:`FallbackUsed` — a fallback answered for a failed call;
 - :class:`StoreFellBack`, :class:`StoreRecovered` — a store (or a shared breaker's
-  sync) lost and regained its backend.
+  sync) lost and regained its backend;
+- :class:`DegradationChanged` — a degradation moved to another feature level.
 
 The policy-specific types are defined beside their policies and imported from here
 on first use, so ``import buttress.events`` stays light.
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from buttress._events import CallRejected, Emitter, Event, Listener, call_name, subscribe
 
 if TYPE_CHECKING:
+    from buttress.policies.budget import DegradationChanged
     from buttress.policies.circuit import CircuitStateChanged
     from buttress.policies.fallback import FallbackUsed
     from buttress.policies.retry import RetryGaveUp, RetryRecovered, RetryScheduled
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CallRejected",
     "CircuitStateChanged",
+    "DegradationChanged",
     "Emitter",
     "Event",
     "FallbackUsed",
@@ -57,6 +60,7 @@ __all__ = [
 # Where each policy's event types live; imported when first asked for.
 _HOMES = {
     "CircuitStateChanged": "buttress.policies.circuit",
+    "DegradationChanged": "buttress.policies.budget",
     "FallbackUsed": "buttress.policies.fallback",
     "RetryGaveUp": "buttress.policies.retry",
     "RetryRecovered": "buttress.policies.retry",
