@@ -43,15 +43,35 @@ __all__ = [
 class Expiry(Protocol):
     """The ``Timeout`` behind a deadline: it names the error a wait cut short ends in."""
 
-    def expired(self, detail: str) -> TimeoutExceeded:
-        """The error for a wait that cannot fit, after emitting the timeout's event."""
+    def expired(self, detail: str, fn: object = None) -> TimeoutExceeded:
+        """The error for a wait that cannot fit, after emitting the timeout's event.
+
+        ``fn``: the call that waits (a function, or a label), for the event.
+        """
         ...
 
 
-DEADLINE: contextvars.ContextVar[tuple[float, Clock, Expiry] | None] = contextvars.ContextVar(
+Published = tuple[float, Clock, Expiry, object]
+"""``(deadline, clock, timeout, fn)``: ``fn`` is the call the timeout runs (``None``
+for a block), named by the event of a wait inside that cannot fit."""
+
+DEADLINE: contextvars.ContextVar[Published | None] = contextvars.ContextVar(
     "buttress_deadline", default=None
 )
-"""``(deadline, clock, timeout)`` of the innermost active ``Timeout``, or ``None``."""
+"""``(deadline, clock, timeout, fn)`` of the innermost active ``Timeout``, or ``None``."""
+
+
+class _WithCall:
+    """A timeout and the call it runs, handed to a waiter whose wait it shortened."""
+
+    __slots__ = ("expiry", "fn")
+
+    def __init__(self, expiry: Expiry, fn: object) -> None:
+        self.expiry = expiry
+        self.fn = fn
+
+    def expired(self, detail: str, fn: object = None) -> TimeoutExceeded:
+        return self.expiry.expired(detail, self.fn)
 
 
 def remaining() -> float | None:
@@ -64,7 +84,7 @@ def remaining() -> float | None:
     current = DEADLINE.get()
     if current is None:
         return None
-    deadline, clock, _ = current
+    deadline, clock, _, _ = current
     return max(0.0, deadline - clock.monotonic())
 
 
@@ -78,10 +98,10 @@ def fit(wait: float, what: str) -> None:
     current = DEADLINE.get()
     if current is None:
         return
-    deadline, clock, expiry = current
+    deadline, clock, expiry, fn = current
     left = deadline - clock.monotonic()
     if left <= 0.0 or wait >= left:
-        raise expiry.expired(f"{what} would wait {wait:.3f}s with {max(0.0, left):.3f}s left")
+        raise expiry.expired(f"{what} would wait {wait:.3f}s with {max(0.0, left):.3f}s left", fn)
 
 
 def cap(wait: float | None) -> tuple[float | None, Expiry | None]:
@@ -94,10 +114,10 @@ def cap(wait: float | None) -> tuple[float | None, Expiry | None]:
     current = DEADLINE.get()
     if current is None:
         return wait, None
-    deadline, clock, expiry = current
+    deadline, clock, expiry, fn = current
     left = max(0.0, deadline - clock.monotonic())
     if wait is None or left < wait:
-        return left, expiry
+        return left, expiry if fn is None else _WithCall(expiry, fn)
     return wait, None
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from buttress import Timeout, TimeoutExceeded, TimeoutOccurred, remaining
 from buttress._deadline import cancelled_by_timeout, cap, fit
+from buttress._events import call_name
 from buttress.clock import FakeClock
 
 from tests.helpers import tick
@@ -48,8 +49,17 @@ def test_cap_shortens_waits_to_what_is_left(manual_clock: FakeClock) -> None:
 
     short, long, forever = timeout.call(body)
     assert short == (0.1, None)
-    assert long == (0.5, timeout)
-    assert forever == (0.5, timeout)
+    assert long[0] == forever[0] == 0.5
+    # The expiry names the timeout, and the call it runs in its event.
+    seen: list[object] = []
+    timeout.subscribe(seen.append)
+    for _, expiry in (long, forever):
+        assert expiry is not None
+        error = expiry.expired("waited")
+        assert (error.name, error.detail) == ("total", "waited")
+    assert [event.call for event in seen] == [call_name(body)] * 2  # type: ignore[attr-defined]
+    with timeout:
+        assert cap(2.0) == (0.5, timeout)  # a block runs no call: the timeout itself
 
 
 def test_nested_timeouts_the_earliest_deadline_wins(manual_clock: FakeClock) -> None:

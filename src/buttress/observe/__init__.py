@@ -60,10 +60,11 @@ class Instrumentation:
         self._undo: list[Callable[[], None]] = []
 
     def close(self) -> None:
-        """Stop logging events and unregister the Prometheus collector.
+        """Stop logging and counting events, and unregister the Prometheus collector.
 
-        OpenTelemetry instruments cannot be removed from a meter; they stay, and
-        keep reporting the policies' state.
+        The counts so far are kept (a counter never goes back). OpenTelemetry
+        instruments cannot be removed from a meter; they stay, and keep reporting
+        the policies' state.
         """
         while self._undo:
             self._undo.pop()()
@@ -146,6 +147,10 @@ def instrument(
             exporter.register(registry)
             done._undo.append(lambda: exporter.unregister(registry))
             done.prometheus = True
+        from buttress.observe.metrics import _unsubscribe_tally, tally  # noqa: PLC0415
+
+        tally()
+        done._undo.insert(0, _unsubscribe_tally)
         if use_otel:
             from buttress.observe import otel as otel_exporter  # noqa: PLC0415
 
@@ -156,7 +161,7 @@ def instrument(
 
 
 def uninstrument() -> None:
-    """Undo :func:`instrument` (the event tally stays: its counts must not go back)."""
+    """Undo :func:`instrument` (see :meth:`Instrumentation.close`)."""
     global _current
     with _lock:
         if _current is not None:

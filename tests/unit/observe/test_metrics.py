@@ -38,29 +38,32 @@ def fail() -> None:
 
 def test_rejections_retries_and_transitions_are_counted_by_kind_and_reason() -> None:
     tally()
-    breaker = CircuitBreaker(name="api", consecutive_failures=2)
+    breaker = CircuitBreaker(name="obs-api", consecutive_failures=2)
     retry = Retry(3, delay=0, name="r")
     pipeline = Pipeline(retry, breaker)
     with pytest.raises(CircuitOpen):
         pipeline.call(fail)
     assert value("buttress_retries_total", policy="r") == 2
     assert value("buttress_retry_gave_up_total", policy="r", reason="not_retryable") == 1
-    assert value("buttress_circuit_transitions_total", policy="api", state="open") == 1
+    assert value("buttress_circuit_transitions_total", policy="obs-api", state="open") == 1
     assert (
         value(
-            "buttress_rejections_total", policy="api", kind="circuit_breaker", reason="circuit_open"
+            "buttress_rejections_total",
+            policy="obs-api",
+            kind="circuit_breaker",
+            reason="circuit_open",
         )
         == 1
     )
 
 
 def test_nothing_is_counted_before_the_tally_listens() -> None:
-    breaker = CircuitBreaker(name="quiet", consecutive_failures=1)
+    breaker = CircuitBreaker(name="obs-quiet", consecutive_failures=1)
     with pytest.raises(ConnectionError):
         breaker.call(fail)
-    assert value("buttress_circuit_transitions_total", policy="quiet", state="open") == 0
+    assert value("buttress_circuit_transitions_total", policy="obs-quiet", state="open") == 0
     # The state is read live whatever listens.
-    assert value("buttress_circuit_state", policy="quiet", state="open") == 1
+    assert value("buttress_circuit_state", policy="obs-quiet", state="open") == 1
 
 
 def test_a_success_builds_no_event_even_while_instrumented() -> None:
@@ -78,21 +81,21 @@ def test_a_success_builds_no_event_even_while_instrumented() -> None:
 
 def test_breaker_state_and_window_are_read_live() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker(name="db", failure_ratio=0.5, window=4, min_calls=4, clock=clock)
+    breaker = CircuitBreaker(name="obs-db", failure_ratio=0.5, window=4, min_calls=4, clock=clock)
     breaker.call(lambda: 1)
     with pytest.raises(ConnectionError):
         breaker.call(fail)
-    assert value("buttress_circuit_state", policy="db", state="closed") == 1
-    assert value("buttress_circuit_state", policy="db", state="open") == 0
-    assert value("buttress_circuit_window_calls", policy="db", outcome="failure") == 1
-    assert value("buttress_circuit_window_calls", policy="db", outcome="success") == 1
-    assert value("buttress_circuit_failure_rate", policy="db") == 0.5
+    assert value("buttress_circuit_state", policy="obs-db", state="closed") == 1
+    assert value("buttress_circuit_state", policy="obs-db", state="open") == 0
+    assert value("buttress_circuit_window_calls", policy="obs-db", outcome="failure") == 1
+    assert value("buttress_circuit_window_calls", policy="obs-db", outcome="success") == 1
+    assert value("buttress_circuit_failure_rate", policy="obs-db") == 0.5
     breaker.isolate()
-    assert value("buttress_circuit_state", policy="db", state="isolated") == 1
+    assert value("buttress_circuit_state", policy="obs-db", state="isolated") == 1
 
 
 async def test_bulkhead_in_flight_queued_and_limit() -> None:
-    bulkhead = Bulkhead(1, max_queue=2, name="pool")
+    bulkhead = Bulkhead(1, max_queue=2, name="obs-pool")
     gate = asyncio.Event()
 
     async def hold() -> None:
@@ -100,29 +103,36 @@ async def test_bulkhead_in_flight_queued_and_limit() -> None:
 
     tasks = [asyncio.create_task(bulkhead.acall(hold)) for _ in range(3)]
     await tick(2)
-    assert value("buttress_bulkhead_in_flight", policy="pool") == 1
-    assert value("buttress_bulkhead_queued", policy="pool") == 2
-    assert value("buttress_bulkhead_limit", policy="pool") == 1
+    assert value("buttress_bulkhead_in_flight", policy="obs-pool") == 1
+    assert value("buttress_bulkhead_queued", policy="obs-pool") == 2
+    assert value("buttress_bulkhead_limit", policy="obs-pool") == 1
     gate.set()
     await asyncio.gather(*tasks)
-    assert value("buttress_bulkhead_in_flight", policy="pool") == 0
+    assert value("buttress_bulkhead_in_flight", policy="obs-pool") == 0
 
 
 def test_bulkhead_and_limiter_rejections() -> None:
     tally()
-    limiter = RateLimiter("1/minute", name="lim")
+    limiter = RateLimiter("1/minute", name="obs-lim")
     limiter.call(lambda: 1)
     with pytest.raises(RateLimited):
         limiter.call(lambda: 1)
     assert (
-        value("buttress_rejections_total", policy="lim", kind="rate_limiter", reason="rate_limited")
+        value(
+            "buttress_rejections_total",
+            policy="obs-lim",
+            kind="rate_limiter",
+            reason="rate_limited",
+        )
         == 1
     )
-    bulkhead = Bulkhead(1, name="one")
+    bulkhead = Bulkhead(1, name="obs-one")
     with bulkhead, pytest.raises(BulkheadFull):
         bulkhead.call(lambda: 1)
     assert (
-        value("buttress_rejections_total", policy="one", kind="bulkhead", reason="bulkhead_full")
+        value(
+            "buttress_rejections_total", policy="obs-one", kind="bulkhead", reason="bulkhead_full"
+        )
         == 1
     )
 
@@ -145,18 +155,18 @@ def test_timeouts_and_fallbacks() -> None:
 
 
 def test_policies_with_one_name_add_up() -> None:
-    first = Bulkhead(2, name="same")
-    second = Bulkhead(3, name="same")
-    assert value("buttress_bulkhead_limit", policy="same") == 5
+    first = Bulkhead(2, name="obs-same")
+    second = Bulkhead(3, name="obs-same")
+    assert value("buttress_bulkhead_limit", policy="obs-same") == 5
     del first, second
 
 
 def test_a_dropped_policy_leaves_the_figures() -> None:
-    bulkhead = Bulkhead(2, name="gone")
-    assert value("buttress_bulkhead_limit", policy="gone") == 2
+    bulkhead = Bulkhead(2, name="obs-gone")
+    assert value("buttress_bulkhead_limit", policy="obs-gone") == 2
     del bulkhead
     gc.collect()
-    assert value("buttress_bulkhead_limit", policy="gone") == 0
+    assert value("buttress_bulkhead_limit", policy="obs-gone") == 0
 
 
 def test_sources_are_read_at_collection_and_removed() -> None:
@@ -164,15 +174,17 @@ def test_sources_are_read_at_collection_and_removed() -> None:
 
     def source() -> list[Family]:
         reads.append(1)
-        return [Family("buttress_health_check_up", "gauge", "up", [Sample({"check": "db"}, 1.0)])]
+        return [
+            Family("buttress_health_check_up", "gauge", "up", [Sample({"check": "obs-db"}, 1.0)])
+        ]
 
     remove = register_source("test", source)
     try:
-        assert value("buttress_health_check_up", check="db") == 1
+        assert value("buttress_health_check_up", check="obs-db") == 1
         assert reads == [1]
     finally:
         remove()
-    assert value("buttress_health_check_up", check="db") == 0
+    assert value("buttress_health_check_up", check="obs-db") == 0
 
 
 # ------------------------------------------------------------------------- Measure

@@ -54,6 +54,7 @@ def _p(metric: str, *matchers: str) -> str:
 
 
 def _rows() -> tuple[_Row, ...]:
+    limited = _p(m.REJECTIONS, 'kind="rate_limiter"')
     open_breakers = selector(m.BREAKER_STATE, _POLICY, 'state=~"open|isolated"')
     # 0 closed, 1 half-open, 2 open, 3 isolated: exactly one state series is 1.
     codes = (("half_open", 1), ("open", 2), ("isolated", 3), ("closed", 0))
@@ -166,12 +167,13 @@ def _rows() -> tuple[_Row, ...]:
                     ),
                 ),
                 _Panel(
-                    "Rate limiter decisions",
-                    "Decisions per second, allowed and denied.",
+                    "Rate limiter denials",
+                    "Requests each rate limiter denied, per second (admissions are not "
+                    "counted: they are the hot path; a Measure counts calls).",
                     (
                         (
-                            f"sum by (policy, decision) (rate({_p(m.RATELIMIT_DECISIONS)}{_RATE}))",
-                            "{{policy}} {{decision}}",
+                            f"sum by (policy, reason) (rate({limited}{_RATE}))",
+                            "{{policy}} {{reason}}",
                         ),
                     ),
                     unit="reqps",

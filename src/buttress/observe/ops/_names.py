@@ -24,7 +24,6 @@ __all__ = [
     "HEALTH_CHECK_UP",
     "LATENCY_BUDGET_REMAINING",
     "METRICS",
-    "RATELIMIT_DECISIONS",
     "REJECTIONS",
     "RETRIES",
     "RETRY_GAVE_UP",
@@ -45,7 +44,6 @@ BREAKER_TRANSITIONS = "buttress_circuit_transitions_total"
 BULKHEAD_IN_FLIGHT = "buttress_bulkhead_in_flight"
 BULKHEAD_QUEUED = "buttress_bulkhead_queued"
 BULKHEAD_LIMIT = "buttress_bulkhead_limit"
-RATELIMIT_DECISIONS = "buttress_ratelimit_decisions_total"
 STORE_DEGRADED = "buttress_store_degraded"
 STORE_TRANSITIONS = "buttress_store_transitions_total"
 CALL_DURATION = "buttress_call_duration_seconds"
@@ -69,7 +67,6 @@ METRICS: tuple[str, ...] = (
     BULKHEAD_IN_FLIGHT,
     BULKHEAD_QUEUED,
     BULKHEAD_LIMIT,
-    RATELIMIT_DECISIONS,
     STORE_DEGRADED,
     STORE_TRANSITIONS,
     CALL_DURATION,

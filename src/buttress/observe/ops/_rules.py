@@ -97,15 +97,15 @@ class AlertThresholds:
     bulkhead_for: float = field(
         default=300.0, metadata={"help": "How long a bulkhead stays saturated before it alerts."}
     )
-    ratelimit_denied_ratio: float = field(
-        default=0.1,
-        metadata={"help": "Share of a limiter's decisions denied, above which it alerts (0–1)."},
+    ratelimit_denials: float = field(
+        default=1.0,
+        metadata={"help": "Denials per second by one rate limiter, above which it alerts."},
     )
     ratelimit_window: float = field(
-        default=300.0, metadata={"help": "The rate window of the denied ratio."}
+        default=300.0, metadata={"help": "The rate window of the denials per second."}
     )
     ratelimit_for: float = field(
-        default=600.0, metadata={"help": "How long the denied ratio stays high before it alerts."}
+        default=600.0, metadata={"help": "How long the denials stay high before it alerts."}
     )
     selector: str = field(
         default="",
@@ -221,8 +221,7 @@ def alert_rules(thresholds: AlertThresholds | None = None) -> dict[str, Any]:
     open_ = sel(m.BREAKER_STATE, 'state=~"open|isolated"')
     executed = sel(m.CALLS, 'outcome=~"success|failure"')
     failed = sel(m.CALLS, 'outcome="failure"')
-    denied = sel(m.RATELIMIT_DECISIONS, 'decision="denied"')
-    decisions = sel(m.RATELIMIT_DECISIONS)
+    denied = sel(m.REJECTIONS, 'kind="rate_limiter"')
     fast_long, fast_short = (duration(w) for w in t.fast_burn_windows)
     slow_long, slow_short = (duration(w) for w in t.slow_burn_windows)
 
@@ -320,13 +319,12 @@ def alert_rules(thresholds: AlertThresholds | None = None) -> dict[str, Any]:
         ),
         _rule(
             "ButtressRateLimitDenialsHigh",
-            f"sum by (policy) (rate({denied}[{rw}]))\n"
-            f"/\nsum by (policy) (rate({decisions}[{rw}]))\n> {t.ratelimit_denied_ratio:g}",
+            f"sum by (policy) (rate({denied}[{rw}]))\n> {t.ratelimit_denials:g}",
             t.ratelimit_for,
             "warning",
-            "Rate limiter {{ $labels.policy }} denies {{ $value | humanizePercentage }}",
-            f"More than {t.ratelimit_denied_ratio:.0%} of the decisions of the rate limiter "
-            f"{{{{ $labels.policy }}}} over the last {rw} were denials.",
+            "Rate limiter {{ $labels.policy }} denies {{ $value | humanize }} requests/s",
+            f"The rate limiter {{{{ $labels.policy }}}} denied more than "
+            f"{t.ratelimit_denials:g} requests per second over the last {rw}.",
             t,
         ),
     ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel
+from buttress._deadline import DEADLINE, Published, mark_timeout_cancel
 from buttress.clock import Clock, TimerHandle
 
 __all__ = ["Registry", "publish_nested"]
@@ -75,12 +75,13 @@ class _Here:
 
 
 def publish_nested(
-    deadline: float, clock: Clock, seconds: float, current: tuple[float, Clock, Expiry], me: Expiry
-) -> contextvars.Token[tuple[float, Clock, Expiry] | None] | None:
-    """Publish ``deadline`` under an enclosing one only if it is earlier."""
-    outer, outer_clock, _ = current
+    entry: Published, seconds: float, current: Published
+) -> contextvars.Token[Published | None] | None:
+    """Publish ``entry`` (a deadline ``seconds`` away) under ``current`` only if earlier."""
+    deadline, clock, _, _ = entry
+    outer, outer_clock, _, _ = current
     if outer_clock is clock:
         earlier = deadline < outer
     else:
         earlier = seconds < outer - outer_clock.monotonic()
-    return DEADLINE.set((deadline, clock, me)) if earlier else None
+    return DEADLINE.set(entry) if earlier else None

@@ -11,7 +11,12 @@ if TYPE_CHECKING:
     import asyncio
 
 from buttress._codegen import Shape, Target, factory, targets
-from buttress._deadline import DEADLINE, Expiry, mark_timeout_cancel, unmark_timeout_cancel
+from buttress._deadline import (
+    DEADLINE,
+    Published,
+    mark_timeout_cancel,
+    unmark_timeout_cancel,
+)
 from buttress._events import call_name
 from buttress._options import built_from
 from buttress._strategy import AsyncRunner, GeneratedDrivers, SyncRunner, invoke, invoke_async
@@ -26,7 +31,7 @@ from buttress.policies.timeout._workers import Work, pool
 
 __all__ = ["Timeout"]
 
-_Token = contextvars.Token[tuple[float, Clock, Expiry] | None]
+_Token = contextvars.Token[Published | None]
 _ExcType = type[BaseException] | None
 
 # The driver of every shape but the pessimistic sync ones.
@@ -44,8 +49,9 @@ _ExcType = type[BaseException] | None
 # ``@!aio`` lines are the optimistic sync call's: a result that arrives after the
 # deadline is refused.
 #
-# While somebody listens, the deadline carries the call (``bind``), so that a wait
-# inside that cannot fit reports which call ran out of time. The timer is armed
+# The deadline carries the policy and the call (``fn``, in the published tuple: no
+# object of its own per call), so that a wait inside that cannot fit reports which
+# call ran out of time. The timer is armed
 # before the deadline is published: a loop timer keeps a copy of the context it was
 # armed in, which should not keep this call's deadline (and its policy) alive.
 _DRIVER = """
@@ -72,12 +78,11 @@ _DRIVER = """
     @aio if registry.handle is None:
     @aio     registry.handle = clock.call_later(seconds, registry.fire)
     @aio cancelling = task.cancelling()
-    me = policy if not events.enabled else bind(policy, fn)
     current = get()
     if current is None:
-        token = publish((deadline, clock, me))
+        token = publish((deadline, clock, policy, fn))
     else:
-        token = nested(deadline, clock, seconds, current, me)
+        token = nested((deadline, clock, policy, fn), seconds, current)
     try:
         result = {AWAIT}{CALL}
         {CHECK}
@@ -128,7 +133,6 @@ _PARAMS = (
     "seconds",
     "clock",
     "events",
-    "bind",
     "get",
     "publish",
     "unpublish",
@@ -137,20 +141,6 @@ _PARAMS = (
     "cancelled_error",
     "timed_out",
 )
-
-
-class _CallExpiry:
-    """A ``Timeout`` with the call it bounds, published in its place while somebody
-    listens: the :class:`TimeoutOccurred` of a wait that cannot fit names the call."""
-
-    __slots__ = ("fn", "timeout")
-
-    def __init__(self, timeout: Timeout, fn: Callable[..., Any]) -> None:
-        self.timeout = timeout
-        self.fn = fn
-
-    def expired(self, detail: str) -> TimeoutExceeded:
-        return self.timeout._expired(detail, self.fn)
 
 
 class _Block:
@@ -319,7 +309,6 @@ class Timeout(GeneratedDrivers):
             self.seconds,
             clock,
             self._events,
-            _CallExpiry,
             _get_deadline,
             _set_deadline,
             _reset_deadline,
@@ -371,11 +360,10 @@ class Timeout(GeneratedDrivers):
 
     def _publish(self, deadline: float, fn: Callable[..., Any] | None) -> _Token | None:
         """Publish ``deadline`` for what runs inside (unless an earlier one already is)."""
-        me: Expiry = self if fn is None or not self._events.enabled else _CallExpiry(self, fn)
         current = DEADLINE.get()
         if current is None:
-            return DEADLINE.set((deadline, self.clock, me))
-        return publish_nested(deadline, self.clock, self.seconds, current, me)
+            return DEADLINE.set((deadline, self.clock, self, fn))
+        return publish_nested((deadline, self.clock, self, fn), self.seconds, current)
 
     # ------------------------------------------------------------------------- blocks
 
@@ -447,17 +435,18 @@ class Timeout(GeneratedDrivers):
 
     # ------------------------------------------------------------------------- errors
 
-    def expired(self, detail: str) -> TimeoutExceeded:
+    def expired(self, detail: str, fn: object = None) -> TimeoutExceeded:
         """The error of a wait inside this timeout that cannot fit in what is left.
 
-        Emits :class:`TimeoutOccurred` like any timeout of this policy.
+        ``fn``: the call that waits (a function, or a label), named by the
+        :class:`TimeoutOccurred` this emits like any timeout of this policy.
         """
-        return self._expired(detail, None)
+        return self._expired(detail, fn)
 
-    def _expired(self, detail: str | None, fn: Callable[..., Any] | None) -> TimeoutExceeded:
+    def _expired(self, detail: str | None, fn: object) -> TimeoutExceeded:
         events = self._events
         if events.enabled:
-            call = "" if fn is None else call_name(fn)
+            call = "" if fn is None else fn if isinstance(fn, str) else call_name(fn)
             events.emit(TimeoutOccurred(self.name, self.seconds, call=call))
         return TimeoutExceeded(self.name, self.seconds, detail)
 

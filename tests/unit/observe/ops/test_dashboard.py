@@ -157,7 +157,7 @@ def test_panel_ids_are_unique_and_the_grid_has_no_overlap() -> None:
         ("Rejections by reason", "buttress_rejections_total"),
         ("Breaker state", "buttress_circuit_state"),
         ("Bulkhead in flight and queued", "buttress_bulkhead_queued"),
-        ("Rate limiter decisions", "buttress_ratelimit_decisions_total"),
+        ("Rate limiter denials", "buttress_rejections_total"),
         ("Retries and give-ups", "buttress_retry_gave_up_total"),
         ("Call duration quantiles", "histogram_quantile(0.99"),
         ("Error budget remaining", "buttress_error_budget_remaining_ratio"),

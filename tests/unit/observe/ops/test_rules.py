@@ -301,8 +301,12 @@ def test_the_capacity_alerts_fire(tmp_path: Path) -> None:
         'buttress_bulkhead_limit{policy="db"}': "10x30",
         'buttress_bulkhead_in_flight{policy="cache"}': "3x30",
         'buttress_bulkhead_limit{policy="cache"}': "10x30",
-        'buttress_ratelimit_decisions_total{policy="api", decision="allowed"}': "0+50x30",
-        'buttress_ratelimit_decisions_total{policy="api", decision="denied"}': "0+50x30",
+        'buttress_rejections_total{policy="api", kind="rate_limiter", reason="rate_limited"}': (
+            "0+600x30"
+        ),
+        'buttress_rejections_total{policy="db", kind="bulkhead", reason="bulkhead_full"}': (
+            "0+600x30"
+        ),
     }
     _unit_test(
         tmp_path,
@@ -329,9 +333,9 @@ def test_the_capacity_alerts_fire(tmp_path: Path) -> None:
                     {
                         "exp_labels": {**common, "policy": "api"},
                         "exp_annotations": {
-                            "summary": "Rate limiter api denies 50%",
-                            "description": "More than 10% of the decisions of the rate limiter "
-                            "api over the last 5m were denials.",
+                            "summary": "Rate limiter api denies 10 requests/s",
+                            "description": "The rate limiter api denied more than 1 requests "
+                            "per second over the last 5m.",
                         },
                     }
                 ],
