@@ -75,7 +75,18 @@ class ErrorBudget(Policy):
     Thread-safe; sync and async alike.
     """
 
-    __slots__ = ("_by_window", "_lock", "_rings", "_slo", "clock", "options")
+    __slots__ = (
+        "_bad",
+        "_by_window",
+        "_edge",
+        "_good",
+        "_lock",
+        "_mark",
+        "_rings",
+        "_slo",
+        "clock",
+        "options",
+    )
 
     Options: ClassVar[type[ErrorBudgetOptions]] = ErrorBudgetOptions
 
@@ -125,6 +136,14 @@ class ErrorBudget(Policy):
         self._rings = tuple(rings.values())
         self._slo = rings[window]
         self._lock = threading.Lock()
+        # Calls counted since ``_mark``, not yet in the rings: until ``_edge``, the
+        # first bucket boundary of any ring after ``_mark``, they all belong to the
+        # bucket ``_mark`` is in, in every ring. So a call adds to two integers,
+        # however many windows there are; the rings take them at the next boundary
+        # or read.
+        self._good = self._bad = 0
+        self._mark = 0.0
+        self._edge = float("-inf")
         self._init_strategy(name, "error_budget")
         register(self)
         self._build()
@@ -141,8 +160,28 @@ class ErrorBudget(Policy):
     def _add(self, good: int, bad: int) -> None:
         now = self.clock.monotonic()
         with self._lock:
+            if now >= self._edge:
+                self._flush(now)
+            self._good += good
+            self._bad += bad
+
+    def _flush(self, now: float) -> None:
+        """Move the pending counts into the rings; start a new pending period at ``now``.
+
+        Called with the lock held.
+        """
+        good, bad, mark = self._good, self._bad, self._mark
+        if good or bad:
             for ring in self._rings:
-                ring.add(now, good, bad)
+                ring.add(mark, good, bad)
+            self._good = self._bad = 0
+        self._mark = now
+        # Slightly early (a relative 1e-12, far above the rounding of the division
+        # the rings use): a flush before the boundary is always right, one after it
+        # would not be.
+        self._edge = min((int(now // ring.width) + 1) * ring.width for ring in self._rings) * (
+            1.0 - 1e-12
+        )
 
     def _judge_error(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception):
@@ -196,6 +235,7 @@ class ErrorBudget(Policy):
     def _totals(self, ring: Ring) -> tuple[int, int]:
         now = self.clock.monotonic()
         with self._lock:
+            self._flush(now)
             return ring.totals(now)
 
     def counts(self, window: float | timedelta | None = None) -> tuple[int, int]:
@@ -240,6 +280,7 @@ class ErrorBudget(Policy):
         now = self.clock.monotonic()
         allowed = self.options.allowed
         with self._lock:
+            self._flush(now)
             totals = {length: ring.totals(now) for length, ring in self._by_window.items()}
         rates = {
             length: _ratio(bad, good + bad) / allowed for length, (good, bad) in totals.items()
@@ -264,6 +305,8 @@ class ErrorBudget(Policy):
     def reset(self) -> None:
         """Forget every recorded call."""
         with self._lock:
+            self._good = self._bad = 0
+            self._edge = float("-inf")
             for ring in self._rings:
                 ring.clear()
 
