@@ -23,6 +23,7 @@ never a key, a URL or a user id. Two live policies with the same name add up.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -351,6 +352,50 @@ def _bulkhead(out: _Families, policy: Any) -> None:
         out.sample(name, "gauge", help, value, labels)
 
 
+def _budgets(out: _Families) -> None:
+    """Error and latency budgets and degradations, if the budget package is in use."""
+    budget = sys.modules.get("buttress.policies.budget")
+    if budget is None:
+        return
+    for item in budget.live():
+        snapshot = item.snapshot()
+        kind = type(snapshot).__name__
+        if kind == "ErrorBudgetSnapshot":
+            labels = {"budget": snapshot.name}
+            out.sample(
+                "buttress_error_budget_remaining_ratio",
+                "gauge",
+                "The share of the error budget left over the SLO window (below 0: overspent).",
+                snapshot.remaining,
+                labels,
+            )
+            for window, rate in snapshot.burn_rates:
+                out.sample(
+                    "buttress_error_budget_burn_rate",
+                    "gauge",
+                    "How fast the error budget burns over a window (1: exactly on budget).",
+                    rate,
+                    {"budget": snapshot.name, "window": str(int(window))},
+                )
+        elif kind == "LatencyBudgetSnapshot":
+            out.sample(
+                "buttress_latency_budget_remaining_ratio",
+                "gauge",
+                "The share of the allowed slow calls left over the window (below 0: overspent).",
+                snapshot.remaining,
+                {"budget": snapshot.name},
+            )
+        elif kind == "DegradationSnapshot":
+            for feature, allowed in snapshot.features:
+                out.sample(
+                    "buttress_degradation_allowed",
+                    "gauge",
+                    "1 while the degradation's current level allows the feature.",
+                    1.0 if allowed else 0.0,
+                    {"degradation": snapshot.name, "feature": feature},
+                )
+
+
 def collect() -> list[Family]:
     """Every family buttress can report now: counted events, live policies' state, sources.
 
@@ -369,6 +414,7 @@ def collect() -> list[Family]:
             families = getattr(policy, "metric_families", None)
             if families is not None:
                 out.extend(families())
+    _budgets(out)
     for source in list(_sources.values()):
         out.extend(source())
     return out.result()

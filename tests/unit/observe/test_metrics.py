@@ -285,3 +285,40 @@ def test_measure_decorates_and_validates() -> None:
         Measure(buckets=())
     with pytest.raises(ConfigError, match="clock"):
         Measure(clock="x")  # type: ignore[arg-type]
+
+
+def test_budgets_and_degradations_are_read_at_collection() -> None:
+    from buttress.policies.budget import Degradation, ErrorBudget, LatencyBudget
+
+    clock = FakeClock()
+    budget = ErrorBudget(0.99, name="obs-checkout", clock=clock)
+    for ok in (True, True, True, False):
+        budget.record(ok)
+    latency = LatencyBudget(0.3, name="obs-latency", clock=clock)
+    flag = [False]
+    degradation = Degradation(
+        {"full": {"recommendations", "search"}, "minimal": {"search"}},
+        when={"minimal": lambda: flag[0]},
+        name="obs-shop",
+        clock=clock,
+    )
+    assert value("buttress_error_budget_remaining_ratio", budget="obs-checkout") == pytest.approx(
+        budget.snapshot().remaining
+    )
+    assert value(
+        "buttress_error_budget_burn_rate", budget="obs-checkout", window="3600"
+    ) == pytest.approx(25.0)
+    assert value("buttress_latency_budget_remaining_ratio", budget="obs-latency") == 1.0
+    assert (
+        value("buttress_degradation_allowed", degradation="obs-shop", feature="recommendations")
+        == 1
+    )
+    flag[0] = True
+    clock.advance(2.0)
+    assert not degradation.allows("recommendations")
+    assert (
+        value("buttress_degradation_allowed", degradation="obs-shop", feature="recommendations")
+        == 0
+    )
+    assert value("buttress_degradation_allowed", degradation="obs-shop", feature="search") == 1
+    del latency
