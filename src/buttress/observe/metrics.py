@@ -23,6 +23,7 @@ never a key, a URL or a user id. Two live policies with the same name add up.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -277,14 +278,17 @@ class _Families:
             family = self._families[name] = Family(name, kind, help)
         return family
 
-    def sample(
+    def sample(  # noqa: PLR0917 - called from one module, positionally, a dozen times
         self,
         name: str,
         kind: Literal["counter", "gauge"],
         help: str,
         value: float,
         labels: dict[str, str],
+        merge: Callable[[float, float], float] = operator.add,
     ) -> None:
+        """Add a sample; one with the same labels (a same-named policy) is merged with
+        ``merge``: quantities add up, ratios keep the worst (``min`` or ``max``)."""
         family = self.add(name, kind, help)
         key = (name, tuple(sorted(labels.items())))
         at = self._index.get(key)
@@ -293,7 +297,7 @@ class _Families:
             family.samples.append(Sample(labels, value))
         else:
             old = family.samples[at]
-            family.samples[at] = Sample(old.labels, old.value + value)
+            family.samples[at] = Sample(old.labels, merge(old.value, value))
 
     def extend(self, families: Iterable[Family]) -> None:
         for family in families:
@@ -335,6 +339,7 @@ def _breaker(out: _Families, policy: Any) -> None:
         "The failure ratio of the breaker's window (0 to 1).",
         window.failure_ratio,
         {"policy": name},
+        max,
     )
 
 
@@ -368,6 +373,7 @@ def _budgets(out: _Families) -> None:
                 "The share of the error budget left over the SLO window (below 0: overspent).",
                 snapshot.remaining,
                 labels,
+                min,
             )
             for window, rate in snapshot.burn_rates:
                 out.sample(
@@ -376,6 +382,7 @@ def _budgets(out: _Families) -> None:
                     "How fast the error budget burns over a window (1: exactly on budget).",
                     rate,
                     {"budget": snapshot.name, "window": str(int(window))},
+                    max,
                 )
         elif kind == "LatencyBudgetSnapshot":
             out.sample(
@@ -384,6 +391,7 @@ def _budgets(out: _Families) -> None:
                 "The share of the allowed slow calls left over the window (below 0: overspent).",
                 snapshot.remaining,
                 {"budget": snapshot.name},
+                min,
             )
         elif kind == "DegradationSnapshot":
             for feature, allowed in snapshot.features:
@@ -393,6 +401,7 @@ def _budgets(out: _Families) -> None:
                     "1 while the degradation's current level allows the feature.",
                     1.0 if allowed else 0.0,
                     {"degradation": snapshot.name, "feature": feature},
+                    min,
                 )
 
 

@@ -322,3 +322,14 @@ def test_budgets_and_degradations_are_read_at_collection() -> None:
     )
     assert value("buttress_degradation_allowed", degradation="obs-shop", feature="search") == 1
     del latency
+
+
+def test_same_named_ratios_keep_the_worst_not_the_sum() -> None:
+    first = CircuitBreaker(name="obs-twin", consecutive_failures=10)
+    second = CircuitBreaker(name="obs-twin", consecutive_failures=10)
+    with pytest.raises(ConnectionError):
+        first.call(fail)
+    second.call(lambda: 1)
+    assert value("buttress_circuit_failure_rate", policy="obs-twin") == 1.0
+    assert value("buttress_circuit_window_calls", policy="obs-twin", outcome="failure") == 1
+    assert value("buttress_circuit_window_calls", policy="obs-twin", outcome="success") == 1
