@@ -285,7 +285,7 @@ def _without_retries(strategy: Strategy) -> Strategy | None:
         a is b for a, b in zip(kept, strategy.strategies, strict=True)
     ):
         return strategy
-    return Pipeline(*kept, name=strategy.name)
+    return Pipeline(*kept, name=f"{strategy.name} (no retry)")
 
 
 class Host:

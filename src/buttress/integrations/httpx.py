@@ -157,7 +157,9 @@ class ResilientTransport(httpx.BaseTransport):
         try:
             return strategy.call(self._attempt, request, timeout)
         finally:
-            if timeout is not None:
+            if timeout is None:
+                request.extensions.pop("timeout", None)
+            else:
                 request.extensions["timeout"] = timeout
 
     def _attempt(self, request: httpx.Request, timeout: Any) -> httpx.Response:
@@ -165,6 +167,10 @@ class ResilientTransport(httpx.BaseTransport):
         if left is not None:
             request.extensions["timeout"] = _capped(timeout, left)
         response = self.transport.handle_request(request)
+        if left is not None and remaining() == 0.0:
+            # Too late: the Timeout will refuse this response, so nobody else closes it.
+            response.close()
+            return response
         if not drains(response.status_code) or isinstance(response.stream, httpx.ByteStream):
             return response  # kept, or already in memory
         try:
