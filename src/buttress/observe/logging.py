@@ -34,9 +34,9 @@ from typing import Any
 
 from buttress._events import Event
 from buttress._outcome import PROGRAMMING_ERRORS
-from buttress.observe.context import current_ids
+from buttress.observe.context import correlation_id, current_ids, request_id
 
-__all__ = ["LogListener", "event_fields", "event_level"]
+__all__ = ["LogListener", "RequestIdFilter", "add_request_ids", "event_fields", "event_level"]
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -163,3 +163,34 @@ def _structlog_configured() -> bool:
     except ImportError:
         return False
     return bool(structlog.is_configured())
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp ``request_id`` and ``correlation_id`` on every record it sees.
+
+    Add it to a handler, and every line through that handler — your application's
+    too — carries the ids of the request being served (``None`` outside one), for a
+    formatter to print (``%(request_id)s``) or a JSON formatter to include::
+
+        handler.addFilter(RequestIdFilter())
+
+    A record that already has the attribute keeps its own value.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        if not hasattr(record, "correlation_id"):
+            record.correlation_id = correlation_id.get()
+        return True
+
+
+def add_request_ids(logger: object, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor adding ``request_id`` / ``correlation_id`` when set.
+
+    ``structlog.configure(processors=[add_request_ids, ...])``: every event of the
+    application carries the ids of the request being served.
+    """
+    for key, value in current_ids().items():
+        event_dict.setdefault(key, value)
+    return event_dict

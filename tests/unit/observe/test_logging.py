@@ -13,7 +13,13 @@ from buttress import CircuitBreaker, Pipeline, RateLimiter, Retry
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen
 from buttress.observe.context import bind_ids
-from buttress.observe.logging import LogListener, event_fields, event_level
+from buttress.observe.logging import (
+    LogListener,
+    RequestIdFilter,
+    add_request_ids,
+    event_fields,
+    event_level,
+)
 from buttress.policies.circuit import CircuitState, CircuitStateChanged
 from buttress.policies.retry import RetryGaveUp, RetryScheduled
 from buttress.stores import store_from_url
@@ -167,3 +173,37 @@ def test_a_pipeline_logs_its_policies_events(caplog: pytest.LogCaptureFixture) -
     finally:
         unsubscribe()
     assert {r.policy for r in records(caplog)} == {"pr"}  # type: ignore[attr-defined]
+
+
+def test_the_filter_stamps_every_record_with_the_ids() -> None:
+    records_seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records_seen.append(record)
+
+    handler = Keep()
+    handler.addFilter(RequestIdFilter())
+    app_log = logging.getLogger("tests.app")
+    app_log.addHandler(handler)
+    app_log.setLevel(logging.INFO)
+    try:
+        with bind_ids(request="r-7", correlation="c-7"):
+            app_log.info("inside")
+            app_log.info("own", extra={"request_id": "mine"})
+        app_log.info("outside")
+    finally:
+        app_log.removeHandler(handler)
+    assert [(r.request_id, r.correlation_id) for r in records_seen] == [  # type: ignore[attr-defined]
+        ("r-7", "c-7"),
+        ("mine", "c-7"),
+        (None, None),
+    ]
+
+
+def test_the_structlog_processor_adds_the_ids() -> None:
+    with bind_ids(request="r-8"):
+        assert add_request_ids(None, "info", {"event": "x"}) == {"event": "x", "request_id": "r-8"}
+    assert add_request_ids(None, "info", {"event": "y"}) == {"event": "y"}
+    with bind_ids(request="r-9"):
+        assert add_request_ids(None, "info", {"request_id": "kept"})["request_id"] == "kept"
