@@ -41,6 +41,9 @@ _OUTPUT_LIMIT = 300
 _Found = tuple[HealthStatus, "float | int | str | bool | None", "str | None", str, bool]
 
 
+_STILL_RUNNING: _Found = (_FAIL, None, None, "the previous run is still in progress", True)
+
+
 def _check_name(value: object, path: str = "name") -> str:
     if not isinstance(value, str) or not value or value != value.strip() or ":" in value:
         raise ConfigError(
@@ -301,23 +304,31 @@ class Check(_Entry):
 
     async def _attempt(self, clock: Clock) -> _Found:
         previous = self._inflight
-        if previous is not None and not previous.done():
-            return _FAIL, None, None, "the previous run is still in progress", True
+        if previous is not None and not previous.done() and not self._is_async:
+            return _STILL_RUNNING
         loop = asyncio.get_running_loop()
-        work = self._start(loop)
-        self._inflight = work
-        work.add_done_callback(_retrieve)
         expired: asyncio.Future[None] = loop.create_future()
 
         def expire() -> None:
             if not expired.done():
                 expired.set_result(None)
 
+        # One timer for the whole attempt, the wait for a previous run included.
         handle = clock.call_later(self._timeout, expire)
+        work: asyncio.Future[Any] | None = None
         try:
+            if previous is not None and not previous.done():
+                # An async run we cancelled may take a moment to clean up (closing
+                # its connection): wait for it, within this run's time.
+                await asyncio.wait((previous, expired), return_when=asyncio.FIRST_COMPLETED)
+                if not previous.done():
+                    return _STILL_RUNNING
+            work = self._start(loop)
+            self._inflight = work
+            work.add_done_callback(_retrieve)
             await asyncio.wait((work, expired), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            if self._is_async:
+            if work is not None and self._is_async:
                 work.cancel()
             raise
         finally:
@@ -325,11 +336,10 @@ class Check(_Entry):
             expired.cancel()
         if not work.done():
             # Not awaited: a task that ignores its cancellation must not hold up the
-            # monitor; it stays in _inflight until it ends.
+            # monitor; it stays in _inflight until it ends. A sync check's thread
+            # cannot be stopped at all: its future stays pending until the thread ends.
             if self._is_async:
                 work.cancel()
-            # A sync check's thread cannot be stopped: its future stays pending, and
-            # in _inflight, until the thread ends.
             return _FAIL, None, None, f"timed out after {self._timeout:g} s", True
         if work.cancelled():
             return _FAIL, None, None, "the check was cancelled", False

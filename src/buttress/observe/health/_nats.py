@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
-import nats
+from nats.aio.client import Client as NATS
 
 from ._check import Check, check_url, ready_made
 
@@ -38,17 +39,21 @@ def nats_check(
             if connecting:
                 raise error
 
-        client = await nats.connect(
-            url,
-            connect_timeout=check.timeout,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            error_cb=stop_at_first_error,
-        )
-        connecting = False
+        client = NATS()
         try:
-            await client.flush(timeout=max(1, round(check.timeout)))
+            await client.connect(
+                url,
+                connect_timeout=max(1, math.ceil(check.timeout)),
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=stop_at_first_error,
+            )
+            connecting = False
+            await client.flush(timeout=max(1, math.ceil(check.timeout)))
         finally:
+            # Also when the connect failed or was cut off by the timeout: the client
+            # would leave its socket open otherwise.
+            connecting = False
             await client.close()
 
     check = ready_made(

@@ -394,6 +394,43 @@ async def test_a_stalled_sync_check_times_out_and_is_not_started_twice(
     assert started == [1, 1]
 
 
+async def test_the_next_run_waits_for_a_cancelled_async_run_to_clean_up(
+    manual_clock: FakeClock,
+) -> None:
+    cleaning = asyncio.Event()
+    cleaned = asyncio.Event()
+    stall = True
+
+    async def check() -> None:
+        if not stall:
+            return
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await cleaned.wait()  # closing a connection, say
+            raise
+
+    monitor = HealthMonitor(clock=manual_clock)
+    monitor.add("db", check, timeout=1)
+    first = asyncio.create_task(monitor.run())
+    await tick(3)
+    manual_clock.advance(1)
+    assert (await first)["db"].output == "timed out after 1 s"
+    await cleaning.wait()
+    stall = False
+    # Still cleaning up when its time is over: the run says so, and starts nothing.
+    second = asyncio.create_task(monitor.run())
+    await tick(3)
+    manual_clock.advance(1)
+    assert (await second)["db"].output == "the previous run is still in progress"
+    # Done cleaning within the run's time: the run goes on and passes.
+    third = asyncio.create_task(monitor.run())
+    await tick(3)
+    cleaned.set()
+    assert (await third)["db"].status is PASS
+
+
 async def test_concurrent_runs_share_one(manual_clock: FakeClock) -> None:
     calls = 0
     gate = asyncio.Event()
