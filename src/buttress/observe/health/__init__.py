@@ -22,8 +22,10 @@ Ready-made checks, each needing its extra and imported only when asked for:
 :func:`rabbitmq_check` (``rabbitmq``), :func:`nats_check` (``nats``) and
 :func:`http_check` (``httpx``).
 
-Exporters read every monitor through :func:`live_monitors` and
-:meth:`HealthMonitor.snapshot`.
+Metrics: every live monitor's checks are in each Prometheus scrape and
+OpenTelemetry collection as ``buttress_health_check_up{check}`` and
+``buttress_health_check_duration_seconds{check}``; other exporters read them with
+:func:`live_monitors` and ``HealthMonitor.snapshot()``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from buttress.observe.metrics import register_source
+
 from ._check import Check, CheckFunction, Composite
+from ._metrics import families as _families
 from ._monitor import ChangeCallback, HealthMonitor, live_monitors
 from ._status import (
     CheckResult,
@@ -68,6 +73,9 @@ __all__ = [
     "rabbitmq_check",
     "redis_check",
 ]
+
+# Scrapes read every live monitor (buttress_health_check_up, ..._duration_seconds).
+_unregister_metrics = register_source("health", _families)
 
 # name -> (module, the package it needs, the extra that installs it)
 _READY_MADE = {
