@@ -38,13 +38,15 @@ async def test_every_check_of_every_monitor_is_scraped() -> None:
     )
     first = HealthMonitor([group], name="one", clock=clock)
     first.add("shared", lambda: None)
-    second = HealthMonitor(name="two", clock=slow)
+    second = HealthMonitor(name="two", clock=clock)
     second.add("shared", lambda: False)
-    second.add("slow", takes_two_seconds, timeout=10)
+    timed = HealthMonitor(name="timed", clock=slow)
+    timed.add("slow", takes_two_seconds, timeout=10)
     never = HealthMonitor(name="three", clock=clock)
     never.add("not-yet", bool)
     await first.run()
     await second.run()
+    await timed.run()
     found = scraped()
     assert found["buttress_health_check_up"] == {
         "db": 1.0,
