@@ -201,6 +201,10 @@ class Check(_Entry):
     - ``history``: how many results :attr:`history` keeps.
     - ``component_type`` and ``measurement``: the IETF ``componentType`` and the
       measurement half of the check's key (``"postgres:responseTime"``).
+
+    Where it stands: ``status`` (after thresholds; ``None`` before the first run),
+    ``last`` (the latest :class:`CheckResult`), ``history`` (the latest results,
+    oldest first) and ``success_rate`` (the share of them that did not fail).
     """
 
     __slots__ = (
