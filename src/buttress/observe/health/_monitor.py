@@ -60,7 +60,8 @@ class HealthMonitor:
     timeout. The overall status is ``fail`` when a critical check fails, ``warn``
     when a non-critical one fails or any check warns, else ``pass``.
 
-    - ``interval``: seconds between background runs (:meth:`start`).
+    - ``interval``: seconds from the end of one background run to the start of the
+      next (:meth:`start`).
     - ``name``: the monitor's name in events and metrics (default ``"health"``).
     - ``on_change``: a callback (sync or async) for every status change, of a check
       or of the whole; more with :meth:`on_change`. Each change is also emitted as a
@@ -317,7 +318,7 @@ class HealthMonitor:
         return self._task is not None
 
     def start(self) -> None:
-        """Run the checks every ``interval`` seconds in a task on the running event loop.
+        """Run the checks in a task on the running event loop, ``interval`` seconds apart.
 
         The first run starts at once. A failing run is logged and the next one
         still happens. Starting a started monitor does nothing.
