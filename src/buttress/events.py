@@ -18,7 +18,8 @@ The event types (see ``docs/events.md`` for what triggers each, its fields and i
 - :class:`FallbackUsed` — a fallback answered for a failed call;
 - :class:`StoreFellBack`, :class:`StoreRecovered` — a store (or a shared breaker's
   sync) lost and regained its backend;
-- :class:`DegradationChanged` — a degradation moved to another feature level.
+- :class:`DegradationChanged` — a degradation moved to another feature level;
+- :class:`HealthStatusChanged` — a health check's or a health monitor's status changed.
 
 The policy-specific types are defined beside their policies and imported from here
 on first use, so ``import buttress.events`` stays light.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from buttress._events import CallRejected, Emitter, Event, Listener, call_name, subscribe
 
 if TYPE_CHECKING:
+    from buttress.observe.health import HealthStatusChanged
     from buttress.policies.budget import DegradationChanged
     from buttress.policies.circuit import CircuitStateChanged
     from buttress.policies.fallback import FallbackUsed
@@ -46,6 +48,7 @@ __all__ = [
     "Emitter",
     "Event",
     "FallbackUsed",
+    "HealthStatusChanged",
     "Listener",
     "RetryGaveUp",
     "RetryRecovered",
@@ -62,6 +65,7 @@ _HOMES = {
     "CircuitStateChanged": "buttress.policies.circuit",
     "DegradationChanged": "buttress.policies.budget",
     "FallbackUsed": "buttress.policies.fallback",
+    "HealthStatusChanged": "buttress.observe.health",
     "RetryGaveUp": "buttress.policies.retry",
     "RetryRecovered": "buttress.policies.retry",
     "RetryScheduled": "buttress.policies.retry",

@@ -53,7 +53,11 @@ def _value(name: str, value: object) -> object:
     if isinstance(value, enum.Enum):
         return str(value.value)
     if name == "result":
-        # A returned value may be large or private: its type says enough.
+        # A returned value may be large or private: its type says enough. A health
+        # check's result says why it did not pass in its output.
+        output = getattr(value, "output", None)
+        if isinstance(output, str) and type(value).__module__.startswith("buttress."):
+            return output
         return None if value is None else type(value).__qualname__
     if isinstance(value, float):
         return round(value, 6)
@@ -84,6 +88,8 @@ def event_level(event: Event) -> int:
         return logging.WARNING if new in {"open", "isolated"} else logging.INFO
     if kind in {"TimeoutOccurred", "StoreFellBack"}:
         return logging.WARNING
+    if kind == "HealthStatusChanged":
+        return logging.WARNING if str(getattr(event, "new", "")) == "fail" else logging.INFO
     return logging.INFO
 
 

@@ -207,3 +207,36 @@ def test_the_structlog_processor_adds_the_ids() -> None:
     assert add_request_ids(None, "info", {"event": "y"}) == {"event": "y"}
     with bind_ids(request="r-9"):
         assert add_request_ids(None, "info", {"request_id": "kept"})["request_id"] == "kept"
+
+
+def test_health_changes_log_warning_on_fail_with_the_output() -> None:
+    from buttress.observe.health import HealthStatus, HealthStatusChanged
+
+    class Result:  # stands in for a CheckResult: only buttress's own results show output
+        output = "ConnectionRefusedError: refused"
+
+    failing = HealthStatusChanged("api", "redis", HealthStatus.PASS, HealthStatus.FAIL)
+    assert event_level(failing) == logging.WARNING
+    back = HealthStatusChanged("api", "redis", HealthStatus.FAIL, HealthStatus.PASS)
+    assert event_level(back) == logging.INFO
+    assert event_fields(failing)["new"] == "fail"
+    assert "result" not in event_fields(failing)
+
+
+async def test_a_health_check_result_logs_its_output(caplog: pytest.LogCaptureFixture) -> None:
+    from buttress.observe.health import HealthMonitor
+
+    def broken() -> None:
+        raise ConnectionRefusedError("refused")
+
+    monitor = HealthMonitor(name="obs-health")
+    monitor.add("db", broken)
+    unsubscribe = monitor.subscribe(LogListener(structlog=False))
+    try:
+        with caplog.at_level(logging.INFO, logger="buttress"):
+            await monitor.run()
+    finally:
+        unsubscribe()
+    db_line = next(r for r in records(caplog) if getattr(r, "check", None) == "db")
+    assert db_line.levelno == logging.WARNING
+    assert "refused" in db_line.result  # type: ignore[attr-defined]
