@@ -333,3 +333,18 @@ def test_same_named_ratios_keep_the_worst_not_the_sum() -> None:
     assert value("buttress_circuit_failure_rate", policy="obs-twin") == 1.0
     assert value("buttress_circuit_window_calls", policy="obs-twin", outcome="failure") == 1
     assert value("buttress_circuit_window_calls", policy="obs-twin", outcome="success") == 1
+
+
+def test_a_store_outage_is_counted_per_transition_with_a_degraded_gauge() -> None:
+    from buttress.stores import store_from_url
+
+    tally()
+    clock = FakeClock()
+    # A real outage: nothing listens on port 1, every Redis call is refused.
+    store = store_from_url("redis://127.0.0.1:1/0", fallback=True, probe_interval=60, clock=clock)
+    limiter = RateLimiter("100/second", store=store, name="obs-outage")
+    for _ in range(10):
+        assert limiter.allow("k")
+    name = store.name  # type: ignore[attr-defined]
+    assert value("buttress_store_transitions_total", store=name, state="degraded") == 1
+    assert value("buttress_store_degraded", store=name) == 1
