@@ -102,7 +102,12 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 429} | set(range(500, 600)) - {501, 5
 # Result types seen and found not to be HTTP responses: the common case, answered by
 # one set lookup. Bounded, in case a program makes types at run time.
 _PLAIN: set[type] = {type(None), bool, int, float, str, bytes, dict, list, tuple, set}
-_RESPONSES: set[type] = set()
+# Response types seen, with the attribute found to hold their status (``None``: not
+# found yet, look again). Reading a missing attribute raises and catches an
+# AttributeError inside ``getattr``; remembering which one exists spares that on
+# every later response (aiohttp's has ``status``, not ``status_code``).
+_RESPONSES: dict[type, str | None] = {}
+_UNSEEN = "<unseen>"
 _SEEN_MAX = 4096
 
 
@@ -117,14 +122,16 @@ def _is_response_type(kind: type) -> bool:
     return kind.__module__ == "http.client" and kind.__name__ == "HTTPResponse"
 
 
-def _status(result: object) -> int | None:
-    for attr in ("status_code", "status"):
-        try:
-            value = getattr(result, attr, None)
-        except Exception:  # a response object misbehaving is not the caller's failure
-            return None
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value
+def _read(result: object, attr: str) -> int | None:
+    """``result.<attr>`` if it is an HTTP status, else ``None``."""
+    try:
+        value = getattr(result, attr, None)
+    except Exception:  # a response object misbehaving is not the caller's failure
+        return None
+    if value.__class__ is int and 100 <= value <= 599:  # a bool is no status
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return int(value)
     return None
 
 
@@ -133,14 +140,25 @@ def response_status(result: object) -> int | None:
     kind = type(result)
     if kind in _PLAIN:
         return None
-    if kind not in _RESPONSES:
+    attr = _RESPONSES.get(kind, _UNSEEN)
+    if attr is _UNSEEN:
         if not _is_response_type(kind):
             if len(_PLAIN) < _SEEN_MAX:
                 _PLAIN.add(kind)
             return None
         if len(_RESPONSES) < _SEEN_MAX:
-            _RESPONSES.add(kind)
-    return _status(result)
+            _RESPONSES[kind] = None
+    elif attr is not None:
+        value = _read(result, attr)
+        if value is not None:
+            return value
+    for name in ("status_code", "status"):
+        value = _read(result, name)
+        if value is not None:
+            if kind in _RESPONSES:
+                _RESPONSES[kind] = name  # read this one first from now on
+            return value
+    return None
 
 
 def result_is_failure(result: object) -> bool:

@@ -253,3 +253,32 @@ def test_names_within_a_family() -> None:
     assert Matcher(CircuitOpen).names(opened, within=Rejected)
     assert Matcher(Rejected).names(opened, within=Rejected)
     assert not Matcher(BulkheadFull).names(opened, within=Rejected)
+
+
+def test_a_response_type_status_attribute_is_learned_and_relearned() -> None:
+    from http import HTTPStatus
+
+    from buttress._outcome import response_status
+
+    class AioLike:
+        def raise_for_status(self) -> None:
+            pass
+
+        def __init__(self, status: object) -> None:
+            self.status = status
+
+    assert response_status(AioLike(503)) == 503
+    assert response_status(AioLike(200)) == 200  # read from the learned attribute
+    assert response_status(AioLike(HTTPStatus.BAD_GATEWAY)) == 502
+    assert response_status(AioLike(True)) is None  # a bool is no status
+    assert response_status(AioLike("503")) is None
+
+    class Switching:
+        def raise_for_status(self) -> None:
+            pass
+
+        def __init__(self, **attrs: object) -> None:
+            self.__dict__.update(attrs)
+
+    assert response_status(Switching(status=429)) == 429
+    assert response_status(Switching(status_code=500)) == 500  # looks at both again

@@ -124,7 +124,9 @@ class ResilientMiddleware:
         url = request.url
         host: Host = self.policies.lookup(url.scheme, url.host or "", url.port)
         strategy = host.strategy(
-            request.method, IDEMPOTENCY_KEY in request.headers, _replayable(request)
+            request.method,
+            request.method not in IDEMPOTENT_METHODS and IDEMPOTENCY_KEY in request.headers,
+            _replayable(request),
         )
         if strategy is None:
             return await handler(request)

@@ -84,14 +84,27 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+def _has_key(request: httpx.Request) -> bool:
+    """Whether a request that is not idempotent by its method carries an
+    ``Idempotency-Key`` (its headers are not searched for one that is)."""
+    return request.method not in IDEMPOTENT_METHODS and IDEMPOTENCY_KEY in request.headers
+
+
 def _host_of(policies: HostPolicies, request: httpx.Request) -> Host:
     url = request.url
     return policies.lookup(url.scheme, url.host, url.port)
 
 
-def _capped(timeout: Any, left: float) -> dict[str, float]:
-    """httpx's per-request timeouts, each lowered to ``left`` seconds."""
+def _capped(timeout: Any, left: float) -> dict[str, float] | None:
+    """httpx's per-request timeouts, each lowered to ``left`` seconds (``None``: every
+    one of them already ends within ``left``, the usual case: nothing to copy)."""
     given = timeout if isinstance(timeout, dict) else {}
+    for key in _TIMEOUT_KEYS:
+        value = given.get(key)
+        if value is None or value > left:
+            break
+    else:
+        return None
     capped: dict[str, float] = {}
     for key in _TIMEOUT_KEYS:
         value = given.get(key)
@@ -148,9 +161,7 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its origin's pipeline."""
         host = _host_of(self.policies, request)
-        strategy = host.strategy(
-            request.method, IDEMPOTENCY_KEY in request.headers, _replayable(request)
-        )
+        strategy = host.strategy(request.method, _has_key(request), _replayable(request))
         if strategy is None:
             return self.transport.handle_request(request)
         timeout = request.extensions.get("timeout")
@@ -165,7 +176,9 @@ class ResilientTransport(httpx.BaseTransport):
     def _attempt(self, request: httpx.Request, timeout: Any) -> httpx.Response:
         left = remaining()
         if left is not None:
-            request.extensions["timeout"] = _capped(timeout, left)
+            capped = _capped(timeout, left)
+            if capped is not None:
+                request.extensions["timeout"] = capped
         response = self.transport.handle_request(request)
         if left is not None and remaining() == 0.0:
             # Too late: the Timeout will refuse this response, so nobody else closes it.
@@ -220,9 +233,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its origin's pipeline."""
         host = _host_of(self.policies, request)
-        strategy = host.strategy(
-            request.method, IDEMPOTENCY_KEY in request.headers, _replayable(request)
-        )
+        strategy = host.strategy(request.method, _has_key(request), _replayable(request))
         if strategy is None:
             return await self.transport.handle_async_request(request)
         return await strategy.acall(self._attempt, request)

@@ -48,6 +48,47 @@ def test_each_attempt_lowers_the_request_timeouts_to_what_is_left() -> None:
     assert clock.monotonic() == 1.0
 
 
+def test_timeouts_that_already_fit_are_left_as_the_caller_gave_them() -> None:
+    clock = FakeClock()
+    seen: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200)
+
+    options = HostOptions(attempt_timeout=10.0, total_timeout=30.0)
+    transport = ResilientTransport(
+        httpx.MockTransport(handler), policies=HostPolicies(default=options, clock=clock)
+    )
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(5.0)) as client:
+        request = client.build_request("GET", "http://h.example/")
+        given = request.extensions["timeout"]
+        assert client.send(request).status_code == 200
+    assert seen == [given]
+    assert seen[0] is given  # not copied: every timeout ends within the 10 s left
+
+
+def test_an_idempotency_key_on_a_post_makes_it_retried() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(503 if len(calls) == 1 else 200)
+
+    options = HostOptions(delay=0.0)
+    transport = ResilientTransport(
+        httpx.MockTransport(handler), policies=HostPolicies(default=options, clock=clock)
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.post("http://h.example/", content=b"x").status_code == 503
+        calls.clear()
+        headers = {"Idempotency-Key": "k-1"}
+        answer = client.post("http://h.example/", content=b"x", headers=headers)
+        assert answer.status_code == 200
+    assert calls == ["POST", "POST"]
+
+
 def test_the_total_timeout_caps_a_later_attempt() -> None:
     clock = FakeClock()
     seen: list[float] = []
