@@ -33,7 +33,7 @@ import re
 from typing import Any
 
 from buttress._events import Event
-from buttress._outcome import PROGRAMMING_ERRORS
+from buttress._outcome import PROGRAMMING_ERRORS, response_status
 from buttress.observe.context import correlation_id, current_ids, request_id
 
 __all__ = ["LogListener", "RequestIdFilter", "add_request_ids", "event_fields", "event_level"]
@@ -58,7 +58,11 @@ def _value(name: str, value: object) -> object:
         output = getattr(value, "output", None)
         if isinstance(output, str) and type(value).__module__.startswith("buttress."):
             return output
-        return None if value is None else type(value).__qualname__
+        if value is None:
+            return None
+        status = response_status(value)  # an HTTP response: its status says why
+        kind = type(value).__qualname__
+        return kind if status is None else f"{kind} {status}"
     if isinstance(value, float):
         return round(value, 6)
     return value

@@ -84,6 +84,15 @@ def test_returned_values_are_logged_by_type_only() -> None:
 
     fields = event_fields(RetryScheduled("r", 1, 0.25, None, Secret()))
     assert fields["result"] == "test_returned_values_are_logged_by_type_only.<locals>.Secret"
+
+    class Response:
+        status_code: int
+
+        def __init__(self, status_code: int) -> None:
+            self.status_code = status_code
+
+    fields = event_fields(RetryScheduled("r", 1, 0.25, None, Response(503)))
+    assert fields["result"].endswith("Response 503")  # type: ignore[union-attr]
     assert fields["delay"] == 0.25
     assert "error" not in fields
 
