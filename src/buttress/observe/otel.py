@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,7 +73,8 @@ def _observer(
     return observe
 
 
-_done: dict[int, list[Any]] = {}
+# Per provider (held weakly), the instruments created on it: kept alive with it.
+_done: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -86,7 +88,7 @@ def instrument(meter_provider: MeterProvider | None = None) -> Meter:
     meter = provider.get_meter("buttress")
     tally()
     with _lock:
-        if id(provider) in _done:
+        if provider in _done:
             return meter
         snapshot = _Snapshot()
         instruments: list[Any] = []
@@ -111,5 +113,5 @@ def instrument(meter_provider: MeterProvider | None = None) -> Meter:
                 instruments.append(
                     meter.create_observable_gauge(name, callbacks=[_observer(snapshot, name)])
                 )
-        _done[id(provider)] = instruments
+        _done[provider] = instruments
     return meter

@@ -16,6 +16,7 @@ OpenMetrics format when the scraper asks for it).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,11 @@ class ButtressCollector(Collector):
 
 
 _lock = threading.Lock()
-_registered: dict[int, ButtressCollector] = {}
+# Held weakly: a registry dropped by its owner takes its collector with it (an id()
+# key could be reused by a new registry and be taken for the old one).
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, ButtressCollector] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def register(registry: CollectorRegistry | None = None) -> ButtressCollector:
@@ -103,11 +108,11 @@ def register(registry: CollectorRegistry | None = None) -> ButtressCollector:
     target = REGISTRY if registry is None else registry
     tally()
     with _lock:
-        collector = _registered.get(id(target))
+        collector = _registered.get(target)
         if collector is None:
             collector = ButtressCollector()
             target.register(collector)
-            _registered[id(target)] = collector
+            _registered[target] = collector
     return collector
 
 
@@ -115,7 +120,7 @@ def unregister(registry: CollectorRegistry | None = None) -> None:
     """Remove buttress's collector from ``registry`` (no error if it is not there)."""
     target = REGISTRY if registry is None else registry
     with _lock:
-        collector = _registered.pop(id(target), None)
+        collector = _registered.pop(target, None)
     if collector is not None:
         target.unregister(collector)
 
