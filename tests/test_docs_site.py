@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "buttress.integrations.httpx",
     "buttress.integrations.aiohttp",
     "buttress.observe",
+    "buttress.messaging",
     "buttress.observe.health",
     "buttress.policies.budget",
     "buttress.testing",
