@@ -1,0 +1,390 @@
+"""RabbitMQ publisher (aio-pika): durable topology, persistent messages, confirms.
+
+Install with ``pip install buttress[rabbitmq]``.
+
+:class:`RabbitMQPublisher` publishes each event as a persistent message
+(``delivery_mode`` 2) in the CloudEvents AMQP binding's binary content mode: the
+attributes as ``cloudEvents_*`` headers (application properties), ``datacontenttype``
+as the content type, ``data`` as the body, and the event id as the AMQP
+``message_id``. A batch is sent without waiting for each confirmation in turn (at
+most ``max_in_flight`` unconfirmed at once) and :meth:`~RabbitMQPublisher.publish`
+returns once RabbitMQ has confirmed all of it.
+
+The connection is aio-pika's robust connection: after the broker or the network
+comes back it reconnects and re-declares the topology by itself, and a publish made
+meanwhile waits for it (within its ``timeout``) instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import aio_pika
+import aio_pika.abc
+import aiormq.exceptions
+
+from buttress.errors import ConfigError, is_transient
+from buttress.messaging.brokers import BrokerUnavailable, PublishError, PublishRefused
+from buttress.messaging.envelope import Envelope
+
+__all__ = ["RabbitMQPublisher"]
+
+_EXCHANGE_TYPES: Final = ("topic", "direct", "fanout", "headers")
+
+
+def _by_type(envelope: Envelope) -> str:
+    return envelope.type
+
+
+class RabbitMQPublisher:
+    """Publishes events to a RabbitMQ exchange with publisher confirms.
+
+    Args:
+        url: The broker, e.g. ``"amqp://guest:guest@127.0.0.1:5672/"`` (``amqps://``
+            for TLS).
+        exchange: The exchange to publish to, declared durable if it does not exist.
+        exchange_type: ``"topic"`` (the default), ``"direct"``, ``"fanout"`` or
+            ``"headers"``.
+        routing_key: The routing key of each message: a function of the envelope
+            (its ``type`` by default) or a fixed string.
+        queue: When given, a durable queue of that name is declared and bound to the
+            exchange with each of ``binding_keys``.
+        binding_keys: The binding keys for ``queue``; ``("#",)`` (everything, on a
+            topic exchange) by default.
+        dead_letter: With ``queue``: declare a dead-letter exchange ``<queue>.dlx``
+            (fanout) and queue ``<queue>.dlq``, and make ``queue`` dead-letter into
+            it (``x-dead-letter-exchange``): a message a consumer rejects without
+            requeueing, or that expires, lands there instead of being dropped.
+        priority: With ``queue``: make it a priority queue with priorities 1 to
+            ``priority`` (``x-max-priority``; RabbitMQ advises at most 10).
+        message_priority: The priority of each message, a function of the envelope
+            returning 0 to 255 (a queue caps it at its ``x-max-priority``).
+        mandatory: Publish with the ``mandatory`` flag (the default): a message no
+            queue is bound for is returned by RabbitMQ and reported as
+            :class:`~buttress.messaging.brokers.PublishRefused` instead of being
+            dropped silently.
+        timeout: Seconds a whole :meth:`publish` (connecting included) may take.
+        max_in_flight: At most this many messages sent but not yet confirmed.
+        reconnect_interval: Seconds between reconnection attempts after the
+            connection is lost.
+
+    Raises:
+        ConfigError: an option is invalid; ``path`` names it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str,
+        exchange_type: str = "topic",
+        routing_key: str | Callable[[Envelope], str] = _by_type,
+        queue: str | None = None,
+        binding_keys: Sequence[str] = ("#",),
+        dead_letter: bool = True,
+        priority: int | None = None,
+        message_priority: Callable[[Envelope], int] | None = None,
+        mandatory: bool = True,
+        timeout: float = 10.0,
+        max_in_flight: int = 1000,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"must be an amqp:// or amqps:// URL, got {url!r}", path="url")
+        if not isinstance(exchange, str) or not exchange:
+            raise ConfigError(f"must be a non-empty string, got {exchange!r}", path="exchange")
+        if exchange_type not in _EXCHANGE_TYPES:
+            raise ConfigError(
+                f"must be one of {_EXCHANGE_TYPES}, got {exchange_type!r}", path="exchange_type"
+            )
+        if isinstance(routing_key, str):
+            fixed = routing_key
+            routing_key = lambda _envelope: fixed  # noqa: E731
+        elif not callable(routing_key):
+            raise ConfigError(
+                f"must be a string or a function of the envelope, got {routing_key!r}",
+                path="routing_key",
+            )
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise ConfigError(f"must be a non-empty string or None, got {queue!r}", path="queue")
+        if isinstance(binding_keys, str) or not all(isinstance(k, str) for k in binding_keys):
+            raise ConfigError(
+                f"must be a sequence of strings, got {binding_keys!r}", path="binding_keys"
+            )
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 255
+        ):
+            raise ConfigError(f"must be an int from 1 to 255, got {priority!r}", path="priority")
+        if priority is not None and queue is None:
+            raise ConfigError("needs a queue to apply to", path="priority")
+        if message_priority is not None and not callable(message_priority):
+            raise ConfigError(
+                f"must be a function of the envelope, got {message_priority!r}",
+                path="message_priority",
+            )
+        for name, value in (("timeout", timeout), ("reconnect_interval", reconnect_interval)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigError(f"must be a positive number of seconds, got {value!r}", path=name)
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ConfigError(
+                f"must be a positive int, got {max_in_flight!r}", path="max_in_flight"
+            )
+        self.url = url
+        self.exchange = exchange
+        self.exchange_type = exchange_type
+        self.queue = queue
+        self.binding_keys = tuple(binding_keys)
+        self.dead_letter = dead_letter
+        self.priority = priority
+        self.mandatory = mandatory
+        self.timeout = float(timeout)
+        self.max_in_flight = max_in_flight
+        self.reconnect_interval = float(reconnect_interval)
+        self._routing_key = routing_key
+        self._message_priority = message_priority
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RabbitMQPublisher(exchange={self.exchange!r}, queue={self.queue!r})"
+
+    @property
+    def dead_letter_queue(self) -> str | None:
+        """The name of the dead-letter queue this publisher declares, if any."""
+        return f"{self.queue}.dlq" if self.queue is not None and self.dead_letter else None
+
+    # ------------------------------------------------------------------ topology
+
+    async def connect(self) -> None:
+        """Connect and declare the topology, if not done yet (idempotent).
+
+        Raises:
+            BrokerUnavailable: RabbitMQ could not be reached within ``timeout``.
+            ConfigError: the topology conflicts with what exists already (a queue of
+                that name declared with other arguments); ``path`` is ``"queue"``
+                or ``"exchange"``.
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._ready()
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"RabbitMQ not reachable within {self.timeout:g}s", ()
+            ) from None
+        except (ConfigError, PublishError):
+            raise
+        except Exception as exc:
+            raise self._failure(f"cannot connect to RabbitMQ ({exc!r})", (), exc) from exc
+
+    async def _ready(self) -> aio_pika.abc.AbstractExchange:
+        if self._closed:
+            raise PublishRefused("the publisher is closed", ())
+        if self._exchange is not None and self._channel is not None:
+            if self._channel.is_closed:
+                # The robust connection is restoring it: wait (within the caller's
+                # timeout) rather than fail at once.
+                await self._channel.ready()
+            return self._exchange
+        async with self._lock:
+            if self._exchange is None:
+                try:
+                    await self._declare()
+                except BaseException:
+                    await self._drop()
+                    raise
+        assert self._exchange is not None
+        return self._exchange
+
+    async def _declare(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.url, timeout=self.timeout, reconnect_interval=self.reconnect_interval
+        )
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = channel
+        try:
+            exchange = await channel.declare_exchange(
+                self.exchange, self.exchange_type, durable=True
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigError(
+                f"exchange {self.exchange!r} exists with other settings ({exc})", path="exchange"
+            ) from None
+        if self.queue is not None:
+            arguments: dict[str, Any] = {}
+            if self.dead_letter:
+                dlx = await channel.declare_exchange(
+                    f"{self.queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True
+                )
+                dlq = await channel.declare_queue(f"{self.queue}.dlq", durable=True)
+                await dlq.bind(dlx, routing_key="")
+                arguments["x-dead-letter-exchange"] = dlx.name
+            if self.priority is not None:
+                arguments["x-max-priority"] = self.priority
+            try:
+                queue = await channel.declare_queue(
+                    self.queue, durable=True, arguments=arguments or None
+                )
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                raise ConfigError(
+                    f"queue {self.queue!r} exists with other arguments ({exc})", path="queue"
+                ) from None
+            for key in self.binding_keys:
+                await queue.bind(exchange, routing_key=key)
+        self._exchange = exchange
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception:  # closing a half-open connection: best effort
+                pass
+
+    # ------------------------------------------------------------------ publishing
+
+    def _message(self, envelope: Envelope) -> tuple[aio_pika.Message, str]:
+        properties, content_type, body = envelope.to_amqp()
+        priority = None
+        if self._message_priority is not None:
+            priority = self._message_priority(envelope)
+            if (
+                isinstance(priority, bool)
+                or not isinstance(priority, int)
+                or not 0 <= priority <= 255
+            ):
+                raise ConfigError(
+                    f"must return an int from 0 to 255, got {priority!r} for event {envelope.id}",
+                    path="message_priority",
+                )
+        key = self._routing_key(envelope)
+        if not isinstance(key, str) or len(key.encode()) > 255:
+            raise ConfigError(
+                f"must return a string of at most 255 bytes, got {key!r} for event {envelope.id}",
+                path="routing_key",
+            )
+        message = aio_pika.Message(
+            body,
+            headers=dict(properties),
+            content_type=content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=envelope.id,
+            priority=priority,
+        )
+        return message, key
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish ``envelopes``; return once RabbitMQ has confirmed every one.
+
+        Raises:
+            BrokerUnavailable: RabbitMQ could not be reached, the connection was
+                lost, ``timeout`` ran out or RabbitMQ answered with a negative
+                acknowledgement (transient); ``unconfirmed`` names the events.
+            PublishRefused: RabbitMQ returned the events as unroutable (permanent),
+                or the publisher is closed.
+            ConfigError: ``routing_key`` or ``message_priority`` returned an
+                invalid value (before anything was sent).
+        """
+        batch = list(envelopes)
+        if not batch:
+            return
+        prepared = [self._message(envelope) for envelope in batch]
+        confirmed = [False] * len(batch)
+        causes: dict[str, BaseException] = {}
+        try:
+            async with asyncio.timeout(self.timeout):
+                exchange = await self._ready()
+                await self._send(exchange, batch, prepared, confirmed, causes)
+        except TimeoutError:
+            unconfirmed = [e.id for e, ok in zip(batch, confirmed, strict=True) if not ok]
+            raise BrokerUnavailable(
+                f"RabbitMQ did not confirm within {self.timeout:g}s", unconfirmed, causes=causes
+            ) from None
+        except (ConfigError, PublishError):
+            raise
+        except Exception as exc:  # connecting failed
+            raise self._failure(
+                f"cannot connect to RabbitMQ ({exc!r})", [e.id for e in batch], exc
+            ) from exc
+        if causes:
+            unconfirmed = [e.id for e, ok in zip(batch, confirmed, strict=True) if not ok]
+            if all(isinstance(c, aiormq.exceptions.PublishError) for c in causes.values()):
+                raise PublishRefused(
+                    "RabbitMQ returned them as unroutable (no queue bound for their routing key)",
+                    unconfirmed,
+                    causes=causes,
+                )
+            first = next(iter(causes.values()))
+            raise self._failure(f"publishing failed ({first!r})", unconfirmed, first, causes)
+
+    async def _send(
+        self,
+        exchange: aio_pika.abc.AbstractExchange,
+        batch: list[Envelope],
+        prepared: list[tuple[aio_pika.Message, str]],
+        confirmed: list[bool],
+        causes: dict[str, BaseException],
+    ) -> None:
+        slots = asyncio.Semaphore(self.max_in_flight)
+        mandatory = self.mandatory
+
+        async def one(index: int) -> None:
+            message, key = prepared[index]
+            async with slots:
+                try:
+                    await exchange.publish(message, key, mandatory=mandatory)
+                except Exception as exc:
+                    causes[batch[index].id] = exc
+                else:
+                    confirmed[index] = True
+
+        await asyncio.gather(*(one(i) for i in range(len(batch))))
+
+    @staticmethod
+    def _failure(
+        message: str,
+        unconfirmed: Sequence[str],
+        cause: BaseException,
+        causes: Mapping[str, BaseException] | None = None,
+    ) -> PublishError:
+        transient = is_transient(cause) or isinstance(
+            cause, aiormq.exceptions.DeliveryError | aiormq.exceptions.ChannelInvalidStateError
+        )
+        kind = BrokerUnavailable if transient else PublishRefused
+        return kind(message, unconfirmed, causes=causes)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def close(self) -> None:
+        """Close the connection. Publishing afterwards raises :class:`PublishRefused`."""
+        self._closed = True
+        async with self._lock:
+            await self._drop()
+
+    async def __aenter__(self) -> RabbitMQPublisher:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
