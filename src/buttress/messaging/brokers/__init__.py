@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from buttress.errors import ButtressError
 from buttress.messaging.envelope import Envelope
@@ -45,11 +45,15 @@ class PublishError(ButtressError):
     ) -> None:
         self.unconfirmed = tuple(unconfirmed)
         self.causes = dict(causes or {})
+        self.reason = message
         shown = ", ".join(self.unconfirmed[:5])
         more = f" and {len(self.unconfirmed) - 5} more" if len(self.unconfirmed) > 5 else ""
         if self.unconfirmed:
             message = f"{message}: {len(self.unconfirmed)} event(s) not confirmed ({shown}{more})"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.unconfirmed), self.__dict__)
 
 
 class BrokerUnavailable(PublishError):
