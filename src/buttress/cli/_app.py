@@ -16,6 +16,7 @@ __all__ = ["COMMANDS", "app"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "observe": ("buttress.cli._observe:observe", "Export alert rules and a Grafana dashboard."),
+    "outbox": ("buttress.cli._outbox:outbox", "Create the transactional outbox's table."),
     "report": ("buttress.cli._report:report", "List the protections of every named pipeline."),
 }
 """Subcommands: name -> (``module:attribute`` of the click command, one-line help)."""
