@@ -309,3 +309,25 @@ async def test_retry_and_circuit_breaker_around_publish(
             assert calls == before  # the breaker did not let it reach the broker
     got = {m.message_id for m in await drain(admin, names.queue)}
     assert {e.id for e in first} <= got
+
+
+async def test_nacked_events_are_named_and_the_confirmed_ones_are_not(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    # A full queue with x-overflow=reject-publish makes RabbitMQ nack what it refuses.
+    exchange = await admin.declare_exchange(names.exchange, "topic", durable=True)
+    queue = await admin.declare_queue(
+        names.queue,
+        durable=True,
+        arguments={"x-max-length": 2, "x-overflow": "reject-publish"},
+    )
+    await queue.bind(exchange, routing_key="#")
+    async with RabbitMQPublisher(URL, exchange=names.exchange, max_in_flight=1) as publisher:
+        batch = events(5)
+        with pytest.raises(BrokerUnavailable) as info:
+            await publisher.publish(batch)
+    assert info.value.unconfirmed == tuple(e.id for e in batch[2:])
+    assert set(info.value.causes) == set(info.value.unconfirmed)
+    assert is_transient(info.value)
+    got = await drain(admin, names.queue)
+    assert [m.message_id for m in got] == [e.id for e in batch[:2]]
