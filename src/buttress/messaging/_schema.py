@@ -110,9 +110,7 @@ def migrations(dialect: Dialect, table: TableName) -> list[tuple[int, str, str]]
             "table": table.qualified(),
             "name": table.name,
             "bare": f'"{table.name}"',
-            "index_prefix": table.qualified().rpartition(".")[0] + f".{table.name}"
-            if table.schema
-            else table.name,
+            "index_prefix": f'"{table.schema}".{table.name}' if table.schema else table.name,
             "function": table.qualified("_notify"),
             "channel": "'" + table.channel + "'",
         }
@@ -153,7 +151,9 @@ def migrate(
     SQLite ``BEGIN IMMEDIATE`` does.
 
     Args:
-        connection: A :class:`sqlite3.Connection` with no open transaction, or a
+        connection: A :class:`sqlite3.Connection` with no open transaction (with
+            Python 3.12's ``autocommit=False``, the migrations commit in the
+            connection's ever-open transaction), or a
             psycopg 3 (synchronous) ``Connection``. psycopg: with a transaction open
             the migrations run in a savepoint of it and commit with it.
         table: The outbox table's name.
@@ -185,14 +185,15 @@ _VERSIONS_SQL: Final = (
 
 
 def _migrate_sqlite(connection: sqlite3.Connection, table: TableName) -> list[str]:
-    legacy_autocommit_off = getattr(connection, "autocommit", None) is False
-    if connection.in_transaction and not legacy_autocommit_off:
+    # Python 3.12's autocommit=False keeps a transaction open at all times: use it.
+    always_in_transaction = getattr(connection, "autocommit", None) is False
+    if connection.in_transaction and not always_in_transaction:
         raise OutboxError(
             "migrate() runs its own transaction: commit or roll back the open one first"
         )
     versions = table.qualified("_migrations")
     applied: list[str] = []
-    if not legacy_autocommit_off:
+    if not always_in_transaction:
         connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute(
