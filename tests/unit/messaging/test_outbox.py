@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -311,3 +312,11 @@ def test_cli_init_database_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     missing = CliRunner().invoke(app, ["outbox", "init", "--url", "sqlite:///no/such/a.db"])
     assert missing.exit_code == EXIT_CONFIG
     assert "no directory 'no/such'" in missing.output
+
+
+def test_cli_init_postgresql_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if psycopg were not installed: importing the helper module fails.
+    monkeypatch.setitem(sys.modules, "buttress.messaging._outbox_postgres", None)
+    result = CliRunner().invoke(app, ["outbox", "init", "--url", "postgresql://h/db"])
+    assert result.exit_code == EXIT_CONFIG
+    assert "pip install 'buttress[postgres]'" in result.output
