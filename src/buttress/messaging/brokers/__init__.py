@@ -7,7 +7,8 @@ event published only after that, so a publisher never loses an event silently: a
 worst an event whose confirmation was lost is published again (at-least-once).
 
 Implementations live in modules of their own, each behind its extra:
-:mod:`buttress.messaging.brokers.rabbitmq` (``buttress[rabbitmq]``).
+:mod:`buttress.messaging.brokers.rabbitmq` (``buttress[rabbitmq]``) and
+:mod:`buttress.messaging.brokers.redis_streams` (``buttress[redis]``).
 """
 
 from __future__ import annotations
