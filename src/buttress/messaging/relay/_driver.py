@@ -1,0 +1,264 @@
+"""The relay service: claims outbox rows, publishes them through a pipeline, marks them.
+
+The decisions are the engine's (:class:`~buttress.messaging.relay._engine.Engine`);
+this module only does the I/O, in this order per batch: claim (storage), publish
+(the pipeline around the publisher), apply the decision (storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Final
+
+from buttress.clock import MONOTONIC, Clock
+from buttress.errors import ConfigError
+from buttress.messaging.brokers import Publisher
+from buttress.messaging.envelope import Envelope
+from buttress.messaging.relay._engine import ClaimedRow, Decision, Engine
+from buttress.messaging.relay._store import ClaimStore
+from buttress.pipeline import Pipeline
+from buttress.policies.backoff import Backoff
+from buttress.policies.circuit import CircuitBreaker
+from buttress.policies.retry import Retry
+from buttress.policies.timeout import Timeout
+
+__all__ = ["Relay", "default_pipeline"]
+
+log = logging.getLogger("buttress.messaging.relay")
+
+_RETENTION_BATCH: Final = 500
+_LISTEN_RETRY_MAX: Final = 30.0
+
+
+def default_pipeline(publish_timeout: float = 30.0) -> Pipeline:
+    """``Timeout(publish_timeout)`` around ``Retry(3)`` (transient errors only) around a
+    ``CircuitBreaker`` — the pipeline a :class:`Relay` publishes through by default."""
+    return Pipeline(
+        Timeout(publish_timeout),
+        Retry(3, delay=0.2, max_delay=2.0, reraise=True),
+        CircuitBreaker(consecutive_failures=5, open_duration=10.0),
+        name="buttress.relay",
+    )
+
+
+def _seconds(value: object, path: str) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number of seconds or a timedelta, got {value!r}", path=path)
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"must be > 0 and finite, got {value!r}", path=path)
+    return float(value)
+
+
+class Relay:
+    """Publishes the outbox's committed events to a broker, in per-key order.
+
+    Args:
+        storage: Where the rows are claimed and marked: a
+            :class:`~buttress.messaging.relay.SQLiteRelayStore` or
+            :class:`~buttress.messaging.relay.PostgresRelayStore`.
+        publisher: The broker (any :class:`~buttress.messaging.brokers.Publisher`),
+            already connected (``async with publisher:`` around the relay).
+        batch_size: The most rows claimed and published at once.
+        poll_interval: Seconds between claims when nothing wakes the relay (on
+            PostgreSQL a ``NOTIFY`` wakes it at once; this is then only a safety net).
+        lease: Seconds a claim is held; a relay that dies leaves its rows to others
+            after this long. Keep it well above the pipeline's publish timeout.
+        max_attempts: Failed publishes after which an event is dead-lettered
+            (``status = 'dead'`` with its ``last_error``).
+        retention: How long published rows are kept (seconds or a ``timedelta``);
+            ``None`` keeps them for ever. Deleted in small batches, at most once per
+            ``poll_interval``.
+        pipeline: The buttress pipeline around ``publisher.publish``; default:
+            :func:`default_pipeline`.
+        backoff: The delays between attempts of one event (default: exponential
+            from 1 s, doubling, equal jitter), capped at ``max_retry_delay``.
+        max_retry_delay: The longest wait between two attempts of one event.
+        name: This relay's identity in ``claimed_by`` (default: host, pid, random).
+        clock: Time source for ``next_attempt_at``, leases and retention (its
+            :meth:`~buttress.clock.Clock.time`); a ``FakeClock`` in tests.
+        random: Floats in [0, 1) for the jitter.
+
+    Raises:
+        ConfigError: an option out of range, named.
+
+    Run it with ``await relay.run()`` (until :meth:`stop`), or publish what is
+    pending now with ``await relay.drain()``.
+    """
+
+    def __init__(
+        self,
+        storage: ClaimStore,
+        publisher: Publisher,
+        *,
+        batch_size: int = 100,
+        poll_interval: float | timedelta = 5.0,
+        lease: float | timedelta = 60.0,
+        max_attempts: int = 10,
+        retention: float | timedelta | None = timedelta(days=7),
+        pipeline: Pipeline | None = None,
+        backoff: Backoff | None = None,
+        max_retry_delay: float = 300.0,
+        name: str | None = None,
+        clock: Clock = MONOTONIC,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"must be an integer >= 1, got {batch_size!r}", path="batch_size")
+        if not isinstance(publisher, Publisher):
+            raise ConfigError(
+                f"expected a Publisher, got {type(publisher).__name__}", path="publisher"
+            )
+        if pipeline is not None and not isinstance(pipeline, Pipeline):
+            raise ConfigError(f"expected a Pipeline, got {pipeline!r}", path="pipeline")
+        self.storage = storage
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.lease = _seconds(lease, "lease")
+        self.retention = None if retention is None else _seconds(retention, "retention")
+        self.engine = Engine(
+            max_attempts=max_attempts, backoff=backoff, max_delay=max_retry_delay, random=random
+        )
+        self.pipeline = pipeline if pipeline is not None else default_pipeline()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.published = 0
+        """Events confirmed by the broker and marked published since start."""
+        self.dead_lettered = 0
+        """Events dead-lettered since start."""
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._listening: asyncio.Event | None = None
+        self._last_retention: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Relay({self.storage!r}, name={self.name!r})"
+
+    # -- one batch ----------------------------------------------------------------
+
+    async def _batch(self) -> int:
+        """Claim, publish and mark one batch; return how many rows were claimed, or
+        0 when publishing failed (so the caller does not spin on a failing broker)."""
+        now = self.clock.time()
+        rows = await self.storage.claim(self.name, self.batch_size, now, self.lease)
+        if not rows:
+            return 0
+        envelopes: list[Envelope] = []
+        readable: list[ClaimedRow] = []
+        unreadable = Decision()
+        for row in rows:
+            try:
+                envelopes.append(Envelope.from_json(row.envelope))
+                readable.append(row)
+            except Exception as exc:  # a row no broker can take: dead at once
+                unreadable.dead.append(Engine.unreadable(row, exc))
+        error: BaseException | None = None
+        if envelopes:
+            try:
+                await self.pipeline.acall(self.publisher.publish, envelopes)
+            except Exception as exc:
+                error = exc
+        decision = self.engine.decide(readable, error, self.clock.time())
+        decision.dead.extend(unreadable.dead)
+        await self.storage.apply(self.name, decision, self.clock.time())
+        self.published += len(decision.published)
+        self.dead_lettered += len(decision.dead)
+        if error is not None:
+            log.warning(
+                "relay %s: publishing %d event(s) failed: %r", self.name, len(envelopes), error
+            )
+            return 0
+        return len(rows)
+
+    async def drain(self) -> int:
+        """Publish every row claimable now (not those waiting for a retry or leased
+        to another relay); return how many were published."""
+        before = self.published
+        while await self._batch():
+            pass
+        return self.published - before
+
+    # -- the service --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in flight (graceful shutdown)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def listening(self) -> asyncio.Event:
+        """Set while the ``LISTEN`` connection is up (PostgreSQL); for tests and health."""
+        if self._listening is None:
+            self._listening = asyncio.Event()
+        return self._listening
+
+    async def _listen(self) -> None:
+        assert self._wake is not None
+        failures = 0
+        while not self._stopping:
+            try:
+                async for _ in self.storage.listen():
+                    failures = 0
+                    self.listening.set()
+                    self._wake.set()  # listening (again): catch up; or a NOTIFY
+            except Exception as exc:
+                self.listening.clear()
+                failures += 1
+                delay = min(_LISTEN_RETRY_MAX, 0.5 * 2 ** min(failures, 10))
+                log.warning("relay %s: LISTEN lost (%r); again in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+            self._wake.set()
+
+    async def _retain(self) -> None:
+        if self.retention is None:
+            return
+        now = self.clock.time()
+        if self._last_retention is not None and now - self._last_retention < self.poll_interval:
+            return
+        self._last_retention = now
+        await self.storage.delete_published(now - self.retention, _RETENTION_BATCH)
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`: catch up at once, then on every notification
+        (PostgreSQL) and every ``poll_interval``.
+
+        A failing database or broker is logged and retried at the next poll; the
+        service does not end on errors. Cancelling the task stops it at once, mid
+        batch: its claimed rows return to other relays after the lease.
+        """
+        self._stopping = False
+        self._wake = wake = asyncio.Event()
+        wake.set()  # the catch-up on start
+        listener = (
+            asyncio.create_task(self._listen(), name=f"{self.name} listen")
+            if self.storage.channel is not None
+            else None
+        )
+        try:
+            while not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                wake.clear()
+                try:
+                    while not self._stopping and await self._batch() >= self.batch_size:
+                        pass
+                    await self._retain()
+                except Exception as exc:
+                    log.warning("relay %s: cycle failed: %r", self.name, exc)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            self.listening.clear()
