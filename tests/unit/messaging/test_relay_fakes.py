@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from buttress.messaging import Envelope
-from buttress.messaging.brokers import Publisher
+from buttress.messaging.brokers import PublishError, Publisher
 
 
 class MemoryPublisher:
     """A Publisher that keeps what it was given; ``fail`` decides per batch.
 
-    ``fail(batch)`` returns an exception to raise (nothing confirmed) or ``None``.
+    ``fail(batch)`` returns an exception to raise or ``None``; with a
+    ``PublishError`` the events it does not name were confirmed.
     ``published`` holds every confirmed event in order; ``wait_for(n)`` waits until
     ``n`` events were confirmed.
     """
@@ -27,11 +28,16 @@ class MemoryPublisher:
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         self.batches += 1
         error = self.fail(envelopes) if self.fail is not None else None
+        confirmed = list(envelopes)
+        if isinstance(error, PublishError):  # the others of the batch were confirmed
+            confirmed = [e for e in envelopes if e.id not in error.unconfirmed]
+        elif error is not None:
+            confirmed = []
+        async with self._changed:
+            self.published.extend(confirmed)
+            self._changed.notify_all()
         if error is not None:
             raise error
-        async with self._changed:
-            self.published.extend(envelopes)
-            self._changed.notify_all()
 
     async def wait_for(self, count: int) -> None:
         async with self._changed:

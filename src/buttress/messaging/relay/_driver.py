@@ -146,13 +146,17 @@ class Relay:
 
     # -- one batch ----------------------------------------------------------------
 
-    async def _batch(self) -> int:
-        """Claim, publish and mark one batch; return how many rows were claimed, or
-        0 when publishing failed (so the caller does not spin on a failing broker)."""
+    async def _batch(self) -> tuple[int, int]:
+        """Claim, publish and mark one batch; return how many rows were claimed and
+        how many of them are done (published or dead-lettered).
+
+        A failed row is due again only after its backoff, so a caller that goes on
+        while rows get done does not spin on a failing broker.
+        """
         now = self.clock.time()
         rows = await self.storage.claim(self.name, self.batch_size, now, self.lease)
         if not rows:
-            return 0
+            return 0, 0
         envelopes: list[Envelope] = []
         readable: list[ClaimedRow] = []
         unreadable = Decision()
@@ -177,14 +181,13 @@ class Relay:
             log.warning(
                 "relay %s: publishing %d event(s) failed: %r", self.name, len(envelopes), error
             )
-            return 0
-        return len(rows)
+        return len(rows), len(decision.published) + len(decision.dead)
 
     async def drain(self) -> int:
         """Publish every row claimable now (not those waiting for a retry or leased
         to another relay); return how many were published."""
         before = self.published
-        while await self._batch():
+        while (await self._batch())[1]:
             pass
         return self.published - before
 
@@ -251,8 +254,10 @@ class Relay:
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 wake.clear()
                 try:
-                    while not self._stopping and await self._batch() >= self.batch_size:
-                        pass
+                    while not self._stopping:
+                        claimed, done = await self._batch()
+                        if claimed < self.batch_size or not done:
+                            break
                     await self._retain()
                 except Exception as exc:
                     log.warning("relay %s: cycle failed: %r", self.name, exc)

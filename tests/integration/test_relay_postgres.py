@@ -1,0 +1,215 @@
+"""The relay against the real PostgreSQL (database ``test``), with an in-memory publisher.
+
+Every test works on a table of its own (a unique name), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+
+from buttress import Pipeline, Timeout
+from buttress.clock import FakeClock
+from buttress.messaging import Envelope, Outbox, migrate
+from buttress.messaging.brokers import BrokerUnavailable, PublishRefused
+from buttress.messaging.relay import PostgresRelayStore, Relay
+from buttress.policies.backoff import Constant
+
+from tests.conftest import require_service
+from tests.unit.messaging.test_relay_fakes import MemoryPublisher, assert_key_order, event
+
+URL = "postgresql://postgres@127.0.0.1:5432/test"
+BOUND = 20.0  # seconds: a bound on waits for something that should happen at once
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    require_service("postgres")
+    name = f"relay_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(URL) as conn:
+        migrate(conn, name)
+    yield name
+    with psycopg.connect(URL, autocommit=True) as admin:
+        admin.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_migrations"')
+        admin.execute(f'DROP FUNCTION IF EXISTS "{name}_notify"()')
+
+
+@pytest.fixture
+async def stores(table: str) -> AsyncIterator[list[PostgresRelayStore]]:
+    made: list[PostgresRelayStore] = []
+    yield made
+    for store in made:
+        await store.close()
+
+
+def write(table: str, events: Sequence[Envelope], *, commit: bool = True) -> None:
+    with psycopg.connect(URL) as conn:
+        Outbox(table).add_many(conn, events)
+        if not commit:
+            conn.rollback()
+
+
+def statuses(table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(URL) as conn:
+        query = f'SELECT event_id, status, attempts, last_error FROM "{table}" ORDER BY seq'
+        return conn.execute(query).fetchall()
+
+
+def make(
+    table: str, stores: list[PostgresRelayStore], publisher: MemoryPublisher, **options: Any
+) -> Relay:
+    store = PostgresRelayStore(URL, table)
+    stores.append(store)
+    options.setdefault("pipeline", Pipeline(Timeout(10.0)))
+    return Relay(store, publisher, random=lambda: 1.0, **options)
+
+
+def ahead(seconds: float = 60.0) -> FakeClock:
+    return FakeClock(wall=time.time() + seconds)
+
+
+async def test_committed_events_are_published_in_key_order_rolled_back_never(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    written = [event(f"k{i % 4}", i) for i in range(30)]
+    write(table, written)
+    write(table, [event("k0", -1)], commit=False)
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher, batch_size=7)
+    assert await relay.drain() == 30
+    assert sorted(publisher.ids) == sorted(e.id for e in written)
+    assert_key_order(publisher.published, written)
+    assert {row[1] for row in statuses(table)} == {"published"}
+
+
+async def test_transient_failure_retried_later_permanent_dead_after_max_attempts(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    flaky, poison, after = event("a", 1), event("b", 1), event("b", 2)
+    write(table, [flaky, poison, after])
+    flaky_failures = iter([True])
+
+    def fail(batch: Sequence[Envelope]) -> BaseException | None:
+        ids = {e.id for e in batch}
+        unconfirmed = [poison.id] if poison.id in ids else []
+        if flaky.id in ids and next(flaky_failures, False):
+            unconfirmed.append(flaky.id)
+            return BrokerUnavailable("down", unconfirmed)
+        return PublishRefused("no route", unconfirmed) if unconfirmed else None
+
+    publisher = MemoryPublisher(fail=fail)
+    clock = ahead()
+    relay = make(table, stores, publisher, clock=clock, max_attempts=2, backoff=Constant(5.0))
+    await relay.drain()
+    assert [row[1:3] for row in statuses(table)] == [("pending", 1)] * 2 + [("pending", 0)]
+    clock.advance(5.0)
+    await relay.drain()
+    [first, dead, last] = statuses(table)
+    assert first[1:3] == ("published", 1)
+    assert dead[1:3] == ("dead", 2)
+    assert dead[3].startswith("PublishRefused: no route")  # its last error
+    assert last[1] == "published"
+    assert publisher.ids == [flaky.id, after.id]
+
+
+async def test_two_relays_publish_every_event_once_in_key_order(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    written = [event(f"k{i % 5}", i) for i in range(200)]
+    publisher = MemoryPublisher()
+    relays = [make(table, stores, publisher, batch_size=10, poll_interval=0.5) for _ in range(2)]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    for start in range(0, 200, 20):  # written while the relays run
+        write(table, written[start : start + 20])
+    await asyncio.wait_for(publisher.wait_for(200), BOUND)
+    for r in relays:
+        r.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), BOUND)
+    assert sorted(publisher.ids) == sorted(e.id for e in written)  # no duplicate
+    assert_key_order(publisher.published, written)
+    assert sum(r.published for r in relays) == 200
+
+
+async def test_a_notify_wakes_the_relay_without_waiting_for_the_poll(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher, poll_interval=3600.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.wait_for(relay.listening.wait(), BOUND)
+    e = event("a")
+    write(table, [e])
+    await asyncio.wait_for(publisher.wait_for(1), BOUND)
+    assert publisher.ids == [e.id]
+    relay.stop()
+    await asyncio.wait_for(task, BOUND)
+
+
+async def test_the_listen_connection_is_re_established(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher, poll_interval=3600.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.wait_for(relay.listening.wait(), BOUND)
+    channel = relay.storage.channel  # type: ignore[attr-defined]
+    with psycopg.connect(URL, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+            (f'LISTEN "{channel}"',),
+        ).fetchall()
+    assert killed == [(True,)]
+    while relay.listening.is_set():  # lost ...
+        await asyncio.sleep(0)
+    await asyncio.wait_for(relay.listening.wait(), BOUND)  # ... and back
+    e = event("a")
+    write(table, [e])
+    await asyncio.wait_for(publisher.wait_for(1), BOUND)
+    relay.stop()
+    await asyncio.wait_for(task, BOUND)
+
+
+async def test_a_relay_killed_mid_batch_leaves_rows_to_another_after_the_lease(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    written = [event("a", 1), event("a", 2), event("b", 1)]
+    write(table, written)
+    entered = asyncio.Event()
+
+    class Stuck(MemoryPublisher):
+        async def publish(self, envelopes: Sequence[Envelope]) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # never confirms
+
+    crashed = make(table, stores, Stuck(), lease=30.0, poll_interval=3600.0)
+    task = asyncio.create_task(crashed.run())
+    await asyncio.wait_for(entered.wait(), BOUND)
+    task.cancel()  # killed mid-batch: nothing marked
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert {row[1] for row in statuses(table)} == {"pending"}
+    publisher = MemoryPublisher()
+    clock = FakeClock(wall=time.time())
+    second = make(table, stores, publisher, clock=clock)
+    assert await second.drain() == 0  # still leased to the dead relay
+    clock.advance(60.0)
+    assert await second.drain() == 3
+    assert_key_order(publisher.published, written)
+
+
+async def test_retention_deletes_old_published_rows(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    write(table, [event(None, i) for i in range(5)])
+    relay = make(table, stores, MemoryPublisher())
+    await relay.drain()
+    store = stores[0]
+    assert await store.delete_published(time.time() - 3600.0, 2) == 0
+    assert await store.delete_published(time.time() + 1.0, 2) == 5
+    assert statuses(table) == []
