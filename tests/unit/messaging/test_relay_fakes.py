@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from buttress.messaging import Envelope
-from buttress.messaging.brokers import PublishError, Publisher
+from buttress.messaging.brokers import Publisher, PublishError
 
 
 class MemoryPublisher:

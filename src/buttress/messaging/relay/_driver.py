@@ -136,6 +136,8 @@ class Relay:
         """Events confirmed by the broker and marked published since start."""
         self.dead_lettered = 0
         """Events dead-lettered since start."""
+        self.listen_losses = 0
+        """Times the ``LISTEN`` connection was lost (or could not be opened)."""
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._listening: asyncio.Event | None = None
@@ -217,6 +219,7 @@ class Relay:
                     self._wake.set()  # listening (again): catch up; or a NOTIFY
             except Exception as exc:
                 self.listening.clear()
+                self.listen_losses += 1
                 failures += 1
                 delay = min(_LISTEN_RETRY_MAX, 0.5 * 2 ** min(failures, 10))
                 log.warning("relay %s: LISTEN lost (%r); again in %.1fs", self.name, exc, delay)
@@ -254,10 +257,11 @@ class Relay:
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 wake.clear()
                 try:
-                    while not self._stopping:
-                        claimed, done = await self._batch()
-                        if claimed < self.batch_size or not done:
-                            break
+                    # Go on while rows get done: a key's next row is claimable only
+                    # once its previous one is, so a batch can be short and still
+                    # leave work behind. Stop on an empty claim or a failed batch.
+                    while not self._stopping and (await self._batch())[1]:
+                        pass
                     await self._retain()
                 except Exception as exc:
                     log.warning("relay %s: cycle failed: %r", self.name, exc)
