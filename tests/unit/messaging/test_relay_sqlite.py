@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from buttress import Pipeline, Timeout
+from buttress import CircuitBreaker, Pipeline, Timeout
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
 from buttress.messaging import Envelope, Outbox, migrate
 from buttress.messaging.brokers import BrokerUnavailable, PublishRefused
-from buttress.messaging.relay import Relay, SQLiteRelayStore
+from buttress.messaging.relay import Relay, SQLiteRelayStore, default_pipeline
 from buttress.policies.backoff import Constant
 
+from tests.helpers import tick
 from tests.unit.messaging.test_relay_fakes import MemoryPublisher, assert_key_order, event
 
 TABLE = "outbox"
@@ -221,3 +222,48 @@ def test_bad_options_are_named(db: Path) -> None:
         assert option in str(info.value)
     with pytest.raises(ConfigError, match="publisher"):
         Relay(store, object())  # type: ignore[arg-type]
+
+
+async def test_the_default_pipeline_retries_transient_errors_in_place(
+    db: Path, clock: FakeClock
+) -> None:
+    e = event("a")
+    write(db, [e])
+    failures = iter([BrokerUnavailable("blip", [e.id])])
+    publisher = MemoryPublisher(fail=lambda batch: next(failures, None))
+    r = relay(db, publisher, clock, pipeline=default_pipeline(clock=clock))
+    assert await r.drain() == 1
+    assert publisher.batches == 2
+    assert rows(db)[0][1:3] == ("published", 0)  # no attempt used up
+
+
+async def test_an_open_breaker_holds_rows_back_without_using_attempts(
+    db: Path, clock: FakeClock
+) -> None:
+    e = event("a")
+    write(db, [e])
+    breaker = CircuitBreaker(consecutive_failures=1, open_duration=30.0, clock=clock)
+    down = MemoryPublisher(fail=lambda batch: BrokerUnavailable("down", [x.id for x in batch]))
+    r = relay(db, down, clock, pipeline=Pipeline(breaker), max_attempts=5, backoff=Constant(1.0))
+    await r.drain()  # fails and opens the breaker
+    clock.advance(1.0)
+    await r.drain()  # rejected by the open breaker: released until it may close
+    assert down.batches == 1
+    assert rows(db)[0][1:3] == ("pending", 1)
+    clock.advance(30.0)
+    down.fail = None
+    assert await r.drain() == 1
+
+
+async def test_run_twice_at_once_is_refused_and_stop_before_start_returns(
+    db: Path, clock: FakeClock
+) -> None:
+    r = relay(db, MemoryPublisher(), clock, poll_interval=3600.0)
+    r.stop()
+    await asyncio.wait_for(r.run(), 10.0)  # stopped before it started
+    task = asyncio.create_task(r.run())
+    await tick()
+    with pytest.raises(RuntimeError, match="already running"):
+        await r.run()
+    r.stop()
+    await asyncio.wait_for(task, 10.0)

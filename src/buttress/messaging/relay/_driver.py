@@ -38,13 +38,19 @@ _RETENTION_BATCH: Final = 500
 _LISTEN_RETRY_MAX: Final = 30.0
 
 
-def default_pipeline(publish_timeout: float = 30.0) -> Pipeline:
-    """``Timeout(publish_timeout)`` around ``Retry(3)`` (transient errors only) around a
-    ``CircuitBreaker`` — the pipeline a :class:`Relay` publishes through by default."""
+def default_pipeline(publish_timeout: float = 30.0, *, clock: Clock = MONOTONIC) -> Pipeline:
+    """The pipeline a :class:`Relay` publishes through by default.
+
+    ``Timeout(publish_timeout)`` around ``Retry(3)`` (transient errors only: a
+    :class:`~buttress.messaging.brokers.PublishRefused` is not retried; the last
+    error is re-raised) around a ``CircuitBreaker`` that opens after 5 consecutive
+    failures for 10 s. While it is open the relay's rows wait without using up
+    their attempts.
+    """
     return Pipeline(
-        Timeout(publish_timeout),
-        Retry(3, delay=0.2, max_delay=2.0, reraise=True),
-        CircuitBreaker(consecutive_failures=5, open_duration=10.0),
+        Timeout(publish_timeout, clock=clock),
+        Retry(3, delay=0.2, max_delay=2.0, reraise=True, clock=clock),
+        CircuitBreaker(consecutive_failures=5, open_duration=10.0, clock=clock),
         name="buttress.relay",
     )
 
@@ -241,9 +247,14 @@ class Relay:
 
         A failing database or broker is logged and retried at the next poll; the
         service does not end on errors. Cancelling the task stops it at once, mid
-        batch: its claimed rows return to other relays after the lease.
+        batch: its claimed rows return to other relays after the lease. A
+        :meth:`stop` before the task starts makes it return at once.
+
+        Raises:
+            RuntimeError: this relay is already running.
         """
-        self._stopping = False
+        if self._wake is not None:
+            raise RuntimeError(f"{self!r} is already running")
         self._wake = wake = asyncio.Event()
         wake.set()  # the catch-up on start
         listener = (
@@ -266,6 +277,8 @@ class Relay:
                 except Exception as exc:
                     log.warning("relay %s: cycle failed: %r", self.name, exc)
         finally:
+            self._wake = None
+            self._stopping = False  # a stopped relay can run again
             if listener is not None:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
