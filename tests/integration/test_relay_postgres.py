@@ -214,3 +214,28 @@ async def test_retention_deletes_old_published_rows(
     assert await store.delete_published(time.time() - 3600.0, 2) == 0
     assert await store.delete_published(time.time() + 1.0, 2) == 5
     assert statuses(table) == []
+
+
+async def test_the_relay_reconnects_after_losing_the_database(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher)
+    write(table, [event("a", 1)])
+    assert await relay.drain() == 1
+    name = f"relay test {uuid.uuid4().hex[:8]}"
+    store = PostgresRelayStore(URL, table, application_name=name)
+    stores.append(store)
+    relay = Relay(store, publisher, pipeline=Pipeline(Timeout(10.0)))
+    assert await relay.drain() == 0
+    with psycopg.connect(URL, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        ).fetchall()
+    assert killed == [(True,)]
+    write(table, [event("a", 2)])
+    with pytest.raises(psycopg.OperationalError):
+        await relay.drain()  # the lost connection fails this attempt ...
+    assert await relay.drain() == 1  # ... and a new one serves the next
+    assert len(publisher.published) == 2

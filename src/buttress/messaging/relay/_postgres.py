@@ -40,6 +40,10 @@ class PostgresRelayStore:
         connect_timeout: Seconds allowed to open a connection.
         keepalive: Seconds of silence after which the listening connection is
             checked with a ``SELECT 1`` (a dead one is then re-established).
+        application_name: Shown in ``pg_stat_activity`` for the relay's connections.
+
+    A lost database connection fails the operation in progress (the relay logs it
+    and tries again at its next wake-up) and is replaced by a new one on next use.
     """
 
     def __init__(
@@ -50,11 +54,13 @@ class PostgresRelayStore:
         schema: str | None = None,
         connect_timeout: float = 10.0,
         keepalive: float = 30.0,
+        application_name: str = "buttress relay",
     ) -> None:
         self.table = TableName(table, schema)
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.application_name = application_name
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
         t = self.table.qualified()
@@ -93,12 +99,15 @@ class PostgresRelayStore:
 
     async def _connect(self, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=autocommit, connect_timeout=int(self.connect_timeout)
+            self.conninfo,
+            autocommit=autocommit,
+            connect_timeout=max(1, round(self.connect_timeout)),
+            application_name=self.application_name,
         )
 
     async def _run(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         async with self._lock:
-            if self._conn is None or self._conn.closed:
+            if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = await self._connect(autocommit=False)
             conn = self._conn
             try:
