@@ -239,3 +239,19 @@ async def test_the_relay_reconnects_after_losing_the_database(
         await relay.drain()  # the lost connection fails this attempt ...
     assert await relay.drain() == 1  # ... and a new one serves the next
     assert len(publisher.published) == 2
+
+
+async def test_a_relay_wakes_for_the_retry_it_scheduled(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    e = event("a")
+    failures = iter([BrokerUnavailable("blip", [e.id])])
+    publisher = MemoryPublisher(fail=lambda batch: next(failures, None))
+    relay = make(table, stores, publisher, poll_interval=3600.0, backoff=Constant(0.01))
+    task = asyncio.create_task(relay.run())
+    await asyncio.wait_for(relay.listening.wait(), BOUND)
+    write(table, [e])
+    await asyncio.wait_for(publisher.wait_for(1), BOUND)  # not an hour later
+    assert publisher.batches == 2
+    relay.stop()
+    await asyncio.wait_for(task, BOUND)

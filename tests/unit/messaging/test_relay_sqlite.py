@@ -267,3 +267,18 @@ async def test_run_twice_at_once_is_refused_and_stop_before_start_returns(
         await r.run()
     r.stop()
     await asyncio.wait_for(task, 10.0)
+
+
+async def test_run_deletes_published_rows_after_the_retention(db: Path, clock: FakeClock) -> None:
+    write(db, [event(None, i) for i in range(3)])
+    publisher = MemoryPublisher()
+    r = relay(db, publisher, clock, retention=60.0, poll_interval=3600.0)
+    assert await r.drain() == 3
+    clock.advance(61.0)
+    fresh = event(None, 9)
+    write(db, [fresh])
+    task = asyncio.create_task(r.run())
+    await asyncio.wait_for(publisher.wait_for(4), 10.0)
+    r.stop()  # the cycle in flight finishes, retention included
+    await asyncio.wait_for(task, 10.0)
+    assert rows(db) == [(fresh.id, "published", 0, None)]

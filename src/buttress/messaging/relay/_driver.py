@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import os
@@ -148,6 +149,7 @@ class Relay:
         self._wake: asyncio.Event | None = None
         self._listening: asyncio.Event | None = None
         self._last_retention: float | None = None
+        self._due: list[float] = []  # a heap: when the retries this relay scheduled fall due
 
     def __repr__(self) -> str:
         return f"Relay({self.storage!r}, name={self.name!r})"
@@ -181,6 +183,8 @@ class Relay:
             except Exception as exc:
                 error = exc
         decision = self.engine.decide(readable, error, self.clock.time())
+        for due in {at for _, at, _ in decision.retry} | {at for _, at in decision.released}:
+            heapq.heappush(self._due, due)
         decision.dead.extend(unreadable.dead)
         await self.storage.apply(self.name, decision, self.clock.time())
         self.published += len(decision.published)
@@ -241,6 +245,15 @@ class Relay:
         self._last_retention = now
         await self.storage.delete_published(now - self.retention, _RETENTION_BATCH)
 
+    def _wait(self) -> float:
+        """Seconds until the next poll, or sooner until a retry this relay scheduled."""
+        now = self.clock.time()
+        while self._due and self._due[0] <= now:  # due now: the claim just made saw them
+            heapq.heappop(self._due)
+        if not self._due:
+            return self.poll_interval
+        return min(self.poll_interval, self._due[0] - now)
+
     async def run(self) -> None:
         """Relay until :meth:`stop`: catch up at once, then on every notification
         (PostgreSQL) and every ``poll_interval``.
@@ -265,7 +278,7 @@ class Relay:
         try:
             while not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(wake.wait(), self._wait())
                 wake.clear()
                 try:
                     # Go on while rows get done: a key's next row is claimable only
