@@ -255,3 +255,16 @@ async def test_a_relay_wakes_for_the_retry_it_scheduled(
     assert publisher.batches == 2
     relay.stop()
     await asyncio.wait_for(task, BOUND)
+
+
+async def test_lag_is_the_age_of_the_oldest_pending_event(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    clock = ahead(100.0)
+    relay = make(table, stores, MemoryPublisher(), clock=clock)
+    assert await relay.lag() == 0.0
+    write(table, [event("a"), event("b")])
+    lag = await relay.lag()
+    assert 90.0 < lag <= 100.0 + BOUND  # written just now, read with a clock 100 s ahead
+    await relay.drain()
+    assert await relay.lag() == 0.0

@@ -282,3 +282,18 @@ async def test_run_deletes_published_rows_after_the_retention(db: Path, clock: F
     r.stop()  # the cycle in flight finishes, retention included
     await asyncio.wait_for(task, 10.0)
     assert rows(db) == [(fresh.id, "published", 0, None)]
+
+
+async def test_lag_is_the_age_of_the_oldest_pending_event(db: Path, clock: FakeClock) -> None:
+    r = relay(db, MemoryPublisher(), clock)
+    assert await r.lag() == 0.0
+    write(db, [event("a")])
+    store = SQLiteRelayStore(db, TABLE)
+    oldest = await store.oldest_pending()
+    assert oldest is not None
+    assert await r.lag() == clock.time() - oldest
+    clock.advance(10.0)
+    assert await r.lag() == clock.time() - oldest
+    await r.drain()
+    assert await r.lag() == 0.0
+    await store.close()

@@ -203,6 +203,13 @@ class Relay:
             pass
         return self.published - before
 
+    async def lag(self) -> float:
+        """The outbox lag: seconds since the oldest unpublished (pending) event was
+        written, 0.0 when none is pending. A growing lag means the relay falls behind
+        or the broker refuses events; alert on it."""
+        oldest = await self.storage.oldest_pending()
+        return 0.0 if oldest is None else max(0.0, self.clock.time() - oldest)
+
     # -- the service --------------------------------------------------------------
 
     def stop(self) -> None:

@@ -167,6 +167,19 @@ class PostgresRelayStore:
             if deleted < batch:
                 return total
 
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest pending row (Unix time), or ``None``."""
+        query = (
+            f"SELECT extract(epoch FROM min(created_at))::float8 FROM {self.table.qualified()} "
+            "WHERE status = 'pending'"
+        )
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> float | None:
+            row = await (await conn.execute(query)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._run(work)
+
     async def listen(self) -> AsyncIterator[None]:
         """``LISTEN`` on a connection of its own: yield once listening, then per
         notification; raises :class:`psycopg.OperationalError` when it is lost."""

@@ -133,6 +133,16 @@ class SQLiteRelayStore:
             if deleted < batch:
                 return total
 
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest pending row, or ``None``."""
+        query = f"SELECT min(created_at) FROM {self.table.qualified()} WHERE status = 'pending'"
+
+        def work(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(query).fetchone()[0]
+            return None if value is None else float(value)
+
+        return await self._run(work)
+
     async def listen(self) -> AsyncIterator[None]:
         """SQLite has no notifications: not supported (the relay polls)."""
         if self.channel is None:

@@ -85,6 +85,10 @@ class ClaimStore(Protocol):
         transaction; return how many were deleted."""
         ...
 
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` (Unix time) of the oldest pending row, or ``None``."""
+        ...
+
     def listen(self) -> AsyncIterator[None]:
         """Yield once when listening (catch up then), then once per notification.
 
