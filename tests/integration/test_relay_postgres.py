@@ -22,7 +22,7 @@ from buttress.messaging.relay import PostgresRelayStore, Relay
 from buttress.policies.backoff import Constant
 
 from tests.conftest import require_service
-from tests.unit.messaging.test_relay_fakes import MemoryPublisher, assert_key_order, event
+from tests.unit.messaging.relay_fakes import MemoryPublisher, assert_key_order, event
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 BOUND = 20.0  # seconds: a bound on waits for something that should happen at once

@@ -19,7 +19,7 @@ from buttress.messaging.brokers.rabbitmq import RabbitMQPublisher
 from buttress.messaging.relay import PostgresRelayStore, Relay
 
 from tests.conftest import SERVICES, require_service
-from tests.unit.messaging.test_relay_fakes import assert_key_order, event
+from tests.unit.messaging.relay_fakes import assert_key_order, event
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP = f"amqp://guest:guest@127.0.0.1:{SERVICES['rabbitmq']}/"

@@ -19,7 +19,7 @@ from buttress.messaging.relay import Relay, SQLiteRelayStore, default_pipeline
 from buttress.policies.backoff import Constant
 
 from tests.helpers import tick
-from tests.unit.messaging.test_relay_fakes import MemoryPublisher, assert_key_order, event
+from tests.unit.messaging.relay_fakes import MemoryPublisher, assert_key_order, event
 
 TABLE = "outbox"
 
