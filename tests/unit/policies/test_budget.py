@@ -33,6 +33,8 @@ from buttress.policies.budget import (
 )
 from buttress.registry import register_kind
 
+from tests.helpers import tick
+
 
 @dataclass
 class Response:
@@ -290,7 +292,7 @@ async def test_async_pipeline_and_decorator() -> None:
 
     @budget
     async def fetch(status: int) -> Response:
-        await asyncio.sleep(0)
+        await tick()  # a real suspension point
         return Response(status)
 
     assert (await fetch(404)).status_code == 404
@@ -322,7 +324,7 @@ async def test_a_timeout_cancelling_the_call_is_bad_a_caller_cancelling_is_nothi
     hang = asyncio.Event()
 
     task = asyncio.ensure_future(Pipeline(budget, latency).acall(hang.wait))
-    await asyncio.sleep(0)
+    await tick()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

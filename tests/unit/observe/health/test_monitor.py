@@ -269,7 +269,7 @@ async def test_callbacks_and_events_on_every_change(clock: FakeClock) -> None:
     globally: list[object] = []
 
     async def on_async(change: HealthStatusChanged) -> None:
-        await asyncio.sleep(0)
+        await tick()  # a callback that really suspends
         async_seen.append(change)
 
     monitor = HealthMonitor(name="api", on_change=sync_seen.append, clock=clock)
