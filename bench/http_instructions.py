@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 from typing import Any
 
@@ -64,25 +62,9 @@ def _run(name: str, requests: int, url: str) -> None:
 
 
 def _count(name: str, requests: int, url: str) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--run",
-        name,
-        "--requests",
-        str(requests),
-        "--url",
-        url,
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr}")
-    return int(found.group(1))
+    from instructions import callgrind
+
+    return callgrind([__file__, "--run", name, "--requests", str(requests), "--url", url])
 
 
 def main() -> None:

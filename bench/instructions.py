@@ -125,29 +125,33 @@ def _run_case(name: str, calls: int) -> None:
             fn()
 
 
-def _count(name: str, calls: int, src: str | None) -> int:
-    env = dict(os.environ)
-    # A fixed hash seed lays dictionaries out alike in every run: counts then repeat
-    # to the instruction instead of moving by ±60.
+def callgrind(arguments: list[str], env: dict[str, str] | None = None) -> int:
+    """Instructions valgrind's callgrind counts for ``python <arguments>``.
+
+    A fixed hash seed lays dictionaries out alike in every run: counts then repeat
+    to the instruction instead of moving by ±60.
+    """
+    env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONHASHSEED", "0")
-    if src:
-        env["PYTHONPATH"] = os.path.abspath(src)
     command = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
         sys.executable,
-        __file__,
-        "--run",
-        name,
-        "--calls",
-        str(calls),
+        *arguments,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr}")
     return int(found.group(1))
+
+
+def _count(name: str, calls: int, src: str | None) -> int:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.path.abspath(src)
+    return callgrind([__file__, "--run", name, "--calls", str(calls)], env)
 
 
 def main() -> None:
