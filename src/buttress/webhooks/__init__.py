@@ -1,0 +1,65 @@
+"""Webhooks: signed delivery to subscribers and a verifying inbound receiver.
+
+The package follows the `Standard Webhooks <https://www.standardwebhooks.com/>`_
+scheme. Its modules:
+
+- :mod:`buttress.webhooks.signing`: secrets, signing and verification
+  (``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``).
+
+Names are imported from their module on first use, so ``import buttress.webhooks``
+loads no optional dependency (aiohttp, Starlette, redis).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from buttress.webhooks.signing import (
+        HeaderError,
+        Secret,
+        SignatureError,
+        Signer,
+        TimestampError,
+        Verifier,
+        WebhookVerificationError,
+        sign,
+    )
+
+# Public name -> the submodule of this package that defines it. Each module's owner
+# adds its names here, to __all__ and to the TYPE_CHECKING imports above.
+_EXPORTS: dict[str, str] = {
+    "HeaderError": "signing",
+    "Secret": "signing",
+    "SignatureError": "signing",
+    "Signer": "signing",
+    "TimestampError": "signing",
+    "Verifier": "signing",
+    "WebhookVerificationError": "signing",
+    "sign": "signing",
+}
+
+__all__ = [
+    "HeaderError",
+    "Secret",
+    "SignatureError",
+    "Signer",
+    "TimestampError",
+    "Verifier",
+    "WebhookVerificationError",
+    "sign",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
