@@ -1,8 +1,11 @@
-"""The outbox schema: table names, the SQL migrations and :func:`migrate`.
+"""The messaging schema: table names, the SQL migrations and :func:`migrate`.
 
 The migrations are SQL files shipped in the package (``migrations/<dialect>/NNNN_*.sql``)
-with ``{{placeholder}}`` names for the table. :func:`migrate` applies the ones not yet
-recorded in the table's version table (``<table>_migrations``), in one transaction,
+with ``{{placeholder}}`` names for the table. Each belongs to one *target*: the
+inbox's files are named ``NNNN_inbox*.sql``, every other file is the outbox's. The
+targets' tables are independent (an inbox needs no outbox), so :func:`migrate` takes
+the target (``what``) and the table, and applies the target's migrations not yet
+recorded in that table's version table (``<table>_migrations``), in one transaction,
 so running it twice, or from two processes at once, applies each migration once.
 
 psycopg is never imported here: a psycopg connection is recognised through
@@ -23,12 +26,28 @@ from buttress.errors import ButtressError, ConfigError
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["Dialect", "OutboxError", "TableName", "dialect_of", "migrate", "migrations"]
+__all__ = [
+    "DEFAULT_INBOX_TABLE",
+    "Dialect",
+    "OutboxError",
+    "TableName",
+    "Target",
+    "dialect_of",
+    "migrate",
+    "migrations",
+]
 
 Dialect = Literal["postgresql", "sqlite"]
+Target = Literal["outbox", "inbox"]
 
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 DEFAULT_TABLE: Final = "buttress_outbox"
+DEFAULT_INBOX_TABLE: Final = "buttress_inbox"
+_DEFAULT_TABLES: Final = {"outbox": DEFAULT_TABLE, "inbox": DEFAULT_INBOX_TABLE}
+
+
+def _target_of(label: str) -> Target:
+    return "inbox" if label == "inbox" or label.startswith("inbox_") else "outbox"
 
 
 class OutboxError(ButtressError, ValueError):
@@ -97,14 +116,19 @@ def dialect_of(connection: object) -> tuple[Dialect, bool]:
     )
 
 
-def migrations(dialect: Dialect, table: TableName) -> list[tuple[int, str, str]]:
-    """``(version, name, sql)`` of every migration for ``dialect``, in order."""
+def migrations(
+    dialect: Dialect, table: TableName, what: Target = "outbox"
+) -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every migration of target ``what`` for ``dialect``,
+    in order."""
     folder = resources.files("buttress.messaging").joinpath("migrations", dialect)
     found = []
     for item in folder.iterdir():
         if not item.name.endswith(".sql"):
             continue
         number, _, rest = item.name.partition("_")
+        if _target_of(rest.removesuffix(".sql")) != what:
+            continue
         sql = item.read_text(encoding="utf-8")
         values = {
             "table": table.qualified(),
@@ -139,11 +163,12 @@ def _statements(script: str) -> list[str]:
 
 def migrate(
     connection: sqlite3.Connection | psycopg.Connection[Any],
-    table: str = DEFAULT_TABLE,
+    table: str | None = None,
     *,
     schema: str | None = None,
+    what: Target = "outbox",
 ) -> list[str]:
-    """Create or upgrade the outbox table: apply the migrations not applied yet.
+    """Create or upgrade the outbox (or inbox) table: apply the migrations not applied yet.
 
     Everything happens in one transaction, committed here; the applied versions are
     recorded in ``<table>_migrations``, so a second run applies nothing. On
@@ -156,26 +181,32 @@ def migrate(
             connection's ever-open transaction), or a
             psycopg 3 (synchronous) ``Connection``. psycopg: with a transaction open
             the migrations run in a savepoint of it and commit with it.
-        table: The outbox table's name.
+        table: The table's name; default: ``buttress_outbox``, or ``buttress_inbox``
+            for ``what="inbox"``.
         schema: Its PostgreSQL schema (or the attached SQLite database); default:
             the connection's search path (``main`` on SQLite).
+        what: ``"outbox"`` (the outbox table of :class:`~buttress.messaging.Outbox`
+            and the relay) or ``"inbox"`` (the table of
+            :class:`~buttress.messaging.inbox.SQLInbox`).
 
     Returns:
         The names of the migrations applied now, e.g. ``["0001_outbox"]`` (empty
         when the table was up to date).
 
     Raises:
-        ConfigError: ``table`` or ``schema`` is not a safe identifier.
+        ConfigError: ``table``, ``schema`` or ``what`` is not valid.
         OutboxError: the connection is not supported, or a SQLite transaction is open.
     """
-    name = TableName(table, schema)
+    if what not in _DEFAULT_TABLES:
+        raise ConfigError(f"must be 'outbox' or 'inbox', got {what!r}", path="what")
+    name = TableName(_DEFAULT_TABLES[what] if table is None else table, schema)
     dialect, is_async = dialect_of(connection)
     if is_async:
         raise OutboxError("migrate() needs a synchronous connection (psycopg.Connection)")
     if dialect == "sqlite":
         assert isinstance(connection, sqlite3.Connection)
-        return _migrate_sqlite(connection, name)
-    return _migrate_postgresql(connection, name)  # type: ignore[arg-type]
+        return _migrate_sqlite(connection, name, what)
+    return _migrate_postgresql(connection, name, what)  # type: ignore[arg-type]
 
 
 _VERSIONS_SQL: Final = (
@@ -184,7 +215,7 @@ _VERSIONS_SQL: Final = (
 )
 
 
-def _migrate_sqlite(connection: sqlite3.Connection, table: TableName) -> list[str]:
+def _migrate_sqlite(connection: sqlite3.Connection, table: TableName, what: Target) -> list[str]:
     # Python 3.12's autocommit=False keeps a transaction open at all times: use it.
     always_in_transaction = getattr(connection, "autocommit", None) is False
     if connection.in_transaction and not always_in_transaction:
@@ -204,7 +235,7 @@ def _migrate_sqlite(connection: sqlite3.Connection, table: TableName) -> list[st
             )
         )
         done = {row[0] for row in connection.execute(f"SELECT version FROM {versions}")}
-        for version, label, sql in migrations("sqlite", table):
+        for version, label, sql in migrations("sqlite", table, what):
             if version in done:
                 continue
             for statement in _statements(sql):
@@ -220,18 +251,20 @@ def _migrate_sqlite(connection: sqlite3.Connection, table: TableName) -> list[st
     return applied
 
 
-def _migrate_postgresql(connection: psycopg.Connection[Any], table: TableName) -> list[str]:
+def _migrate_postgresql(
+    connection: psycopg.Connection[Any], table: TableName, what: Target
+) -> list[str]:
     versions = table.qualified("_migrations")
     applied: list[str] = []
     with connection.transaction():
         # hashtext() is stable within a server version, which is all a lock needs.
         connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"buttress.outbox:{table.channel}",)
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"buttress.{what}:{table.channel}",)
         )
         connection.execute(_VERSIONS_SQL.format(versions=versions, time="timestamptz", now="now()"))
         cursor = connection.execute(f"SELECT version FROM {versions}")
         done = {row[0] for row in cursor.fetchall()}
-        for version, label, sql in migrations("postgresql", table):
+        for version, label, sql in migrations("postgresql", table, what):
             if version in done:
                 continue
             connection.execute(sql)
