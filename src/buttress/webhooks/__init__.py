@@ -5,6 +5,8 @@ scheme. Its modules:
 
 - :mod:`buttress.webhooks.signing`: secrets, signing and verification
   (``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``).
+- :mod:`buttress.webhooks.receiver`: an ASGI endpoint that verifies, deduplicates
+  and acknowledges inbound webhooks.
 
 Names are imported from their module on first use, so ``import buttress.webhooks``
 loads no optional dependency (aiohttp, Starlette, redis).
@@ -16,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from buttress.webhooks.receiver import MemoryInbox, WebhookEvent, WebhookReceiver, webhook_route
     from buttress.webhooks.signing import (
         HeaderError,
         Secret,
@@ -38,17 +41,25 @@ _EXPORTS: dict[str, str] = {
     "Verifier": "signing",
     "WebhookVerificationError": "signing",
     "sign": "signing",
+    "MemoryInbox": "receiver",
+    "WebhookEvent": "receiver",
+    "WebhookReceiver": "receiver",
+    "webhook_route": "receiver",
 }
 
 __all__ = [
     "HeaderError",
+    "MemoryInbox",
     "Secret",
     "SignatureError",
     "Signer",
     "TimestampError",
     "Verifier",
+    "WebhookEvent",
+    "WebhookReceiver",
     "WebhookVerificationError",
     "sign",
+    "webhook_route",
 ]
 
 

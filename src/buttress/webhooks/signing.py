@@ -146,7 +146,9 @@ class Secret:
             ConfigError: the text is not valid base64.
         """
         try:
-            key = base64.b64decode(text.strip(), validate=True)
+            text = text.strip()
+            # The reference libraries accept unpadded base64: so do we.
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ConfigError(f"a webhook secret's key is not valid base64: {exc}") from None
         return cls(key)
@@ -462,22 +464,7 @@ class Verifier:
 
     def verify_parsed(self, signed: SignedHeaders, body: bytes) -> None:
         """:meth:`verify` for headers already parsed with :meth:`SignedHeaders.parse`."""
-        now = self._clock.time()
-        skew = signed.timestamp - now
-        if skew < -self._tolerance:
-            raise TimestampError(
-                f"{TIMESTAMP_HEADER} is {-skew:.0f}s old, more than the "
-                f"{self._tolerance:g}s tolerated",
-                timestamp=signed.timestamp,
-                now=now,
-            )
-        if skew > self._tolerance:
-            raise TimestampError(
-                f"{TIMESTAMP_HEADER} is {skew:.0f}s in the future, more than the "
-                f"{self._tolerance:g}s tolerated",
-                timestamp=signed.timestamp,
-                now=now,
-            )
+        self.check_timestamp(signed.timestamp)
         matched = False
         for key in self._keys:
             expected = key.signature(signed.msg_id, signed.timestamp, body)
@@ -486,6 +473,29 @@ class Verifier:
                 matched |= hmac.compare_digest(expected, candidate)
         if not matched:
             raise SignatureError("no webhook signature matches a known secret")
+
+    def check_timestamp(self, timestamp: int) -> None:
+        """Check only the timestamp (Unix seconds) against the clock and the tolerance.
+
+        Raises:
+            TimestampError: it is more than the tolerance away, either way.
+        """
+        now = self._clock.time()
+        skew = timestamp - now
+        if skew < -self._tolerance:
+            raise TimestampError(
+                f"{TIMESTAMP_HEADER} is {-skew:.0f}s old, more than the "
+                f"{self._tolerance:g}s tolerated",
+                timestamp=timestamp,
+                now=now,
+            )
+        if skew > self._tolerance:
+            raise TimestampError(
+                f"{TIMESTAMP_HEADER} is {skew:.0f}s in the future, more than the "
+                f"{self._tolerance:g}s tolerated",
+                timestamp=timestamp,
+                now=now,
+            )
 
     def __repr__(self) -> str:
         return f"Verifier({len(self._keys)} secret(s), tolerance={self._tolerance:g}s)"
