@@ -25,7 +25,11 @@ from typing import Any, Final
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 import aiormq.exceptions
+from pamqp import commands as spec
+from pamqp.common import FieldValue
+from pamqp.header import ContentHeader
 
 from buttress.errors import ConfigError, is_transient
 from buttress.messaging.brokers import BrokerUnavailable, PublishError, PublishRefused
@@ -36,8 +40,184 @@ __all__ = ["RabbitMQPublisher"]
 _EXCHANGE_TYPES: Final = ("topic", "direct", "fanout", "headers")
 
 
+_Prepared = tuple[bytes, spec.Basic.Properties, str]
+"""One message ready to send: body, AMQP properties, routing key."""
+
+
+def _message(prepared: _Prepared) -> tuple[aio_pika.Message, str]:
+    body, properties, key = prepared
+    message = aio_pika.Message(
+        body,
+        headers=properties.headers,
+        content_type=properties.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=properties.message_id,
+        priority=properties.priority,
+    )
+    return message, key
+
+
 def _by_type(envelope: Envelope) -> str:
     return envelope.type
+
+
+# -- one write and one wait per batch -------------------------------------------------
+#
+# aio-pika publishes a message at a time: a lock, a socket write and a future per
+# message, and a task per message to have several in flight (150-230 µs each,
+# measured). A batch instead registers its delivery tags in the aiormq channel's
+# confirmation table (the table aiormq's reader settles on Basic.Ack/Nack/Return)
+# with a small settling object per message, writes every frame of the batch in
+# one ChannelFrame, and awaits one future that the last settlement resolves. The
+# future comes from the channel's future store, so a closing channel rejects it
+# like aiormq's own. These are aiormq internals: `_batchable` checks they are
+# there, and `_send_each` (aio-pika's public API) takes over when they are not.
+
+_CHANNEL_INTERNALS: Final = (
+    "confirmations",
+    "message_id_delivery_tag",
+    "delivery_tag",
+    "write_queue",
+    "create_future",
+    "lock",
+    "number",
+    "_split_body",
+)
+
+
+def _batchable(channel: object) -> bool:
+    return bool(getattr(channel, "publisher_confirms", False)) and all(
+        hasattr(channel, name) for name in _CHANNEL_INTERNALS
+    )
+
+
+class _Tracker:
+    """The outcome of one batch: settles ``confirmed``/``causes`` per message and
+    resolves ``future`` when none is left waiting."""
+
+    __slots__ = ("causes", "confirmed", "future", "ids", "waiting")
+
+    def __init__(
+        self,
+        ids: list[str],
+        confirmed: list[bool],
+        causes: dict[str, BaseException],
+        waiting: int,
+        future: asyncio.Future[None],
+    ) -> None:
+        self.ids = ids
+        self.confirmed = confirmed
+        self.causes = causes
+        self.waiting = waiting
+        self.future = future
+
+    def settle(self, index: int, error: BaseException | None) -> None:
+        if error is None:
+            self.confirmed[index] = True
+        else:
+            self.causes[self.ids[index]] = error
+        self.waiting -= 1
+        if self.waiting <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+class _Confirmation:
+    """What aiormq's reader settles for one delivery tag (duck-types the future
+    aiormq would have made: ``done``, ``cancelled``, ``set_result``,
+    ``set_exception``)."""
+
+    __slots__ = ("_done", "index", "tracker")
+
+    def __init__(self, tracker: _Tracker, index: int) -> None:
+        self.tracker = tracker
+        self.index = index
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, _frame: object) -> None:
+        if not self._done:
+            self._done = True
+            self.tracker.settle(self.index, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self.tracker.settle(self.index, error)
+
+
+async def _send_batch(
+    channel: Any,
+    *,
+    exchange: str,
+    mandatory: bool,
+    ids: list[str],
+    prepared: list[_Prepared],
+    start: int,
+    stop: int,
+    confirmed: list[bool],
+    causes: dict[str, BaseException],
+) -> None:
+    """Publish ``prepared[start:stop]`` in one write; wait for every confirmation.
+
+    Settles ``confirmed[i]`` (acked) or ``causes[ids[i]]`` (nacked, returned) per
+    message; on a lost channel or a cancellation the unsettled ones stay
+    unconfirmed (and, lost channel, get its error as their cause).
+    """
+    future: asyncio.Future[None] = channel.create_future()
+    tracker = _Tracker(ids, confirmed, causes, stop - start, future)
+    entries: list[tuple[int, str, _Confirmation]] = []
+    async with channel.lock:
+        first = channel.delivery_tag + 1
+        frames: list[Any] = []
+        for offset, index in enumerate(range(start, stop)):
+            body, properties, key = prepared[index]
+            tag = first + offset
+            confirmation = _Confirmation(tracker, index)
+            channel.confirmations[tag] = confirmation
+            channel.message_id_delivery_tag[ids[index]] = tag
+            entries.append((tag, ids[index], confirmation))
+            frames.append(
+                spec.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory)
+            )
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            frames.extend(channel._split_body(body))
+        channel.delivery_tag = first + len(entries) - 1
+        sent = False
+        try:
+            await channel.write_queue.put(
+                aiormq.abc.ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+            )
+            sent = True
+        finally:
+            if not sent:  # the broker never saw them: give the tags back
+                channel.delivery_tag = first - 1
+                _forget(channel, entries)
+                future.cancel()
+    try:
+        await future
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the channel closed: what is not settled is lost
+        for _, _, confirmation in entries:
+            if not confirmation.done():
+                causes[ids[confirmation.index]] = exc
+    finally:
+        _forget(channel, entries)
+
+
+def _forget(channel: Any, entries: list[tuple[int, str, _Confirmation]]) -> None:
+    """Drop a batch's entries from the channel's tables (a late ack is then ignored)."""
+    for tag, message_id, confirmation in entries:
+        if channel.confirmations.get(tag) is confirmation:
+            del channel.confirmations[tag]
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            del channel.message_id_delivery_tag[message_id]
+        confirmation._done = True
 
 
 class RabbitMQPublisher:
@@ -161,6 +341,10 @@ class RabbitMQPublisher:
         self._lock = asyncio.Lock()
         self._closed = False
 
+    def _message(self, envelope: Envelope) -> tuple[aio_pika.Message, str]:
+        """The aio-pika message and routing key for ``envelope``."""
+        return _message(self._prepare(envelope))
+
     def __repr__(self) -> str:
         return f"RabbitMQPublisher(exchange={self.exchange!r}, queue={self.queue!r})"
 
@@ -259,7 +443,7 @@ class RabbitMQPublisher:
 
     # ------------------------------------------------------------------ publishing
 
-    def _message(self, envelope: Envelope) -> tuple[aio_pika.Message, str]:
+    def _prepare(self, envelope: Envelope) -> _Prepared:
         properties, content_type, body = envelope.to_amqp()
         priority = None
         if self._message_priority is not None:
@@ -279,15 +463,14 @@ class RabbitMQPublisher:
                 f"must return a string of at most 255 bytes, got {key!r} for event {envelope.id}",
                 path="routing_key",
             )
-        message = aio_pika.Message(
-            body,
-            headers=dict(properties),
+        amqp = spec.Basic.Properties(
             content_type=content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict[str, FieldValue](properties),
+            delivery_mode=2,  # persistent
             message_id=envelope.id,
             priority=priority,
         )
-        return message, key
+        return body, amqp, key
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Publish ``envelopes``; return once RabbitMQ has confirmed every one.
@@ -304,7 +487,7 @@ class RabbitMQPublisher:
         batch = list(envelopes)
         if not batch:
             return
-        prepared = [self._message(envelope) for envelope in batch]
+        prepared = [self._prepare(envelope) for envelope in batch]
         confirmed = [False] * len(batch)
         causes: dict[str, BaseException] = {}
         try:
@@ -337,24 +520,54 @@ class RabbitMQPublisher:
         self,
         exchange: aio_pika.abc.AbstractExchange,
         batch: list[Envelope],
-        prepared: list[tuple[aio_pika.Message, str]],
+        prepared: list[_Prepared],
         confirmed: list[bool],
         causes: dict[str, BaseException],
     ) -> None:
+        assert self._channel is not None
+        channel = await self._channel.get_underlay_channel()
+        ids = [e.id for e in batch]
+        if _batchable(channel):
+            for start in range(0, len(batch), self.max_in_flight):
+                stop = min(len(batch), start + self.max_in_flight)
+                await _send_batch(
+                    channel,
+                    exchange=exchange.name,
+                    mandatory=self.mandatory,
+                    ids=ids,
+                    prepared=prepared,
+                    start=start,
+                    stop=stop,
+                    confirmed=confirmed,
+                    causes=causes,
+                )
+            return
+        await self._send_each(exchange, ids, prepared, confirmed, causes)
+
+    async def _send_each(
+        self,
+        exchange: aio_pika.abc.AbstractExchange,
+        ids: list[str],
+        prepared: list[_Prepared],
+        confirmed: list[bool],
+        causes: dict[str, BaseException],
+    ) -> None:
+        """aio-pika's own path (one publish and one future per message), for an
+        aiormq whose internals :func:`_send_batch` does not recognise."""
         slots = asyncio.Semaphore(self.max_in_flight)
         mandatory = self.mandatory
 
         async def one(index: int) -> None:
-            message, key = prepared[index]
+            message, key = _message(prepared[index])
             async with slots:
                 try:
                     await exchange.publish(message, key, mandatory=mandatory)
                 except Exception as exc:
-                    causes[batch[index].id] = exc
+                    causes[ids[index]] = exc
                 else:
                     confirmed[index] = True
 
-        await asyncio.gather(*(one(i) for i in range(len(batch))))
+        await asyncio.gather(*(one(i) for i in range(len(ids))))
 
     @staticmethod
     def _failure(

@@ -52,6 +52,40 @@ _TRANSIENT_REPLIES: Final = (
 _TRANSIENT_PREFIXES: Final = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "OOM")
 
 
+_TAIL: Final = b"$1\r\n*\r\n"
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+async def _round_trip(client: Any, payload: bytes, count: int) -> list[Any]:
+    """Send ``payload`` (``count`` commands) on one pooled connection and read the
+    ``count`` replies; an error reply is returned as its exception.
+
+    The connection is dropped, never reused, when anything goes wrong mid-way
+    (including a cancellation): a half-read reply stream would answer the next
+    caller with this batch's replies.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(payload, check_health=False)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                # No timeout per reply: the caller's asyncio.timeout bounds the batch.
+                replies.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+
+
 def _transient_reply(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT_REPLIES):
         return True
@@ -170,15 +204,13 @@ class RedisStreamsPublisher:
         batch = list(envelopes)
         if not batch:
             return
-        prepared = [(self._key(e), e.to_redis_fields()) for e in batch]
+        keys = [self._key(e) for e in batch]
         ids = [e.id for e in batch]
+        payload = self._pack(keys, batch)
         try:
             async with asyncio.timeout(self.timeout):
                 client = self._clients.for_loop("redis-streams")
-                pipe = client.pipeline(transaction=False)
-                for key, fields in prepared:
-                    pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                replies = await _round_trip(client, payload, len(batch))
         except TimeoutError:
             raise BrokerUnavailable(f"Redis did not answer within {self.timeout:g}s", ids) from None
         except UNAVAILABLE as exc:
@@ -197,6 +229,27 @@ class RedisStreamsPublisher:
         if all(isinstance(c, ResponseError) for c in causes.values()):
             raise PublishRefused(f"Redis refused XADD ({first})", unconfirmed, causes=causes)
         raise PublishError(f"XADD failed ({first!r})", unconfirmed, causes=causes)
+
+    def _pack(self, keys: list[str], batch: list[Envelope]) -> bytes:
+        """Every ``XADD`` of the batch as one RESP request (what a redis-py pipeline
+        sends, without its per-argument encoding: a third of the publish's time)."""
+        tail = (
+            _TAIL
+            if self.maxlen is None
+            else b"$6\r\nMAXLEN\r\n$1\r\n~\r\n" + _bulk(str(self.maxlen).encode()) + _TAIL
+        )
+        extra = 3 if self.maxlen is None else 6  # XADD key [MAXLEN ~ n] *
+        parts: list[bytes] = []
+        append = parts.append
+        for key, envelope in zip(keys, batch, strict=True):
+            fields = envelope.to_redis_fields()
+            append(b"*%d\r\n$4\r\nXADD\r\n" % (extra + 2 * len(fields)))
+            append(_bulk(key.encode()))
+            append(tail)
+            for name, value in fields.items():
+                append(_bulk(name.encode()))
+                append(_bulk(value.encode() if isinstance(value, str) else value))
+        return b"".join(parts)
 
     # ------------------------------------------------------------------ life cycle
 
