@@ -6,18 +6,37 @@ Every place that keeps such messages -- the outbox's ``dead`` rows, each broker'
 dead-letter and poison queues -- implements the one :class:`DeadLetters` protocol, so
 the same code (and the ``buttress dlq`` command) lists, shows, replays and purges them
 wherever they are.
+
+:class:`OutboxDeadLetters` is the outbox's: the rows the relay gave up on
+(``status = 'dead'``, with their last error), on SQLite or PostgreSQL. Replaying one
+puts it back to ``pending`` with its attempts reset, due at once; on PostgreSQL the
+replay's transaction also sends the outbox's ``NOTIFY``, so a listening relay picks it
+up without waiting for its poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from urllib.parse import quote
 
-from buttress.messaging.envelope import Envelope
+from buttress._validate import check_count
+from buttress.clock import MONOTONIC, Clock
+from buttress.errors import ConfigError, StoreError
+from buttress.messaging._schema import DEFAULT_TABLE, TableName
+from buttress.messaging.envelope import Envelope, EnvelopeError
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetter", "DeadLetters", "OutboxDeadLetters"]
+
+T = TypeVar("T")
+_STORE: Final = "outbox dead letters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +84,308 @@ class DeadLetters(Protocol):
         """Delete these dead letters (all of them if ``ids`` is ``None``) for good;
         return how many were deleted."""
         ...
+
+
+# -- the outbox's dead letters -------------------------------------------------------------
+
+
+class _Runner(Protocol):
+    """Runs the dead-letter SQL on one database (SQLite or PostgreSQL)."""
+
+    mark: str
+    now: str
+    in_list: str
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of one query, in a transaction of its own."""
+        ...
+
+    async def step(
+        self,
+        select: str,
+        select_params: Sequence[Any],
+        action: str,
+        action_params: Sequence[Any],
+        notify: str | None,
+    ) -> list[int]:
+        """In one transaction: select seqs, run ``action`` on them (its last parameter
+        is the seq list), ``NOTIFY`` on ``notify`` if any; return the seqs."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class _SQLiteRunner:
+    """The dead-letter SQL on a SQLite file, in a worker thread."""
+
+    mark = "?"
+    now = "?"
+    in_list = "IN (SELECT value FROM json_each(?))"
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # mode=rw: a mistyped path fails instead of creating an empty database.
+            uri = "file:" + quote(os.path.abspath(self.path)) + "?mode=rw"
+            self._conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def work() -> T:
+            with self._lock:
+                try:
+                    conn = self._connection()
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return result
+                except sqlite3.Error as exc:
+                    raise StoreError(_STORE, f"{self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(work)
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def step(
+        self,
+        select: str,
+        select_params: Sequence[Any],
+        action: str,
+        action_params: Sequence[Any],
+        notify: str | None,
+    ) -> list[int]:
+        def work(conn: sqlite3.Connection) -> list[int]:
+            seqs = [row[0] for row in conn.execute(select, [_param(p) for p in select_params])]
+            if seqs:
+                conn.execute(action, [*action_params, json.dumps(seqs)])
+            return seqs
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _param(value: Any) -> Any:
+    # SQLite takes a list of ids as one JSON parameter (read back with json_each).
+    return json.dumps(value) if isinstance(value, list) else value
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///path`` URL (``sqlite:////abs/path``), or ``None``."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.removeprefix("sqlite:///")
+    if not path or path in (url, ":memory:"):
+        raise ConfigError(
+            "expected sqlite:///PATH (sqlite:////abs/path for an absolute one) of a "
+            f"database file, got {url!r}",
+            path="outbox",
+        )
+    return path
+
+
+class OutboxDeadLetters:
+    """The outbox's dead letters: the events the relay gave up on.
+
+    Implements :class:`DeadLetters` over the outbox table's ``status = 'dead'`` rows.
+    Ids are event ids; the order is the outbox's (``seq``).
+
+    Args:
+        outbox: The database: ``"sqlite:///app.db"`` (``sqlite:////abs/app.db``) or
+            the path of a SQLite file, or a ``postgresql://`` URL (needs
+            ``buttress[postgres]``; a direct connection or session pooling, as the
+            relay's).
+        table: The outbox table.
+        schema: Its PostgreSQL schema (or attached SQLite database).
+        batch_size: Rows replayed or purged per transaction, so that no lock is held
+            for long.
+        clock: Its :meth:`~buttress.clock.Clock.time` is "now" for a replayed row's
+            ``next_attempt_at``: the relay's clock.
+        busy_timeout: SQLite: seconds to wait for another writer's lock.
+
+    Raises:
+        ConfigError: a bad option, named.
+
+    Errors of the database are raised as :class:`~buttress.errors.StoreError`
+    (:class:`~buttress.errors.StoreUnavailable` when PostgreSQL cannot be reached).
+    Use it as an async context manager, or :meth:`close` it.
+
+    The outbox does not record when a row died: :attr:`DeadLetter.dead_at` is
+    ``None``. A replayed event is published after the events of its key written
+    after it, which were published meanwhile: a consumer that cares about order
+    must check it.
+    """
+
+    def __init__(
+        self,
+        outbox: str | os.PathLike[str],
+        table: str = DEFAULT_TABLE,
+        *,
+        schema: str | None = None,
+        batch_size: int = 500,
+        clock: Clock = MONOTONIC,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.table = TableName(table, schema)
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.clock = clock
+        self._notify: str | None = None
+        runner: _Runner
+        if isinstance(outbox, os.PathLike) or (isinstance(outbox, str) and "://" not in outbox):
+            path = os.fspath(outbox)
+            if not path:
+                raise ConfigError("must be a database URL or a SQLite file, got ''", path="outbox")
+            runner = _SQLiteRunner(path, busy_timeout)
+            self.url = path
+        elif isinstance(outbox, str) and (sqlite_path := _sqlite_path(outbox)) is not None:
+            runner = _SQLiteRunner(sqlite_path, busy_timeout)
+            self.url = outbox
+        elif isinstance(outbox, str) and outbox.split("://", 1)[0] in ("postgresql", "postgres"):
+            from buttress.messaging._deadletters_postgres import (  # noqa: PLC0415 - the extra
+                PostgresRunner,
+            )
+
+            runner = PostgresRunner(outbox)
+            self._notify = self.table.channel
+            self.url = outbox
+        else:
+            raise ConfigError(
+                f"expected a sqlite:/// or postgresql:// URL or a SQLite file, got {outbox!r}",
+                path="outbox",
+            )
+        self._runner = runner
+        t, m = self.table.qualified(), runner.mark
+        self._columns = f"SELECT event_id, envelope, last_error, attempts FROM {t} "
+        self._seq_of = f"SELECT seq FROM {t} WHERE event_id = {m}"
+        self._page = self._columns + f"WHERE status = 'dead' AND seq > {m} ORDER BY seq LIMIT {m}"
+        self._get = self._columns + f"WHERE status = 'dead' AND event_id = {m}"
+        self._next = (
+            f"SELECT seq FROM {t} WHERE status = 'dead' AND seq > {m} ORDER BY seq LIMIT {m}"
+        )
+        self._chosen = (
+            f"SELECT seq FROM {t} WHERE status = 'dead' AND event_id {runner.in_list} ORDER BY seq"
+        )
+        if self._notify is not None:  # lock the rows: a concurrent replay or purge skips them
+            self._next += " FOR UPDATE SKIP LOCKED"
+            self._chosen += " FOR UPDATE SKIP LOCKED"
+        self._replay = (
+            f"UPDATE {t} SET status = 'pending', attempts = 0, next_attempt_at = {runner.now}, "
+            "claimed_by = NULL, claimed_until = NULL "
+            f"WHERE status = 'dead' AND seq {runner.in_list}"
+        )
+        self._purge = f"DELETE FROM {t} WHERE status = 'dead' AND seq {runner.in_list}"
+        self._counts = f"SELECT status, count(*) FROM {t} GROUP BY status"
+
+    def __repr__(self) -> str:
+        return f"OutboxDeadLetters({self.table.channel!r})"
+
+    async def __aenter__(self) -> OutboxDeadLetters:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the database connection (opened again on next use)."""
+        await self._runner.close()
+
+    @staticmethod
+    def _letter(row: tuple[Any, ...]) -> DeadLetter:
+        event_id, text, error, attempts = row
+        try:
+            envelope: Envelope | None = Envelope.from_json(text)
+        except EnvelopeError:
+            envelope = None
+        return DeadLetter(
+            id=event_id,
+            envelope=envelope,
+            body=text.encode("utf-8"),
+            reason=error or "",
+            attempts=int(attempts),
+            dead_at=None,
+        )
+
+    async def list(self, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
+        """Up to ``limit`` dead events, oldest first, starting after event ``after``.
+
+        Raises:
+            ConfigError: ``limit`` below 1.
+            StoreError: ``after`` is no event of the outbox (purged, or a typo).
+        """
+        limit = check_count(limit, "limit")
+        start = 0
+        if after is not None:
+            found = await self._runner.fetch(self._seq_of, (after,))
+            if not found:
+                raise StoreError(_STORE, f"no event {after!r} in {self.table.channel}")
+            start = found[0][0]
+        rows = await self._runner.fetch(self._page, (start, limit))
+        return [self._letter(row) for row in rows]
+
+    async def get(self, id: str) -> DeadLetter | None:
+        """The dead event ``id``, or ``None`` (no such event, or it is not dead)."""
+        rows = await self._runner.fetch(self._get, (id,))
+        return self._letter(rows[0]) if rows else None
+
+    async def _each(self, ids: Sequence[str] | None, action: str, *params: Any) -> int:
+        total = 0
+        if ids is None:
+            start = 0
+            while True:
+                done = await self._runner.step(
+                    self._next, (start, self.batch_size), action, params, self._notify
+                )
+                if not done:
+                    return total
+                total += len(done)
+                start = max(done)
+        if isinstance(ids, str):
+            raise ConfigError("must be a sequence of ids, not one string", path="ids")
+        wanted = list(dict.fromkeys(ids))
+        for begin in range(0, len(wanted), self.batch_size):
+            chunk = wanted[begin : begin + self.batch_size]
+            done = await self._runner.step(self._chosen, (chunk,), action, params, self._notify)
+            total += len(done)
+        return total
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        """Put these dead events (all if ``ids`` is ``None``) back to ``pending``,
+        attempts reset, due now; return how many. Ids that are not dead are ignored.
+
+        On PostgreSQL each batch's transaction sends the outbox's ``NOTIFY``, waking
+        the relays.
+        """
+        return await self._each(ids, self._replay, self.clock.time())
+
+    async def purge(self, ids: Sequence[str] | None = None) -> int:
+        """Delete these dead events (all if ``ids`` is ``None``); return how many."""
+        return await self._each(ids, self._purge)
+
+    async def counts(self) -> Mapping[str, int]:
+        """How many rows of the outbox are ``pending``, ``published`` and ``dead``."""
+        found = {"pending": 0, "published": 0, "dead": 0}
+        for status, count in await self._runner.fetch(self._counts, ()):
+            found[status] = int(count)
+        return found
