@@ -7,6 +7,8 @@ scheme. Its modules:
   (``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``).
 - :mod:`buttress.webhooks.receiver`: an ASGI endpoint that verifies, deduplicates
   and acknowledges inbound webhooks.
+- :mod:`buttress.webhooks.ssrf`: the SSRF guard (URL and address policy, aiohttp
+  connector and httpx transports that connect only to vetted addresses).
 
 Names are imported from their module on first use, so ``import buttress.webhooks``
 loads no optional dependency (aiohttp, Starlette, redis).
@@ -29,6 +31,18 @@ if TYPE_CHECKING:
         WebhookVerificationError,
         sign,
     )
+    from buttress.webhooks.ssrf import (
+        AddressPolicy,
+        AsyncGuardedTransport,
+        GuardedResolver,
+        GuardedTransport,
+        SSRFError,
+        UnsafeAddress,
+        UnsafeURL,
+        check_url,
+        guarded_connector,
+        vet,
+    )
 
 # Public name -> the submodule of this package that defines it. Each module's owner
 # adds its names here, to __all__ and to the TYPE_CHECKING imports above.
@@ -45,20 +59,40 @@ _EXPORTS: dict[str, str] = {
     "WebhookEvent": "receiver",
     "WebhookReceiver": "receiver",
     "webhook_route": "receiver",
+    "AddressPolicy": "ssrf",
+    "AsyncGuardedTransport": "ssrf",
+    "GuardedResolver": "ssrf",
+    "GuardedTransport": "ssrf",
+    "SSRFError": "ssrf",
+    "UnsafeAddress": "ssrf",
+    "UnsafeURL": "ssrf",
+    "check_url": "ssrf",
+    "guarded_connector": "ssrf",
+    "vet": "ssrf",
 }
 
 __all__ = [
+    "AddressPolicy",
+    "AsyncGuardedTransport",
+    "GuardedResolver",
+    "GuardedTransport",
     "HeaderError",
     "MemoryInbox",
+    "SSRFError",
     "Secret",
     "SignatureError",
     "Signer",
     "TimestampError",
+    "UnsafeAddress",
+    "UnsafeURL",
     "Verifier",
     "WebhookEvent",
     "WebhookReceiver",
     "WebhookVerificationError",
+    "check_url",
+    "guarded_connector",
     "sign",
+    "vet",
     "webhook_route",
 ]
 
