@@ -116,5 +116,15 @@ async def owned_async(tx: AsyncTx) -> AsyncIterator[AsyncTx]:
     kind = async_kind(tx)
     if kind == "scoped":
         raise OutboxError("an async_scoped_session is shared: give an async_sessionmaker instead")
-    async with tx, tx.begin():  # type: ignore[union-attr]
-        yield tx
+    target: Any = tx
+    if kind == "connection":
+        # engine.connect() may have been awaited (started) already: no `async with`.
+        connection: AsyncConnection = await async_connection(target)
+        try:
+            async with connection.begin():
+                yield connection
+        finally:
+            await connection.close()
+        return
+    async with target, target.begin():
+        yield target
