@@ -15,8 +15,10 @@ import click
 __all__ = ["COMMANDS", "app"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "dlq": ("buttress.cli._dlq:dlq", "List, show, replay and purge dead letters."),
     "observe": ("buttress.cli._observe:observe", "Export alert rules and a Grafana dashboard."),
     "outbox": ("buttress.cli._outbox:outbox", "Create the transactional outbox's table."),
+    "relay": ("buttress.cli._relay:relay", "Run the outbox relay, or show its status."),
     "report": ("buttress.cli._report:report", "List the protections of every named pipeline."),
 }
 """Subcommands: name -> (``module:attribute`` of the click command, one-line help)."""

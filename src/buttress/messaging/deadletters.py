@@ -12,6 +12,10 @@ wherever they are.
 puts it back to ``pending`` with its attempts reset, due at once; on PostgreSQL the
 replay's transaction also sends the outbox's ``NOTIFY``, so a listening relay picks it
 up without waiting for its poll.
+
+:func:`dead_letters_from_url` opens any of them from a URL (what ``buttress dlq`` does):
+``sqlite:///app.db`` or ``postgresql://...`` for the outbox, ``redis://``, ``amqp://`` or
+``nats://`` for a broker's queues, the queue named in the query string.
 """
 
 from __future__ import annotations
@@ -30,10 +34,17 @@ from urllib.parse import quote
 from buttress._validate import check_count
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError, StoreError
+from buttress.messaging._from_url import build
 from buttress.messaging._schema import DEFAULT_TABLE, TableName
 from buttress.messaging.envelope import Envelope, EnvelopeError
 
-__all__ = ["DeadLetter", "DeadLetters", "OutboxDeadLetters"]
+__all__ = [
+    "QUEUES",
+    "DeadLetter",
+    "DeadLetters",
+    "OutboxDeadLetters",
+    "dead_letters_from_url",
+]
 
 T = TypeVar("T")
 _STORE: Final = "outbox dead letters"
@@ -389,3 +400,48 @@ class OutboxDeadLetters:
         for status, count in await self._runner.fetch(self._counts, ()):
             found[status] = int(count)
         return found
+
+
+# -- by URL ------------------------------------------------------------------------------
+
+_OUTBOX: Final = "buttress.messaging.deadletters:OutboxDeadLetters"
+_REDIS: Final = "buttress.messaging.brokers.redis_streams_consumer:RedisStreamsDeadLetters"
+_RABBITMQ: Final = "buttress.messaging.brokers.rabbitmq_consumer:RabbitMQDeadLetters"
+_NATS: Final = "buttress.messaging.brokers.nats:NatsDeadLetters"
+
+QUEUES: dict[str, str] = {
+    "sqlite": _OUTBOX,
+    "postgresql": _OUTBOX,
+    "postgres": _OUTBOX,
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "amqp": _RABBITMQ,
+    "amqps": _RABBITMQ,
+    "nats": _NATS,
+    "tls": _NATS,
+}
+"""URL scheme -> ``"module:Class"`` of the :class:`DeadLetters` it opens.
+
+Imported on first use, so each broker's driver is needed only for its own URLs. Add
+an entry to plug in another queue: the class is called with the URL (without the
+query parameters it takes) and those parameters as keyword arguments.
+"""
+
+
+def dead_letters_from_url(url: str, **options: Any) -> DeadLetters:
+    """Open the dead-letter queue at ``url``.
+
+    Query parameters named like the class's parameters (but the first) become those
+    arguments (converted to ``int``, ``float``, ``bool`` as the parameter is typed);
+    the others stay in the URL for the driver. ``options`` win over the query.
+
+    Examples: ``sqlite:///app.db?table=outbox``,
+    ``postgresql://app@db/app?schema=events&sslmode=require``,
+    ``nats://127.0.0.1:4222?stream=ORDERS_DLQ&subject=orders.dead``.
+
+    Raises:
+        ConfigError: an unknown scheme, or a bad option.
+        ImportError: the broker's module is not installed (its extra is missing).
+    """
+    letters: DeadLetters = build(QUEUES, url, "url", "dead-letter queue", **options)
+    return letters
