@@ -8,7 +8,7 @@ import pytest
 
 from buttress.errors import ConfigError
 from buttress.messaging import Envelope
-from buttress.messaging.brokers.nats import NatsPublisher
+from buttress.messaging.brokers.nats import NatsDeadLetters, NatsPublisher, NatsSource
 
 URL = "nats://127.0.0.1:4222"
 
@@ -83,3 +83,66 @@ def test_a_computed_subject_is_checked() -> None:
     assert publisher._subject_of(Envelope(source="/s", type="t", subject="k1")) == "orders.k1"
     with pytest.raises(ConfigError):
         publisher._subject_of(Envelope(source="/s", type="t", subject="k 1"))
+
+
+@pytest.mark.parametrize(
+    ("options", "path"),
+    [
+        ({"url": "amqp://127.0.0.1"}, "url"),
+        ({"stream": "a.b"}, "stream"),
+        ({"durable": "has space"}, "durable"),
+        ({"durable": ""}, "durable"),
+        ({"filter_subject": "a..b"}, "filter_subject"),
+        ({"dead_letter_stream": "ORDERS"}, "dead_letter_stream"),
+        ({"dead_letter_stream": "x>y"}, "dead_letter_stream"),
+        ({"dead_letter_subject": "dlq.*"}, "dead_letter_subject"),
+        ({"poison_subject": "dlq.ORDERS.dead"}, "poison_subject"),
+        ({"ack_wait": 0}, "ack_wait"),
+        ({"max_ack_pending": 0}, "max_ack_pending"),
+        ({"timeout": -1}, "timeout"),
+        ({"reconnect_interval": 0}, "reconnect_interval"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_source_options_name_their_path(options: dict[str, Any], path: str) -> None:
+    options.setdefault("url", URL)
+    options.setdefault("stream", "ORDERS")
+    options.setdefault("durable", "workers")
+    with pytest.raises(ConfigError) as info:
+        NatsSource(**options)
+    assert info.value.path == path
+
+
+def test_source_defaults_name_the_dead_letter_stream_and_subjects() -> None:
+    source = NatsSource(URL, stream="ORDERS", durable="workers", filter_subject="events.>")
+    assert source.dead_letter_stream == "ORDERS_DLQ"
+    assert source.dead_letter_subject == "dlq.ORDERS.dead"
+    assert source.poison_subject == "dlq.ORDERS.poison"
+    assert source.filter_subject == "events.>"
+    dead, poison = source.dead_letters(), source.dead_letters(poison=True)
+    assert (dead.stream, dead.subject) == ("ORDERS_DLQ", "dlq.ORDERS.dead")
+    assert (poison.stream, poison.subject) == ("ORDERS_DLQ", "dlq.ORDERS.poison")
+    assert "workers" in repr(source)
+    assert "dlq.ORDERS.poison" in repr(poison)
+
+
+async def test_bad_receive_arguments_are_refused_before_any_io() -> None:
+    source = NatsSource(URL, stream="ORDERS", durable="workers")
+    with pytest.raises(ConfigError) as info:
+        await source.receive(0, 1.0)
+    assert info.value.path == "max_messages"
+    with pytest.raises(ConfigError) as info:
+        await source.receive(1, -1)
+    assert info.value.path == "timeout"
+
+
+async def test_dead_letter_ids_that_cannot_exist_are_answered_without_io() -> None:
+    queue = NatsDeadLetters(URL, stream="ORDERS_DLQ", subject="dlq.ORDERS.dead")
+    assert await queue.get("not-a-number") is None
+    assert await queue.get("0") is None
+    with pytest.raises(ConfigError) as info:
+        await queue.list(limit=0)
+    assert info.value.path == "limit"
+    with pytest.raises(ConfigError) as info:
+        await queue.list(after="-3")
+    assert info.value.path == "after"

@@ -213,4 +213,14 @@ def text_headers(headers: Mapping[str, object] | None) -> dict[str, str]:
     """A message's headers as a plain ``str`` to ``str`` dict (``{}`` for none)."""
     if not headers:
         return {}
-    return {str(k): str(v) for k, v in headers.items()}
+    return {str(k): _text(v) for k, v in headers.items()}
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    # The driver parses stored headers with the email parser, which keeps bytes that
+    # are not ASCII as surrogates: turn them back into the UTF-8 text they were.
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return text

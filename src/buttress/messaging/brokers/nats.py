@@ -17,6 +17,7 @@ Install with ``pip install buttress[nats]``.
 
 from __future__ import annotations
 
+from buttress.messaging.brokers._nats_consumer import NatsDeadLetters, NatsReceived, NatsSource
 from buttress.messaging.brokers._nats_publisher import NatsPublisher
 
-__all__ = ["NatsPublisher"]
+__all__ = ["NatsDeadLetters", "NatsPublisher", "NatsReceived", "NatsSource"]
