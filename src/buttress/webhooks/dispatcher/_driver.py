@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from buttress.clock import MONOTONIC, Clock
@@ -693,6 +693,7 @@ def _envelope(row: DeadRow) -> Envelope | None:
             source=f"/webhooks/endpoints/{row.endpoint_id}",
             type=row.event_type,
             id=row.message_id,
+            time=datetime.fromtimestamp(row.created_at, UTC),
             data=data,
             datacontenttype=kind,
         )
@@ -721,8 +722,6 @@ class DispatcherDeadLetters:
         self.endpoint_id = endpoint_id
 
     def _letter(self, row: DeadRow) -> DeadLetter:
-        from datetime import UTC, datetime  # noqa: PLC0415
-
         dead_at = None if row.dead_at is None else datetime.fromtimestamp(row.dead_at, UTC)
         return DeadLetter(str(row.seq), _envelope(row), row.body, row.reason, row.attempts,
                           dead_at)  # fmt: skip

@@ -224,6 +224,7 @@ class DeadRow:
     reason: str
     attempts: int
     dead_at: float | None
+    created_at: float
 
 
 class DeliveryStore(ABC):
@@ -377,7 +378,7 @@ class SQLStore(DeliveryStore):
         self._hook_done = q(f"UPDATE {d} SET hook_state = {HOOK_DONE} WHERE seq = ?")
         self._dead_cols = (
             "d.seq, d.message_id, d.endpoint_id, m.event_type, m.body, "
-            f"COALESCE(d.last_error, ''), d.attempts, d.done_at FROM {d} AS d "
+            f"COALESCE(d.last_error, ''), d.attempts, d.done_at, m.created_at FROM {d} AS d "
             f"JOIN {m} AS m ON m.id = d.message_id WHERE d.status = 'dead'"
         )
 
@@ -450,7 +451,7 @@ class SQLStore(DeliveryStore):
     def _dead_row(row: Sequence[Any]) -> DeadRow:
         return DeadRow(
             int(row[0]), row[1], row[2], row[3], bytes(row[4]), row[5], int(row[6]),
-            None if row[7] is None else float(row[7]),
+            None if row[7] is None else float(row[7]), float(row[8]),
         )  # fmt: skip
 
     def _where(self, seqs: Sequence[int] | None, endpoint_id: str | None) -> tuple[str, list[Any]]:
