@@ -240,10 +240,20 @@ def redis_publisher(stream: str) -> Any:
 # ----------------------------------------------------------------------------- relays
 
 
+CONCURRENCY = [2]  # --concurrency: batches in flight per relay
+
+
 def relay(store: Any, publisher: Any, batch: int, **options: Any) -> Any:
     from buttress.messaging.relay import Relay
 
-    return Relay(store, publisher, batch_size=batch, retention=None, **options)
+    return Relay(
+        store,
+        publisher,
+        batch_size=batch,
+        retention=None,
+        concurrency=CONCURRENCY[0],
+        **options,
+    )
 
 
 async def drain_buttress(store: Any, publisher: Any, batch: int, expected: int) -> float:
@@ -707,6 +717,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Args.batch)
     parser.add_argument("--rounds", type=int, default=Args.rounds)
     parser.add_argument("--seconds", type=float, default=Args.seconds)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY[0])
     parser.add_argument("--profile", default=None, help="cProfile one drain scenario")
     parser.add_argument("--markdown", action="store_true", help="print only the tables")
     options = parser.parse_args()
@@ -717,6 +728,7 @@ def main() -> None:
         rounds=options.rounds,
         seconds=options.seconds,
     )
+    CONCURRENCY[0] = options.concurrency
     report = asyncio.run(run_all(args, options.only, options.profile))
     print(report)
 

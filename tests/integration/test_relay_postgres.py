@@ -233,11 +233,12 @@ async def test_the_relay_reconnects_after_losing_the_database(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             (name,),
         ).fetchall()
-    assert killed == [(True,)]
+    assert killed  # every connection of the pool
+    assert all(ok for (ok,) in killed)
     write(table, [event("a", 2)])
-    with pytest.raises(psycopg.OperationalError):
-        await relay.drain()  # the lost connection fails this attempt ...
-    assert await relay.drain() == 1  # ... and a new one serves the next
+    # The pool checks a connection before lending it: a dead one is replaced, and
+    # the relay does not even see the loss.
+    assert await relay.drain() == 1
     assert len(publisher.published) == 2
 
 

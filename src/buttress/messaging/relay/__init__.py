@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from buttress.messaging.relay._driver import Relay, default_pipeline
 from buttress.messaging.relay._engine import ClaimedRow, Decision, Engine
+from buttress.messaging.relay._events import RelayDeadLettered
 from buttress.messaging.relay._sqlite import SQLiteRelayStore
 from buttress.messaging.relay._store import ClaimStore
 
@@ -29,6 +30,7 @@ __all__ = [
     "Engine",
     "PostgresRelayStore",
     "Relay",
+    "RelayDeadLettered",
     "SQLiteRelayStore",
     "default_pipeline",
 ]

@@ -19,11 +19,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
 
+from buttress._events import Emitter, Listener
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError
 from buttress.messaging.brokers import Publisher
 from buttress.messaging.envelope import Envelope
 from buttress.messaging.relay._engine import ClaimedRow, Decision, Engine
+from buttress.messaging.relay._events import RelayDeadLettered
+from buttress.messaging.relay._metrics import RelayStats, track
 from buttress.messaging.relay._store import ClaimStore
 from buttress.pipeline import Pipeline
 from buttress.policies.backoff import Backoff
@@ -37,6 +40,7 @@ log = logging.getLogger("buttress.messaging.relay")
 
 _RETENTION_BATCH: Final = 500
 _LISTEN_RETRY_MAX: Final = 30.0
+_LAG_INTERVAL: Final = 1.0  # seconds between two lag measurements of a running relay
 
 
 def default_pipeline(publish_timeout: float = 30.0, *, clock: Clock = MONOTONIC) -> Pipeline:
@@ -76,6 +80,11 @@ class Relay:
         publisher: The broker (any :class:`~buttress.messaging.brokers.Publisher`),
             already connected (``async with publisher:`` around the relay).
         batch_size: The most rows claimed and published at once.
+        concurrency: Batches in flight at once (>= 1): while one batch waits for
+            the broker's confirmations the next is claimed and sent. Per-key order
+            holds whatever the value: a row is claimable only once every earlier
+            row of its key is done, so two batches never hold rows of one key. On
+            PostgreSQL give the store a pool of at least this many connections.
         poll_interval: Seconds between claims when nothing wakes the relay (on
             PostgreSQL a ``NOTIFY`` wakes it at once; this is then only a safety net).
         lease: Seconds a claim is held; a relay that dies leaves its rows to others
@@ -99,7 +108,11 @@ class Relay:
         ConfigError: an option out of range, named.
 
     Run it with ``await relay.run()`` (until :meth:`stop`), or publish what is
-    pending now with ``await relay.drain()``.
+    pending now with ``await relay.drain()``. Its figures (:attr:`stats`) are
+    exported by ``buttress.observe.instrument()`` as ``buttress_relay_*`` metrics,
+    and every dead-lettered event is reported as a
+    :class:`~buttress.messaging.relay.RelayDeadLettered` event (see
+    :meth:`subscribe` and :func:`buttress.events.subscribe`).
     """
 
     def __init__(
@@ -108,6 +121,7 @@ class Relay:
         publisher: Publisher,
         *,
         batch_size: int = 100,
+        concurrency: int = 1,
         poll_interval: float | timedelta = 5.0,
         lease: float | timedelta = 60.0,
         max_attempts: int = 10,
@@ -121,6 +135,8 @@ class Relay:
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"must be an integer >= 1, got {batch_size!r}", path="batch_size")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"must be an integer >= 1, got {concurrency!r}", path="concurrency")
         if not isinstance(publisher, Publisher):
             raise ConfigError(
                 f"expected a Publisher, got {type(publisher).__name__}", path="publisher"
@@ -130,6 +146,7 @@ class Relay:
         self.storage = storage
         self.publisher = publisher
         self.batch_size = batch_size
+        self.concurrency = concurrency
         self.poll_interval = _seconds(poll_interval, "poll_interval")
         self.lease = _seconds(lease, "lease")
         self.retention = None if retention is None else _seconds(retention, "retention")
@@ -139,20 +156,41 @@ class Relay:
         self.pipeline = pipeline if pipeline is not None else default_pipeline()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
-        self.published = 0
-        """Events confirmed by the broker and marked published since start."""
-        self.dead_lettered = 0
-        """Events dead-lettered since start."""
-        self.listen_losses = 0
-        """Times the ``LISTEN`` connection was lost (or could not be opened)."""
+        self.outbox: str = getattr(getattr(storage, "table", None), "channel", repr(storage))
+        """The ``outbox`` label of this relay's metrics (its table)."""
+        self.stats = RelayStats()
+        """What this relay counted since it was made (read by the metrics)."""
+        self._events = Emitter()
+        self._last_lag: float | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._listening: asyncio.Event | None = None
         self._last_retention: float | None = None
         self._due: list[float] = []  # a heap: when the retries this relay scheduled fall due
+        track(self)
 
     def __repr__(self) -> str:
         return f"Relay({self.storage!r}, name={self.name!r})"
+
+    @property
+    def published(self) -> int:
+        """Events confirmed by the broker and marked published since start."""
+        return self.stats.published
+
+    @property
+    def dead_lettered(self) -> int:
+        """Events dead-lettered since start."""
+        return self.stats.dead_lettered
+
+    @property
+    def listen_losses(self) -> int:
+        """Times the ``LISTEN`` connection was lost (or could not be opened)."""
+        return self.stats.listen_losses
+
+    def subscribe(self, listener: Listener, *types: type[RelayDeadLettered]) -> Callable[[], None]:
+        """Send this relay's events (:class:`RelayDeadLettered`) to ``listener``;
+        returns the function that unsubscribes it."""
+        return self._events.subscribe(listener, *types)
 
     # -- one batch ----------------------------------------------------------------
 
@@ -167,40 +205,94 @@ class Relay:
         rows = await self.storage.claim(self.name, self.batch_size, now, self.lease)
         if not rows:
             return 0, 0
+        stats = self.stats
+        stats.batch_size.observe(len(rows))
         envelopes: list[Envelope] = []
         readable: list[ClaimedRow] = []
-        unreadable = Decision()
+        unpublishable = Decision()
         for row in rows:
+            abandoned = self.engine.abandoned(row)
+            if abandoned is not None:
+                unpublishable.dead.append(abandoned)
+                continue
             try:
                 envelopes.append(Envelope.from_json(row.envelope))
                 readable.append(row)
             except Exception as exc:  # a row no broker can take: dead at once
-                unreadable.dead.append(Engine.unreadable(row, exc))
+                unpublishable.dead.append(Engine.unreadable(row, exc))
         error: BaseException | None = None
         if envelopes:
+            started = self.clock.monotonic()
             try:
                 await self.pipeline.acall(self.publisher.publish, envelopes)
             except Exception as exc:
                 error = exc
+            stats.publish_seconds.observe(self.clock.monotonic() - started)
         decision = self.engine.decide(readable, error, self.clock.time())
         for due in {at for _, at, _ in decision.retry} | {at for _, at in decision.released}:
             heapq.heappush(self._due, due)
-        decision.dead.extend(unreadable.dead)
+        decision.dead.extend(unpublishable.dead)
         await self.storage.apply(self.name, decision, self.clock.time())
-        self.published += len(decision.published)
-        self.dead_lettered += len(decision.dead)
+        stats.published += len(decision.published)
+        stats.retried += len(decision.retry)
+        if decision.dead:
+            stats.dead_lettered += len(decision.dead)
+            self._report_dead(rows, decision.dead)
         if error is not None:
             log.warning(
                 "relay %s: publishing %d event(s) failed: %r", self.name, len(envelopes), error
             )
         return len(rows), len(decision.published) + len(decision.dead)
 
+    def _report_dead(self, rows: list[ClaimedRow], dead: list[tuple[int, str]]) -> None:
+        by_seq = {row.seq: row for row in rows}
+        for seq, reason in dead:
+            row = by_seq[seq]
+            log.error(
+                "relay %s: event %s dead-lettered after %d attempt(s): %s",
+                self.name,
+                row.event_id,
+                row.attempts + 1,
+                reason,
+            )
+            if self._events.enabled:
+                self._events.emit(
+                    RelayDeadLettered(
+                        self.name,
+                        outbox=self.outbox,
+                        event_id=row.event_id,
+                        subject=row.subject or "",
+                        attempts=row.attempts + 1,
+                        reason=reason,
+                    )
+                )
+
+    async def _work(self) -> None:
+        """Claim and publish batches while rows get done: ``concurrency`` loops at
+        once. A key's next row is claimable only once its previous one is done, so
+        a batch can be short and still leave work behind; a loop stops on an empty
+        claim or a failed batch. The first error is raised once every loop ended
+        (none is cancelled mid-batch: its claimed rows would wait for the lease)."""
+
+        async def loop() -> None:
+            while not self._stopping and (await self._batch())[1]:
+                pass
+
+        if self.concurrency == 1:
+            await loop()
+            return
+        outcomes = await asyncio.gather(
+            *(loop() for _ in range(self.concurrency)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
     async def drain(self) -> int:
         """Publish every row claimable now (not those waiting for a retry or leased
         to another relay); return how many were published."""
         before = self.published
-        while (await self._batch())[1]:
-            pass
+        await self._work()
         return self.published - before
 
     async def lag(self) -> float:
@@ -208,7 +300,17 @@ class Relay:
         written, 0.0 when none is pending. A growing lag means the relay falls behind
         or the broker refuses events; alert on it."""
         oldest = await self.storage.oldest_pending()
-        return 0.0 if oldest is None else max(0.0, self.clock.time() - oldest)
+        lag = 0.0 if oldest is None else max(0.0, self.clock.time() - oldest)
+        self.stats.lag = lag
+        return lag
+
+    async def _measure_lag(self) -> None:
+        """Refresh :attr:`stats`'s lag for the metrics, at most once a second."""
+        now = self.clock.monotonic()
+        if self._last_lag is not None and now - self._last_lag < _LAG_INTERVAL:
+            return
+        self._last_lag = now
+        await self.lag()
 
     # -- the service --------------------------------------------------------------
 
@@ -232,11 +334,13 @@ class Relay:
             try:
                 async for _ in self.storage.listen():
                     failures = 0
+                    self.stats.listening = True
                     self.listening.set()
                     self._wake.set()  # listening (again): catch up; or a NOTIFY
             except Exception as exc:
                 self.listening.clear()
-                self.listen_losses += 1
+                self.stats.listening = False
+                self.stats.listen_losses += 1
                 failures += 1
                 delay = min(_LISTEN_RETRY_MAX, 0.5 * 2 ** min(failures, 10))
                 log.warning("relay %s: LISTEN lost (%r); again in %.1fs", self.name, exc, delay)
@@ -288,12 +392,9 @@ class Relay:
                     await asyncio.wait_for(wake.wait(), self._wait())
                 wake.clear()
                 try:
-                    # Go on while rows get done: a key's next row is claimable only
-                    # once its previous one is, so a batch can be short and still
-                    # leave work behind. Stop on an empty claim or a failed batch.
-                    while not self._stopping and (await self._batch())[1]:
-                        pass
+                    await self._work()
                     await self._retain()
+                    await self._measure_lag()
                 except Exception as exc:
                     log.warning("relay %s: cycle failed: %r", self.name, exc)
         finally:
@@ -304,3 +405,4 @@ class Relay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             self.listening.clear()
+            self.stats.listening = False

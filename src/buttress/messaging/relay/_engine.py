@@ -30,7 +30,10 @@ MAX_ERROR_CHARS: Final = 2000
 class ClaimedRow:
     """One outbox row claimed by a relay.
 
-    ``attempts`` counts the failed publishes before this one.
+    ``attempts`` counts the attempts before this one: the claims that ended in a
+    failed publish, or in no outcome at all (the relay stopped or crashed while
+    publishing). Stores count an attempt when they claim a row, not when its
+    publish fails, so an event that kills the relay every time still uses them up.
     """
 
     seq: int
@@ -94,7 +97,9 @@ class Engine:
 
     A failed row is retried after a backoff delay, or dead-lettered with its error
     when it has now failed ``max_attempts`` times. A row whose envelope does not
-    parse is dead-lettered by the driver at once (see :meth:`unreadable`).
+    parse is dead-lettered by the driver at once (see :meth:`unreadable`), and so
+    is a row claimed ``max_attempts`` times already without an outcome (see
+    :meth:`abandoned`).
     """
 
     __slots__ = ("backoff", "max_attempts", "max_delay", "random")
@@ -162,6 +167,19 @@ class Engine:
         for row in rows:
             self._failed(decision, row, text, now)
         return decision
+
+    def abandoned(self, row: ClaimedRow) -> tuple[int, str] | None:
+        """The dead letter for a row whose attempts ran out before this claim, or
+        ``None``. Only a row whose earlier claims ended without an outcome gets
+        here (a failed publish dead-letters at its last attempt): an event that
+        stops the relay each time it is published (a crash in an encoder, an
+        out-of-memory kill) must not be tried for ever, blocking its key."""
+        if row.attempts < self.max_attempts:
+            return None
+        return row.seq, (
+            f"abandoned: claimed {row.attempts} time(s) without an outcome (the relay "
+            "stopped or crashed while publishing it); not published again"
+        )
 
     @staticmethod
     def unreadable(row: ClaimedRow, exc: BaseException) -> tuple[int, str]:

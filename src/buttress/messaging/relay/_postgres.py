@@ -1,7 +1,7 @@
 """Relay storage on PostgreSQL (psycopg 3, async): ``FOR UPDATE SKIP LOCKED`` claims
 with a lease, and ``LISTEN`` on the outbox's channel.
 
-Requires ``buttress[postgres]``.
+Requires ``buttress[postgres]`` (psycopg with psycopg_pool).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from buttress.errors import ConfigError
 from buttress.messaging._schema import DEFAULT_TABLE, TableName
 from buttress.messaging.relay._engine import ClaimedRow, Decision
 from buttress.messaging.relay._store import claim_sql, retention_sql
@@ -25,11 +27,13 @@ T = TypeVar("T")
 class PostgresRelayStore:
     """The relay's claims on PostgreSQL.
 
-    A claim selects claimable rows ``FOR UPDATE SKIP LOCKED`` and leases them
-    (``claimed_by``, ``claimed_until``) in one short transaction, so any number of
-    relays share the table without waiting on each other; the rows of a relay that
-    died come back when its lease runs out. One connection serves the claims (it is
-    re-opened after a failure); :meth:`listen` uses a second one in autocommit mode.
+    A claim is one statement: select claimable rows ``FOR UPDATE SKIP LOCKED``,
+    lease them (``claimed_by``, ``claimed_until``) and count the attempt, so any
+    number of relays share the table without waiting on each other; the rows of a
+    relay that died come back when its lease runs out. Claims and marks go through a
+    bounded pool of connections (psycopg_pool, ``pool_min_size`` to
+    ``pool_max_size``: the relay's bulkhead on the database); :meth:`listen` uses a
+    dedicated connection of its own in autocommit mode, outside the pool.
 
     Args:
         conninfo: A libpq connection string or URL. Use a direct connection (or a
@@ -37,13 +41,22 @@ class PostgresRelayStore:
             transaction-pooling proxy.
         table: The outbox table.
         schema: Its schema; default: the connection's search path.
-        connect_timeout: Seconds allowed to open a connection.
+        connect_timeout: Seconds allowed to open a connection, and to wait for a
+            free one from the pool.
         keepalive: Seconds of silence after which the listening connection is
             checked with a ``SELECT 1`` (a dead one is then re-established).
         application_name: Shown in ``pg_stat_activity`` for the relay's connections.
+        pool_min_size: Connections the pool keeps open (>= 1).
+        pool_max_size: The most connections the pool opens (>= ``pool_min_size``);
+            a relay with ``concurrency`` batches in flight uses up to that many at
+            once, plus one for :meth:`oldest_pending` and retention.
+
+    Raises:
+        ConfigError: a pool size out of range, named.
 
     A lost database connection fails the operation in progress (the relay logs it
-    and tries again at its next wake-up) and is replaced by a new one on next use.
+    and tries again at its next wake-up); the pool checks a connection before
+    lending it and replaces broken ones.
     """
 
     def __init__(
@@ -55,35 +68,56 @@ class PostgresRelayStore:
         connect_timeout: float = 10.0,
         keepalive: float = 30.0,
         application_name: str = "buttress relay",
+        pool_min_size: int = 1,
+        pool_max_size: int = 4,
     ) -> None:
+        for name, value in (("pool_min_size", pool_min_size), ("pool_max_size", pool_max_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be an integer >= 1, got {value!r}", path=name)
+        if pool_max_size < pool_min_size:
+            raise ConfigError(
+                f"must be >= pool_min_size ({pool_min_size}), got {pool_max_size}",
+                path="pool_max_size",
+            )
         self.table = TableName(table, schema)
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.application_name = application_name
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self.pool_min_size = pool_min_size
+        self.pool_max_size = pool_max_size
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._opening = asyncio.Lock()
         t = self.table.qualified()
-        self._claim = claim_sql(self.table, "%s", skip_locked=True)
-        self._lease = (
-            f"UPDATE {t} SET claimed_by = %s, claimed_until = to_timestamp(%s) WHERE seq = ANY(%s)"
+        # Lease and count the attempt in the claim itself: an event that kills the
+        # relay while it is published (every time) still uses up its attempts and is
+        # dead-lettered in the end, instead of blocking its key for ever.
+        self._claim = (
+            f"WITH c AS ({claim_sql(self.table, '%s', skip_locked=True)}) "
+            f"UPDATE {t} AS u SET claimed_by = %s, claimed_until = to_timestamp(%s), "
+            # ANY(ARRAY(...)): an index lookup per claimed row; a join would
+            # hash the whole table, a cost that grows with the backlog.
+            "attempts = u.attempts + 1 WHERE u.seq = ANY(ARRAY(SELECT seq FROM c)) "
+            "RETURNING u.seq, u.event_id, u.subject, u.envelope, u.attempts - 1"
         )
         self._published = (
             f"UPDATE {t} SET status = 'published', published_at = to_timestamp(%s), "
-            "claimed_by = NULL, claimed_until = NULL, last_error = NULL "
+            "claimed_by = NULL, claimed_until = NULL, last_error = NULL, "
+            "attempts = greatest(attempts - 1, 0) "
             "WHERE seq = ANY(%s) AND status = 'pending'"
         )
         self._retry = (
-            f"UPDATE {t} SET attempts = attempts + 1, next_attempt_at = to_timestamp(%s), "
+            f"UPDATE {t} SET next_attempt_at = to_timestamp(%s), "
             "last_error = %s, claimed_by = NULL, claimed_until = NULL "
             "WHERE seq = %s AND claimed_by = %s AND status = 'pending'"
         )
         self._release = (
             f"UPDATE {t} SET next_attempt_at = to_timestamp(%s), claimed_by = NULL, "
-            "claimed_until = NULL WHERE seq = %s AND claimed_by = %s AND status = 'pending'"
+            "claimed_until = NULL, attempts = greatest(attempts - 1, 0) "
+            "WHERE seq = %s AND claimed_by = %s AND status = 'pending'"
         )
         self._dead = (
-            f"UPDATE {t} SET status = 'dead', attempts = attempts + 1, last_error = %s, "
+            f"UPDATE {t} SET status = 'dead', last_error = %s, "
             "claimed_by = NULL, claimed_until = NULL "
             "WHERE seq = %s AND claimed_by = %s AND status = 'pending'"
         )
@@ -97,39 +131,70 @@ class PostgresRelayStore:
         """The outbox's ``NOTIFY`` channel."""
         return self.table.channel
 
+    def _options(self) -> dict[str, Any]:
+        return {
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            "application_name": self.application_name,
+        }
+
     async def _connect(self, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            self.conninfo,
-            autocommit=autocommit,
-            connect_timeout=max(1, round(self.connect_timeout)),
-            application_name=self.application_name,
+            self.conninfo, autocommit=autocommit, **self._options()
         )
 
-    async def _run(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = await self._connect(autocommit=False)
-            conn = self._conn
-            try:
+    async def _open(self) -> AsyncConnectionPool[Any]:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                        self.conninfo,
+                        min_size=self.pool_min_size,
+                        max_size=self.pool_max_size,
+                        kwargs={"autocommit": True, **self._options()},
+                        timeout=self.connect_timeout,
+                        check=AsyncConnectionPool.check_connection,
+                        name=self.application_name,
+                        open=False,
+                    )
+                    await pool.open(wait=False)
+                    self._pool = pool
+        return self._pool
+
+    @property
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's counters (``pool_size``, ``pool_available``,
+        ``requests_waiting``...), empty before the pool is opened."""
+        return {} if self._pool is None else self._pool.get_stats()
+
+    async def _run(
+        self,
+        fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+        *,
+        transaction: bool = True,
+    ) -> T:
+        pool = await self._open()
+        try:
+            async with pool.connection() as conn:
+                if not transaction:
+                    return await fn(conn)
                 async with conn.transaction():
                     return await fn(conn)
-            except psycopg.OperationalError:
-                # The connection may be gone: open a fresh one next time.
-                await conn.close()
-                self._conn = None
-                raise
+        except PoolTimeout as exc:
+            raise psycopg.OperationalError(
+                f"no database connection within {self.connect_timeout:g}s ({exc})"
+            ) from exc
 
     async def claim(self, owner: str, limit: int, now: float, lease: float) -> list[ClaimedRow]:
-        """Claim up to ``limit`` rows for ``owner`` until ``now + lease``."""
+        """Claim up to ``limit`` rows for ``owner`` until ``now + lease`` (one
+        statement, in autocommit), counting an attempt for each."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[ClaimedRow]:
-            cursor = await conn.execute(self._claim, (now, now, limit))
+            cursor = await conn.execute(self._claim, (now, now, limit, owner, now + lease))
             rows = [ClaimedRow(*row) for row in await cursor.fetchall()]
-            if rows:
-                await conn.execute(self._lease, (owner, now + lease, [r.seq for r in rows]))
+            rows.sort(key=lambda row: row.seq)  # RETURNING has no order
             return rows
 
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     async def apply(self, owner: str, decision: Decision, now: float) -> None:
         """Write ``decision`` back in one transaction."""
@@ -162,7 +227,7 @@ class PostgresRelayStore:
                 cursor = await conn.execute(self._retention, (before, batch))
                 return cursor.rowcount
 
-            deleted = await self._run(work)
+            deleted = await self._run(work, transaction=False)
             total += deleted
             if deleted < batch:
                 return total
@@ -178,7 +243,7 @@ class PostgresRelayStore:
             row = await (await conn.execute(query)).fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     async def listen(self) -> AsyncIterator[None]:
         """``LISTEN`` on a connection of its own: yield once listening, then per
@@ -197,8 +262,8 @@ class PostgresRelayStore:
             await conn.close()
 
     async def close(self) -> None:
-        """Close the claim connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        """Close the pool's connections."""
+        async with self._opening:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()

@@ -50,22 +50,28 @@ class SQLiteRelayStore:
         self._lock = threading.Lock()
         t = self.table.qualified()
         self._claim = claim_sql(self.table, "?", skip_locked=False)
-        self._lease = f"UPDATE {t} SET claimed_by = ?, claimed_until = ? WHERE seq = ?"
+        # The attempt is counted at the claim (see PostgresRelayStore).
+        self._lease = (
+            f"UPDATE {t} SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
+            "WHERE seq = ?"
+        )
         self._published = (
             f"UPDATE {t} SET status = 'published', published_at = ?, claimed_by = NULL, "
-            "claimed_until = NULL, last_error = NULL WHERE seq = ? AND status = 'pending'"
+            "claimed_until = NULL, last_error = NULL, attempts = max(attempts - 1, 0) "
+            "WHERE seq = ? AND status = 'pending'"
         )
         self._retry = (
-            f"UPDATE {t} SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+            f"UPDATE {t} SET next_attempt_at = ?, last_error = ?, "
             "claimed_by = NULL, claimed_until = NULL "
             "WHERE seq = ? AND claimed_by = ? AND status = 'pending'"
         )
         self._release = (
-            f"UPDATE {t} SET next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL "
+            f"UPDATE {t} SET next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL, "
+            "attempts = max(attempts - 1, 0) "
             "WHERE seq = ? AND claimed_by = ? AND status = 'pending'"
         )
         self._dead = (
-            f"UPDATE {t} SET status = 'dead', attempts = attempts + 1, last_error = ?, "
+            f"UPDATE {t} SET status = 'dead', last_error = ?, "
             "claimed_by = NULL, claimed_until = NULL "
             "WHERE seq = ? AND claimed_by = ? AND status = 'pending'"
         )
