@@ -45,7 +45,7 @@ from buttress.messaging.envelope import Envelope
 from buttress.messaging.outbox import AsyncConnection, Outbox, SyncConnection
 from buttress.policies.fallback import Fallback
 
-__all__ = ["Deferral", "DeferredError", "DeferredResult", "Operations"]
+__all__ = ["Deferrable", "Deferral", "DeferredError", "DeferredResult", "Operations"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -141,6 +141,17 @@ def test_bad_input_leaves_the_session_usable(engine: Engine, path: Path) -> None
     assert stored(path) == [(good.id, "pending"), ("order-1",)]
 
 
+def test_bad_input_is_refused_before_the_session_begins(engine: Engine, path: Path) -> None:
+    with Session(engine) as session:
+        with pytest.raises(OutboxError, match="expected an Envelope"):
+            Outbox().add(session, {"type": "order.placed"})  # type: ignore[arg-type]
+        assert not session.in_transaction()
+        Outbox().add(session, event())
+        assert session.in_transaction()  # add() began it: the session's usual autobegin
+        session.commit()
+    assert len(stored(path)) == 1
+
+
 def test_autocommit_engine_is_refused(path: Path) -> None:
     engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")
     with Session(engine) as session, pytest.raises(OutboxError, match="autocommit"):
