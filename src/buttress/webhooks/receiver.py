@@ -387,8 +387,14 @@ class WebhookReceiver:
                 raise _Refused(_FORBIDDEN)
         sender = self._sender(scope)
         if self._limiter is not None:
-            result = await self._limiter.ahit(sender or "unknown")
-            if not result.allowed:
+            try:
+                result = await self._limiter.ahit(sender or "unknown")
+            except Exception:
+                # The limiter's store is down: let the request through rather than
+                # turn senders away for our outage (as RateLimitMiddleware does).
+                _log.warning("the webhook rate limiter failed; request let through", exc_info=True)
+                result = None
+            if result is not None and not result.allowed:
                 raise _refuse(
                     429,
                     "Too many webhooks from this sender; try again later.",
@@ -571,7 +577,8 @@ def webhook_route(
         allow_ips: when given, only senders from these addresses or networks
             (``"203.0.113.0/24"``) are heard; the others get 403.
         rate_limit: a :class:`~buttress.ratelimit.RateLimiter` or a rate
-            (``"100/second"``), applied per sender.
+            (``"100/second"``), applied per sender. When its store fails the
+            request is let through (and the failure logged).
         ack: ``"before"`` (default): answer 202 once the event is accepted and run
             the handler in the background; ``"after"``: answer only once the
             handler returned (200), or 500 if it raised (the claim is released, so

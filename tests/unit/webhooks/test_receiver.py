@@ -651,3 +651,20 @@ def test_arbitrary_input_is_never_a_500_nor_handed_on(
     response = asyncio.run(run())
     assert 400 <= response.status < 500
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_failing_rate_limiter_lets_the_request_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from buttress.ratelimit import RateLimiter
+
+    class Down(RateLimiter):
+        async def ahit(self, key: str | None = None, cost: int | None = None) -> Any:
+            raise ConnectionError("redis is down")
+
+    handler = Recorder()
+    app = receiver(handler, rate_limit=Down("1/second", name="down"), ack="after")
+    with caplog.at_level(logging.WARNING, "buttress.webhooks"):
+        assert (await call(app, headers=signed())).status == 200
+    assert "rate limiter failed" in caplog.text
+    assert len(handler.events) == 1
