@@ -62,6 +62,8 @@ class Receiver:
     script: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
     received: list[Received] = field(default_factory=list)
     default: Answer = 200
+    fail_every: int = 0
+    """With ``n`` > 0, every n-th request is answered 500 (before the script)."""
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str = "/hook") -> str:
@@ -78,6 +80,8 @@ class Receiver:
         self.received.append(Received(request.path, dict(request.headers), body))
         queue = self.script.get(request.path)
         answer = queue.popleft() if queue else self.default
+        if self.fail_every and len(self.received) % self.fail_every == 0:
+            answer = 500
         if answer == "hang":
             await self.release.wait()
             return web.Response(status=200)
