@@ -87,6 +87,7 @@ def _cases() -> dict[str, tuple[Callable[[], Any], bool]]:
             Pipeline(Retry(), CircuitBreaker(), Bulkhead(10))(awork),
             True,
         ),
+        "atimeout": (Timeout(2.0)(awork), True),
     }
 
 
@@ -106,6 +107,7 @@ CASE_NAMES = (
     "abulkhead",
     "apipeline",
     "apipeline_no_timeout",
+    "atimeout",
 )
 
 
