@@ -268,6 +268,7 @@ class WebhookReceiver:
         "_clock",
         "_handler",
         "_inbox",
+        "_inflight",
         "_limiter",
         "_max_body",
         "_max_pending",
@@ -334,6 +335,7 @@ class WebhookReceiver:
         self._limiter = _limiter_of(rate_limit, clock)
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()
 
     @property
     def pending(self) -> int:
@@ -431,6 +433,12 @@ class WebhookReceiver:
                 503, "The webhook cannot be recorded now; try again later.", retry_after=5
             ) from None
         if not first:
+            if signed.msg_id in self._inflight:
+                # A retry (the sender timed out) while the first delivery's handler still
+                # runs: "received" would be a lie if that handler then fails.
+                raise _refuse(
+                    409, "This webhook is still being handled; try again later.", retry_after=5
+                )
             return 200, {"id": signed.msg_id, "status": "duplicate"}
         event = WebhookEvent(
             signed.msg_id,
@@ -473,6 +481,7 @@ class WebhookReceiver:
         handler = self._handler
         assert handler is not None
         if self._ack == "after":
+            self._inflight.add(event.id)
             try:
                 await handler(event)
             except Exception:
@@ -481,6 +490,8 @@ class WebhookReceiver:
                 raise _refuse(
                     500, "The webhook could not be handled; it will be taken again on retry."
                 ) from None
+            finally:
+                self._inflight.discard(event.id)
             return 200, {"id": event.id, "status": "handled"}
         if len(self._tasks) >= self._max_pending:
             await self._release(event.id)
@@ -582,7 +593,8 @@ def webhook_route(
         ack: ``"before"`` (default): answer 202 once the event is accepted and run
             the handler in the background; ``"after"``: answer only once the
             handler returned (200), or 500 if it raised (the claim is released, so
-            the sender's retry runs it again).
+            the sender's retry runs it again). A retry arriving while the handler
+            still runs in this process gets 409 with ``Retry-After``.
         trusted_proxies: proxies whose ``X-Forwarded-For`` names the real sender
             (for ``allow_ips`` and the rate limit); see
             :func:`~buttress.integrations.asgi.client_ip`.

@@ -668,3 +668,25 @@ async def test_a_failing_rate_limiter_lets_the_request_through(
         assert (await call(app, headers=signed())).status == 200
     assert "rate limiter failed" in caplog.text
     assert len(handler.events) == 1
+
+
+async def test_ack_after_a_retry_while_the_handler_runs_is_409_not_duplicate() -> None:
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow(event: WebhookEvent) -> None:
+        calls.append(event.id)
+        await release.wait()
+
+    app = receiver(slow, ack="after")
+    first = asyncio.create_task(call(app, headers=signed()))
+    await tick(3)
+    assert calls == ["msg_1"]
+    retry = await call(app, headers=signed())
+    assert_problem(retry, 409)
+    assert retry.headers["retry-after"] == "5"
+    release.set()
+    assert (await first).status == 200
+    # Once handled, a retry is a plain duplicate.
+    assert (await call(app, headers=signed())).json["status"] == "duplicate"
+    assert calls == ["msg_1"]
