@@ -7,6 +7,9 @@ scheme. Its modules:
   (``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``).
 - :mod:`buttress.webhooks.receiver`: an ASGI endpoint that verifies, deduplicates
   and acknowledges inbound webhooks.
+- :mod:`buttress.webhooks.dispatcher`: durable delivery to endpoints (fan-out,
+  retries on a schedule, per-endpoint breaker, rate limit and concurrency cap,
+  dead letters).
 - :mod:`buttress.webhooks.ssrf`: the SSRF guard (URL and address policy, aiohttp
   connector and httpx transports that connect only to vetted addresses).
 
@@ -20,6 +23,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from buttress.webhooks.dispatcher import (
+        Dispatcher,
+        Endpoint,
+        EndpointDisabled,
+        Exhausted,
+        Message,
+        PostgresDeliveryStore,
+        RetrySchedule,
+        SQLiteDeliveryStore,
+    )
     from buttress.webhooks.receiver import MemoryInbox, WebhookEvent, WebhookReceiver, webhook_route
     from buttress.webhooks.signing import (
         HeaderError,
@@ -47,6 +60,14 @@ if TYPE_CHECKING:
 # Public name -> the submodule of this package that defines it. Each module's owner
 # adds its names here, to __all__ and to the TYPE_CHECKING imports above.
 _EXPORTS: dict[str, str] = {
+    "Dispatcher": "dispatcher",
+    "Endpoint": "dispatcher",
+    "EndpointDisabled": "dispatcher",
+    "Exhausted": "dispatcher",
+    "Message": "dispatcher",
+    "PostgresDeliveryStore": "dispatcher",
+    "RetrySchedule": "dispatcher",
+    "SQLiteDeliveryStore": "dispatcher",
     "HeaderError": "signing",
     "Secret": "signing",
     "SignatureError": "signing",
@@ -74,10 +95,18 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AddressPolicy",
     "AsyncGuardedTransport",
+    "Dispatcher",
+    "Endpoint",
+    "EndpointDisabled",
+    "Exhausted",
     "GuardedResolver",
     "GuardedTransport",
     "HeaderError",
     "MemoryInbox",
+    "Message",
+    "PostgresDeliveryStore",
+    "RetrySchedule",
+    "SQLiteDeliveryStore",
     "SSRFError",
     "Secret",
     "SignatureError",
