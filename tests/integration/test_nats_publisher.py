@@ -305,3 +305,31 @@ async def test_the_relay_drains_an_outbox_into_nats(
         assert [e.id for e in got if e.subject == key] == [
             e.id for e in written if e.subject == key
         ]
+
+
+async def test_a_message_over_the_servers_max_payload_is_refused_alone(
+    admin: Client, name: str
+) -> None:
+    small = events(2)
+    huge = Envelope(source="/s", type="huge", data="x" * (admin.max_payload + 10))
+    async with NatsPublisher(URL, stream=name, subject_prefix=name) as publisher:
+        with pytest.raises(PublishRefused) as info:
+            await publisher.publish([small[0], huge, small[1]])
+    assert info.value.unconfirmed == (huge.id,)
+    assert [e.id for e in decoded(await stored(admin.jetstream(), name))] == [e.id for e in small]
+
+
+async def test_without_the_drivers_internals_each_message_goes_through_publish(
+    admin: Client, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buttress.messaging.brokers import _nats_publisher
+
+    monkeypatch.setattr(_nats_publisher, "_batchable", lambda client: False)
+    batch = events(300)
+    huge = Envelope(source="/s", type="huge", data="x" * (admin.max_payload + 10))
+    async with NatsPublisher(URL, stream=name, subject_prefix=name) as publisher:
+        await publisher.publish(batch)
+        with pytest.raises(PublishRefused) as info:
+            await publisher.publish([*batch[:5], huge])  # the five: duplicates, confirmed
+    assert info.value.unconfirmed == (huge.id,)
+    assert [e.id for e in decoded(await stored(admin.jetstream(), name))] == [e.id for e in batch]
