@@ -331,3 +331,62 @@ async def test_nacked_events_are_named_and_the_confirmed_ones_are_not(
     assert is_transient(info.value)
     got = await drain(admin, names.queue)
     assert [m.message_id for m in got] == [e.id for e in batch[:2]]
+
+
+# -- the batch path: one write per batch, confirmations settled together --------------
+
+
+async def _tables(publisher: RabbitMQPublisher) -> tuple[int, int]:
+    assert publisher._channel is not None
+    channel = await publisher._channel.get_underlay_channel()
+    return len(channel.confirmations), len(channel.message_id_delivery_tag)  # type: ignore[attr-defined]
+
+
+async def test_concurrent_batches_are_all_confirmed_and_leave_no_entries(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    batches = [events(200) for _ in range(4)]
+    async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
+        await asyncio.gather(*(publisher.publish(batch) for batch in batches))
+        assert await _tables(publisher) == (0, 0)
+    got = [str(m.message_id) for m in await drain(admin, names.queue)]
+    assert sorted(got) == sorted(e.id for batch in batches for e in batch)
+    for batch in batches:  # each batch went out in one write: in order
+        ids = [e.id for e in batch]
+        assert [i for i in got if i in set(ids)] == ids
+
+
+async def test_a_cancelled_batch_leaves_no_entries_and_the_next_is_confirmed(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
+        for delay in (0.0, 0.001, 0.005):
+            task = asyncio.create_task(publisher.publish(events(500)))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await _tables(publisher) == (0, 0)
+        after = events(3)
+        await publisher.publish(after)
+        assert await _tables(publisher) == (0, 0)
+    got = {m.message_id for m in await drain(admin, names.queue)}
+    assert {e.id for e in after} <= got
+
+
+async def test_aio_pikas_own_path_publishes_alike_when_aiormq_is_not_recognised(
+    admin: aio_pika.abc.AbstractChannel, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buttress.messaging.brokers import rabbitmq
+
+    monkeypatch.setattr(rabbitmq, "_batchable", lambda channel: False)
+    batch = events(20)
+    async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
+        await publisher.publish(batch)
+    got = await drain(admin, names.queue)
+    assert [m.message_id for m in got] == [e.id for e in batch]
+    assert got[0].headers["cloudEvents_id"] == batch[0].id
+    async with RabbitMQPublisher(URL, exchange=f"{names.exchange}.unbound") as unbound:
+        with pytest.raises(PublishRefused):
+            await unbound.publish(events(2))
+    await admin.exchange_delete(f"{names.exchange}.unbound")

@@ -16,9 +16,10 @@ import pytest
 
 from buttress import Pipeline, Timeout
 from buttress.clock import FakeClock
+from buttress.errors import ConfigError
 from buttress.messaging import Envelope, Outbox, migrate
 from buttress.messaging.brokers import BrokerUnavailable, PublishRefused
-from buttress.messaging.relay import PostgresRelayStore, Relay
+from buttress.messaging.relay import PostgresRelayStore, Relay, RelayDeadLettered
 from buttress.policies.backoff import Constant
 
 from tests.conftest import require_service
@@ -269,3 +270,98 @@ async def test_lag_is_the_age_of_the_oldest_pending_event(
     assert 90.0 < lag <= 100.0 + BOUND  # written just now, read with a clock 100 s ahead
     await relay.drain()
     assert await relay.lag() == 0.0
+
+
+# -- the pool, the claim-time attempts, the figures -----------------------------------
+
+
+def connections(name: str) -> int:
+    with psycopg.connect(URL) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    ("options", "path"),
+    [
+        ({"pool_min_size": 0}, "pool_min_size"),
+        ({"pool_max_size": 1.5}, "pool_max_size"),
+        ({"pool_min_size": 3, "pool_max_size": 2}, "pool_max_size"),
+    ],
+)
+def test_bad_pool_sizes_are_named(options: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PostgresRelayStore(URL, "outbox", **options)
+    assert info.value.path == path
+
+
+async def test_batches_in_flight_share_a_bounded_pool(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    written = [event(f"k{i % 9}", i) for i in range(300)]
+    write(table, written)
+    name = f"relay pool {uuid.uuid4().hex[:8]}"
+    store = PostgresRelayStore(URL, table, application_name=name, pool_max_size=2)
+    stores.append(store)
+    peak = 0
+
+    class Watching(MemoryPublisher):
+        async def publish(self, envelopes: Sequence[Envelope]) -> None:
+            nonlocal peak
+            peak = max(peak, await asyncio.to_thread(connections, name))
+            await super().publish(envelopes)
+
+    publisher = Watching()
+    relay = Relay(store, publisher, batch_size=7, concurrency=5, pipeline=Pipeline(Timeout(10.0)))
+    assert await relay.drain() == 300
+    assert_key_order(publisher.published, written)
+    assert 1 <= peak <= 2
+    assert store.pool_stats["pool_max"] == 2
+    await store.close()
+    assert store.pool_stats == {}
+    assert await asyncio.to_thread(connections, name) == 0
+
+
+async def test_an_event_claimed_max_attempts_times_without_an_outcome_is_dead(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    poison, after = event("k", 1), event("k", 2)
+    write(table, [poison, after])
+    clock = FakeClock(wall=time.time() + 1.0)
+    crashing = PostgresRelayStore(URL, table)
+    stores.append(crashing)
+    for crash in range(2):
+        [claimed] = await crashing.claim(f"crashed-{crash}", 10, clock.time(), 30.0)
+        assert (claimed.event_id, claimed.attempts) == (poison.id, crash)
+        clock.advance(31.0)
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher, clock=clock, max_attempts=2)
+    dead: list[RelayDeadLettered] = []
+    relay.subscribe(dead.append)
+    assert await relay.drain() == 1
+    assert publisher.ids == [after.id]
+    [(_, status, _, error), (_, after_status, after_attempts, _)] = statuses(table)
+    assert (status, after_status, after_attempts) == ("dead", "published", 0)
+    assert str(error).startswith("abandoned: claimed 2 time(s)")
+    assert [d.event_id for d in dead] == [poison.id]
+
+
+async def test_a_running_relay_reports_its_lag_and_listen_state(
+    table: str, stores: list[PostgresRelayStore]
+) -> None:
+    publisher = MemoryPublisher()
+    relay = make(table, stores, publisher, poll_interval=3600.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.listening.wait(), BOUND)
+        write(table, [event("a")])
+        await asyncio.wait_for(publisher.wait_for(1), BOUND)
+        assert relay.stats.listening
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, BOUND)
+    assert relay.stats.lag is not None
+    assert not relay.stats.listening

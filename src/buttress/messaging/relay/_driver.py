@@ -121,7 +121,7 @@ class Relay:
         publisher: Publisher,
         *,
         batch_size: int = 100,
-        concurrency: int = 1,
+        concurrency: int = 2,
         poll_interval: float | timedelta = 5.0,
         lease: float | timedelta = 60.0,
         max_attempts: int = 10,
