@@ -151,8 +151,9 @@ class GuardedTransport(httpx.HTTPTransport):
     Args:
         policy: The address policy.
         resolver: ``(host, port) -> addresses``, by default ``socket.getaddrinfo``.
-        verify, trust_env, http1, http2, limits, local_address, retries,
-            socket_options: As for ``httpx.HTTPTransport``.
+        verify: As for ``httpx.HTTPTransport`` (a CA bundle path, an ``SSLContext``, or
+            ``False``), like ``trust_env``, ``http1``, ``http2``, ``limits``,
+            ``local_address``, ``retries`` and ``socket_options``.
     """
 
     def __init__(
