@@ -355,16 +355,29 @@ class SignedHeaders:
         return cls(msg_id, timestamp, _parse_signatures(_header(lowered, SIGNATURE_HEADER)))
 
 
+_NAMES = frozenset({ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER})
+
+
 def _lowered(headers: Mapping[str, str]) -> Mapping[str, str]:
-    if all(name.islower() for name in headers):
-        return headers
-    out: dict[str, str] = {}
-    for name, value in headers.items():
+    """``headers`` readable by lower-case name; one of ours given twice is refused.
+
+    A mapping may hold a name twice (Starlette's ``Headers`` does, for a header
+    sent twice) or in two letter cases: for the signature headers either is an
+    ambiguity an attacker could play on.
+    """
+    seen: set[str] = set()
+    lower = True
+    for name in headers.keys():  # noqa: SIM118 - keys() lists repeated names
         low = name.lower()
-        if low in out:
-            raise HeaderError(f"header {low} is given twice")
-        out[low] = value
-    return out
+        if low != name:
+            lower = False
+        if low in _NAMES:
+            if low in seen:
+                raise HeaderError(f"header {low} is given twice")
+            seen.add(low)
+    if lower:
+        return headers
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

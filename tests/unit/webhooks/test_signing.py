@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import standardwebhooks
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buttress.clock import FakeClock
 from buttress.errors import ConfigError
@@ -432,3 +434,42 @@ def test_the_published_example_verifies_in_both() -> None:
     reference = standardwebhooks.Webhook(VECTOR_SECRET)
     moment = datetime.fromtimestamp(VECTOR_TS, tz=UTC)
     assert reference.sign(VECTOR_ID, moment, VECTOR_BODY.decode()) == VECTOR_SIG
+
+
+def test_starlette_headers_are_read_and_a_repeated_one_refused() -> None:
+    from starlette.datastructures import Headers
+
+    raw = [(k.encode(), v.encode()) for k, v in signed().items()]
+    Verifier(KEY_A, clock=fixed_clock()).verify(Headers(raw=raw), b"{}")
+    twice = [*raw, (b"webhook-signature", sign(KEY_B, "msg_1", NOW, b"{}").encode())]
+    with pytest.raises(HeaderError, match="webhook-signature is given twice"):
+        Verifier(KEY_A, clock=fixed_clock()).verify(Headers(raw=twice), b"{}")
+
+
+def test_other_headers_in_two_cases_are_no_concern() -> None:
+    headers = {**signed(), "Accept": "a", "accept": "b"}
+    Verifier(KEY_A, clock=fixed_clock()).verify(headers, b"{}")
+
+
+ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
+
+
+@given(
+    key=st.binary(min_size=16, max_size=80),
+    msg_id=ids,
+    ts=st.integers(0, 10**12),
+    body=st.binary(max_size=500),
+    flip=st.integers(0, 10**6),
+)
+def test_any_message_round_trips_and_any_changed_byte_fails(
+    key: bytes, msg_id: str, ts: int, body: bytes, flip: int
+) -> None:
+    secret = Secret(key)
+    clock = FakeClock(wall=ts)
+    headers = Signer(secret).headers(msg_id, body, timestamp=ts)
+    Verifier(secret.export(), clock=clock).verify(headers, body)
+    if body:
+        changed = bytearray(body)
+        changed[flip % len(body)] ^= 1 << (flip % 8)
+        with pytest.raises(SignatureError):
+            Verifier(secret, clock=clock).verify(headers, bytes(changed))
