@@ -333,3 +333,58 @@ async def test_without_the_drivers_internals_each_message_goes_through_publish(
             await publisher.publish([*batch[:5], huge])  # the five: duplicates, confirmed
     assert info.value.unconfirmed == (huge.id,)
     assert [e.id for e in decoded(await stored(admin.jetstream(), name))] == [e.id for e in batch]
+
+
+async def test_the_relay_keeps_events_pending_while_nats_is_cut_off_then_publishes_each_once(
+    admin: Client, name: str, tmp_path: Path
+) -> None:
+    from buttress.policies.backoff import Constant
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        migrate(conn, "outbox")
+        written = events(30)
+        Outbox("outbox").add_many(conn, written)
+        conn.commit()
+    conn.close()
+
+    def pending() -> int:
+        with sqlite3.connect(path) as db:
+            (count,) = db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
+        db.close()
+        return int(count)
+
+    store = SQLiteRelayStore(path, "outbox")
+    async with FaultProxy(SERVICES["nats"]) as proxy:
+        publisher = NatsPublisher(
+            f"nats://127.0.0.1:{proxy.port}",
+            stream=name,
+            subject_prefix=name,
+            timeout=0.5,
+            reconnect_interval=0.1,
+        )
+        async with publisher:
+            relay = Relay(
+                store,
+                publisher,
+                batch_size=10,
+                max_attempts=1000,
+                backoff=Constant(0.05),
+                pipeline=Pipeline(Timeout(5.0)),
+            )
+            await proxy.set_mode("stall")
+            assert await relay.drain() == 0
+            assert pending() == 30
+            await proxy.set_mode("pass")
+            published = 0
+            async with asyncio.timeout(30):
+                while published < 30:
+                    published += await relay.drain()
+                    await asyncio.sleep(0.05)  # the retries fall due 0.05 s after each failure
+    assert pending() == 0
+    # What the stalled connection delivered late and the retries sent again: stored once.
+    info = await admin.jetstream().stream_info(name)
+    assert info.state.messages == 30
+    assert sorted(e.id for e in decoded(await stored(admin.jetstream(), name))) == sorted(
+        e.id for e in written
+    )
