@@ -127,7 +127,7 @@ def test_concurrent_deliveries_apply_once(names: tuple[str, str]) -> None:
     first_recorded.wait(10)
     # The second delivery is blocked on the first one's row lock until it commits.
     with psycopg.connect(URL) as watcher:
-        for _ in range(200):
+        for _ in range(2000):  # up to 20 s on a busy machine
             waiting = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND query LIKE %s",
@@ -205,3 +205,26 @@ async def test_a_pruned_id_does_not_block_concurrent_writers(names: tuple[str, s
                 pruned = await asyncio.wait_for(inbox.aprune(pruner, 3600), 10)
             await holder.rollback()
     assert pruned == 1
+
+
+def test_sqlalchemy_session_over_psycopg(names: tuple[str, str]) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    table, effects = names
+    inbox = SQLInbox("billing", table)
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    try:
+        for attempt in range(3):
+            with Session(engine) as session:
+                if inbox.seen(session, "m-1"):
+                    session.commit()
+                    continue
+                session.execute(text(f'INSERT INTO "{effects}" VALUES (:m, 10)'), {"m": "m-1"})
+                if attempt == 0:
+                    session.rollback()  # failed: the id goes with the effect
+                else:
+                    session.commit()
+    finally:
+        engine.dispose()
+    assert applied(effects) == ["m-1"]

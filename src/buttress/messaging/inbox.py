@@ -29,7 +29,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from buttress._validate import check_count, check_seconds
 from buttress.errors import ButtressError, ConfigError, StoreError, StoreUnavailable
+from buttress.messaging import _outbox_sqlalchemy as _sa
 from buttress.messaging._schema import DEFAULT_INBOX_TABLE, Dialect, TableName, dialect_of
+from buttress.messaging.outbox import AsyncConnection as AsyncTx
+from buttress.messaging.outbox import SyncConnection as SyncTx
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -76,6 +79,11 @@ def _check_consumer(consumer: object) -> str:
             path="consumer",
         )
     return consumer
+
+
+def _name(tx: object) -> str:
+    kind = type(tx)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _is_aiosqlite(connection: object) -> bool:
@@ -171,16 +179,19 @@ class SQLInbox:
     def __repr__(self) -> str:
         return f"SQLInbox({self.consumer!r}, {self.table.channel!r})"
 
-    def _prepare(self, tx: object, message_id: object, *, want_async: bool) -> tuple[str, Any]:
+    def _prepare(
+        self, tx: object, driver: object, message_id: object, *, want_async: bool
+    ) -> tuple[str, tuple[str, str]]:
+        """The statement for ``driver`` (the DB-API connection under ``tx``), checked."""
         message_id = _check_id(message_id)
-        dialect, is_async = _dialect(tx)
+        dialect, is_async = _dialect(driver)
         if is_async != want_async:
             raise InboxError(
-                "an asynchronous connection: use 'await inbox.aseen(tx, message_id)'"
+                f"{_name(tx)} is asynchronous: use 'await inbox.aseen(tx, message_id)'"
                 if is_async
-                else f"a synchronous {dialect} connection: use inbox.seen(tx, message_id)"
+                else f"{_name(tx)} is synchronous: use inbox.seen(tx, message_id)"
             )
-        if not _in_transaction(tx, dialect, is_async=is_async):
+        if not _in_transaction(driver, dialect, is_async=is_async):
             raise InboxError(
                 f"the {dialect} connection is in autocommit mode with no transaction open: "
                 "the id would be recorded on its own, apart from the handler's effect; "
@@ -188,27 +199,47 @@ class SQLInbox:
             )
         return self._insert[dialect], (self.consumer, message_id)
 
-    def seen(self, tx: sqlite3.Connection | psycopg.Connection[Any], message_id: str) -> bool:
+    def seen(self, tx: SyncTx, message_id: str) -> bool:
         """Record ``message_id`` in ``tx``'s open transaction; ``True`` if it was
         recorded before (the message was handled: skip its effect).
 
-        Never commits or rolls back. The record commits with the handler's effect.
+        ``tx`` is a :class:`sqlite3.Connection`, a psycopg 3 ``Connection``, or a
+        SQLAlchemy 2 ``Session``/``Connection`` over one of them. Never commits or
+        rolls back: the record commits with the handler's effect.
 
         Raises:
             InboxError: an empty or over-long id, an asynchronous connection, or a
                 connection with no transaction open; nothing was written.
         """
-        sql, params = self._prepare(tx, message_id, want_async=False)
-        cursor = tx.execute(sql, params)
-        return cursor.rowcount == 0
+        if _sa.sync_kind(tx) is not None:
+            connection = _sa.sync_connection(tx)  # type: ignore[arg-type]
+            sql, params = self._prepare(tx, _sa.driver(connection), message_id, want_async=False)
+            return bool(connection.exec_driver_sql(sql, params).rowcount == 0)
+        if _sa.async_kind(tx) is not None:
+            raise InboxError(f"{_name(tx)} is asynchronous: use 'await inbox.aseen(tx, ...)'")
+        driver: Any = tx  # a DB-API connection: sqlite3 or psycopg
+        sql, params = self._prepare(tx, driver, message_id, want_async=False)
+        cursor = driver.execute(sql, params)
+        found = cursor.rowcount
+        cursor.close()
+        return bool(found == 0)
 
-    async def aseen(
-        self, tx: psycopg.AsyncConnection[Any] | aiosqlite.Connection, message_id: str
-    ) -> bool:
-        """:meth:`seen` for a psycopg 3 ``AsyncConnection`` or an aiosqlite connection."""
-        sql, params = self._prepare(tx, message_id, want_async=True)
-        cursor = await tx.execute(sql, params)
-        return bool(cursor.rowcount == 0)
+    async def aseen(self, tx: AsyncTx, message_id: str) -> bool:
+        """:meth:`seen` for a psycopg 3 ``AsyncConnection``, an aiosqlite connection,
+        or a SQLAlchemy 2 ``AsyncSession``/``AsyncConnection`` over one of them."""
+        if _sa.async_kind(tx) is not None:
+            connection = await _sa.async_connection(tx)  # type: ignore[arg-type]
+            driver = (await connection.get_raw_connection()).driver_connection
+            sql, params = self._prepare(tx, driver, message_id, want_async=True)
+            return bool((await connection.exec_driver_sql(sql, params)).rowcount == 0)
+        if _sa.sync_kind(tx) is not None:
+            raise InboxError(f"{_name(tx)} is synchronous: use inbox.seen(tx, message_id)")
+        raw: Any = tx  # psycopg or aiosqlite
+        sql, params = self._prepare(tx, raw, message_id, want_async=True)
+        cursor = await raw.execute(sql, params)
+        found = cursor.rowcount
+        await cursor.close()
+        return bool(found == 0)
 
     def _prune_args(
         self, connection: object, older_than: float | timedelta, batch_size: int, *, is_async: bool

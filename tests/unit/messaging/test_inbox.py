@@ -11,6 +11,9 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
 
 from buttress.errors import ConfigError, StoreError, StoreUnavailable
 from buttress.messaging import migrate
@@ -301,3 +304,47 @@ async def test_redis_inbox_refuses_bad_ids() -> None:
     inbox = RedisInbox(FakeRedis(), 60, "p:")
     with pytest.raises(InboxError):
         await inbox.claim("")
+
+
+# -- SQLAlchemy 2 ------------------------------------------------------------------------
+
+
+def test_sqlalchemy_session_records_in_its_transaction(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'sa.db'}")
+    with engine.connect() as setup:
+        migrate(setup.connection.driver_connection, what="inbox")  # type: ignore[arg-type]
+    inbox = SQLInbox("billing")
+    with Session(engine) as session:
+        session.execute(text("CREATE TABLE payments (message_id TEXT)"))
+        session.commit()
+    for attempt in range(3):
+        with Session(engine) as session, session.begin():
+            if inbox.seen(session, "m-1"):
+                continue
+            session.execute(text("INSERT INTO payments VALUES ('m-1')"))
+            if attempt == 0:
+                session.rollback()  # the handler failed: neither stays
+    with Session(engine) as session:
+        assert session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
+        with pytest.raises(InboxError, match=r"synchronous: use inbox\.seen"):
+            SQLInbox("c").aseen(session, "m").send(None)  # type: ignore[arg-type]
+    engine.dispose()
+
+
+async def test_sqlalchemy_async_session(tmp_path: Path) -> None:
+    path = tmp_path / "sa.db"
+    with sqlite3.connect(path) as setup:
+        migrate(setup, what="inbox")
+    setup.close()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    inbox = SQLInbox("billing")
+    async with AsyncSession(engine) as session:
+        assert await inbox.aseen(session, "m-1") is False
+        assert await inbox.aseen(session, "m-1") is True
+        await session.commit()
+        with pytest.raises(InboxError, match=r"asynchronous: use 'await inbox\.aseen"):
+            inbox.seen(session, "m-2")  # type: ignore[arg-type]
+    async with AsyncSession(engine) as session:
+        assert await inbox.aseen(session, "m-1") is True
+        await session.rollback()
+    await engine.dispose()
