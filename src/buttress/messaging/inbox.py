@@ -9,9 +9,10 @@ handler's effect: both commit or neither does. ``inbox.seen(tx, message_id)`` in
 the id (``INSERT ... ON CONFLICT DO NOTHING``, which never aborts the caller's
 PostgreSQL transaction) and returns ``True`` when it was already there, so the handler
 skips its effect. A handler that fails rolls back, the id goes with it, and the
-redelivery runs the handler again. Connections: :class:`sqlite3.Connection` and psycopg
-3 ``Connection`` (:meth:`SQLInbox.seen`), psycopg 3 ``AsyncConnection`` and aiosqlite
-(:meth:`SQLInbox.aseen`). The table comes from ``migrate(conn, what="inbox")``.
+redelivery runs the handler again. Connections: :class:`sqlite3.Connection`, psycopg
+3 ``Connection`` and SQLAlchemy 2 ``Session``/``Connection`` (:meth:`SQLInbox.seen`);
+psycopg 3 ``AsyncConnection``, aiosqlite and SQLAlchemy ``AsyncSession``/
+``AsyncConnection`` (:meth:`SQLInbox.aseen`). The table comes from ``migrate(conn, what="inbox")``.
 
 :class:`RedisInbox` is for effects that are not in a SQL database: ``await
 inbox.claim(message_id)`` sets the key with ``SET NX`` and a TTL and returns ``True``
