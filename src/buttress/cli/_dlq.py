@@ -62,8 +62,9 @@ def _queue_options(command: F) -> F:
                 metavar="URL",
                 help="A broker's dead-letter or poison queue, e.g. "
                 "nats://127.0.0.1:4222?stream=ORDERS_DLQ&subject=orders.dead, "
-                "redis://127.0.0.1:6379/0?stream=orders:dead, "
-                "amqp://guest:guest@127.0.0.1/?queue=orders.dead.",
+                "redis://127.0.0.1:6379/0?stream=orders (the dead letters of the "
+                "stream orders; add &poison=true for its poison queue), "
+                "amqp://guest:guest@127.0.0.1/?queue=orders.",
             ),
         ]
     ):
