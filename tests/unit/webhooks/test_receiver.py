@@ -690,3 +690,29 @@ async def test_ack_after_a_retry_while_the_handler_runs_is_409_not_duplicate() -
     # Once handled, a retry is a plain duplicate.
     assert (await call(app, headers=signed())).json["status"] == "duplicate"
     assert calls == ["msg_1"]
+
+
+def test_the_facade_loads_the_receiver_without_optional_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, buttress.webhooks as w\n"
+        "w.webhook_route, w.Verifier, w.MemoryInbox\n"
+        "print(sorted({m.partition('.')[0] for m in sys.modules}"
+        " & {'starlette', 'aiohttp', 'redis', 'httpx', 'uvicorn'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_facade_names_its_exports() -> None:
+    import buttress.webhooks as package
+
+    assert {"webhook_route", "WebhookEvent", "MemoryInbox", "Verifier", "Secret"} <= set(
+        dir(package)
+    )
+    with pytest.raises(AttributeError, match="no_such_name"):
+        package.no_such_name  # noqa: B018
