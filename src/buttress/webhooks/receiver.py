@@ -2,8 +2,8 @@
 
 :func:`webhook_route` builds a :class:`WebhookReceiver`, a pure ASGI application to
 mount as a route (``Route("/webhooks", webhook_route(...), methods=["POST"])`` in
-Starlette or FastAPI, or as a whole application). For each request, cheapest
-refusal first:
+Starlette or FastAPI, or as a whole application). For each ``POST`` (other
+methods get 405), cheapest refusal first:
 
 1. the sender's IP must be in ``allow_ips`` (when given) — else 403;
 2. the sender must be within ``rate_limit`` (when given) — else 429 + ``Retry-After``;
@@ -14,14 +14,16 @@ refusal first:
 6. a signature must match one of ``secrets`` — else 401;
 7. the body must be JSON — else 400;
 8. the ``webhook-id`` is claimed in the ``inbox``: a message already received is
-   answered 200 and not handed on again;
+   answered 200 and not handed on again (409 while its ``ack="after"`` handler
+   still runs in this process);
 9. the event goes to the handler (in the background, answered 202 at once; or
    awaited first with ``ack="after"``, answered 200) or into the queue (202).
 
 Every refusal is an RFC 9457 ``application/problem+json`` document, and nothing is
-handed on. A handler that cannot take the event (queue full, too many handlers
-running, the inbox unreachable) answers 503 with ``Retry-After`` and forgets the
-claim, so the sender's retry is accepted.
+handed on; no input is answered with a 500. When the event cannot be taken (queue
+full, too many handlers running, the inbox unreachable) the answer is 503 with
+``Retry-After`` and the claim is forgotten, so the sender's retry is accepted; an
+``ack="after"`` handler that raises is a 500, its claim forgotten too.
 """
 
 from __future__ import annotations
