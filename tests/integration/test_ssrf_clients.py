@@ -546,3 +546,36 @@ async def test_async_resolution_counts_in_the_connect_timeout(
     async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, connect=0.05)) as c:
         with pytest.raises(httpx.ConnectTimeout):
             await c.get(f"http://hooks.test:{public.port}/")
+
+
+async def test_aiohttp_remembers_passed_urls_only_and_boundedly(
+    twins: tuple[RecordingServer, RecordingServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buttress.webhooks import _ssrf_aiohttp
+    from buttress.webhooks._ssrf_policy import check_url as real_check
+
+    public, internal = twins
+    checked: list[str] = []
+
+    def counting(url: str, policy: AddressPolicy) -> object:
+        checked.append(url)
+        return real_check(url, policy)
+
+    monkeypatch.setattr(_ssrf_aiohttp, "check_url", counting)
+    connector = _ssrf_aiohttp.GuardedConnector(PUBLIC_ONLY, use_dns_cache=False)
+    connector.max_checked_urls = 2
+    async with aiohttp.ClientSession(connector=connector) as session:
+        urls = [f"http://127.0.0.2:{public.port}/{n}" for n in range(3)]
+        for url in [urls[0], urls[0], urls[1], urls[1], urls[2], urls[0]]:
+            async with session.post(url) as response:
+                assert response.status == 200
+        # checked once while remembered; the third URL filled the memory, so the
+        # first one was checked again
+        assert checked == [urls[0], urls[1], urls[2], urls[0]]
+        assert len(connector._passed) <= 2
+        refused = f"http://127.0.0.1:{internal.port}/"
+        for _ in range(2):  # a refusal is never remembered as a pass
+            with pytest.raises(UnsafeURL):
+                await session.post(refused)
+    assert checked[-2:] == [refused, refused]
+    assert internal.requests() == []
