@@ -85,8 +85,8 @@ def _sqlite_file(outbox: str) -> str | None:
     return path
 
 
-def _store(outbox: str, table: str, schema: str | None) -> Any:
-    """The relay's claim store for ``--outbox``."""
+def _store(outbox: str, table: str, schema: str | None, *, pool_size: int = 1) -> Any:
+    """The relay's claim store for ``--outbox`` (``pool_size``: PostgreSQL's pool)."""
     try:
         TableName(table, schema)
     except ConfigError as exc:
@@ -104,7 +104,14 @@ def _store(outbox: str, table: str, schema: str | None) -> Any:
                 err=True,
             )
             sys.exit(EXIT_CONFIG)
-        return PostgresRelayStore(outbox, table, schema=schema, application_name="buttress relay")
+        return PostgresRelayStore(
+            outbox,
+            table,
+            schema=schema,
+            application_name="buttress relay",
+            pool_min_size=1,
+            pool_max_size=pool_size,
+        )
     raise click.BadParameter(
         f"expected a sqlite:/// or postgresql:// URL, got {_redact(outbox)!r}",
         param_hint="'--outbox'",
@@ -145,6 +152,20 @@ def relay() -> None:
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Batches in flight at once.",
+)
+@click.option(
+    "--pool-size",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="PostgreSQL: the most connections of the relay's pool.",
+)
+@click.option(
     "--poll-interval",
     default=5.0,
     show_default=True,
@@ -173,6 +194,8 @@ def run(
     schema: str | None,
     broker: str,
     batch_size: int,
+    concurrency: int,
+    pool_size: int,
     poll_interval: float,
     max_attempts: int,
     retention: float,
@@ -189,7 +212,7 @@ def run(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    store = _store(outbox, table, schema)
+    store = _store(outbox, table, schema, pool_size=pool_size)
     try:
         publisher = build(PUBLISHERS, broker, "--broker", "publisher")
     except ConfigError as exc:
@@ -201,6 +224,7 @@ def run(
             store,
             publisher,
             batch_size=batch_size,
+            concurrency=concurrency,
             poll_interval=poll_interval,
             max_attempts=max_attempts,
             retention=None if retention == 0 else retention,

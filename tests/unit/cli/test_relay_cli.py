@@ -145,6 +145,11 @@ def test_status_of_an_empty_outbox(db: Path) -> None:
             EXIT_USAGE,
             "--batch-size",
         ),
+        (
+            ["run", "--outbox", "sqlite:///{db}", "--broker", "file:///x", "--concurrency", "0"],
+            EXIT_USAGE,
+            "--concurrency",
+        ),
     ],
 )
 def test_usage_and_database_errors(
