@@ -25,6 +25,7 @@ import aiohttp
 import httpx
 import pytest
 
+from buttress.errors import is_transient
 from buttress.webhooks.ssrf import (
     AddressPolicy,
     AsyncGuardedTransport,
@@ -579,3 +580,20 @@ async def test_aiohttp_remembers_passed_urls_only_and_boundedly(
                 await session.post(refused)
     assert checked[-2:] == [refused, refused]
     assert internal.requests() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_name_that_does_not_resolve_is_the_clients_usual_connect_error(
+    kind: str, clients: list[Client]
+) -> None:
+    client = make(clients, kind, PUBLIC_ONLY, FakeDNS())
+    expected = aiohttp.ClientConnectorDNSError if kind == "aiohttp" else httpx.ConnectError
+    with pytest.raises(expected) as info:
+        await client.send("http://nowhere.test/")
+    causes: list[BaseException] = []
+    cause: BaseException | None = info.value
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    assert any(isinstance(c, socket.gaierror) for c in causes)
+    assert is_transient(info.value)  # unlike a refusal, worth retrying

@@ -59,7 +59,10 @@ class _GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[_SocketOption] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = vet_sync(host, port, self._policy, self._resolver)
+        try:
+            addresses = vet_sync(host, port, self._policy, self._resolver)
+        except OSError as exc:  # a DNS failure is a connect error, as httpx reports it
+            raise httpcore.ConnectError(str(exc)) from exc
         options = list(socket_options) if socket_options is not None else None
         error: Exception | None = None
         for address in addresses:
@@ -103,6 +106,8 @@ class _AsyncGuardedBackend(httpcore.AsyncNetworkBackend):
                 addresses = await vet(host, port, self._policy, self._resolver)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from exc
+        except OSError as exc:  # a DNS failure is a connect error, as httpx reports it
+            raise httpcore.ConnectError(str(exc)) from exc
         options = list(socket_options) if socket_options is not None else None
         error: Exception | None = None
         for address in addresses:
