@@ -83,6 +83,10 @@ def test_a_computed_subject_is_checked() -> None:
     assert publisher._subject_of(Envelope(source="/s", type="t", subject="k1")) == "orders.k1"
     with pytest.raises(ConfigError):
         publisher._subject_of(Envelope(source="/s", type="t", subject="k 1"))
+    odd = NatsPublisher(URL, subject=lambda e: ["not", "a", "subject"])  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError) as info:
+        odd._subject_of(Envelope(source="/s", type="t"))
+    assert info.value.path == "subject"
 
 
 @pytest.mark.parametrize(

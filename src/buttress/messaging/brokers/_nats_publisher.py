@@ -87,6 +87,12 @@ def api_error(err: dict[str, Any]) -> nats.js.errors.APIError:
     return nats.js.errors.APIError(**err)  # pragma: no cover - from_error always raises
 
 
+def _odd_reply(data: bytes) -> nats.errors.Error:
+    # Not the event's fault: the server (or something posing as it) answered oddly.
+    # A driver error, so transient: publishing again may well succeed.
+    return nats.errors.Error(f"not a PubAck: {data[:100]!r}")
+
+
 class _Pending:
     """The PubAcks one :meth:`NatsPublisher.publish` waits for."""
 
@@ -316,7 +322,7 @@ class NatsPublisher:
                 self._subjects[envelope.type] = subject
             return subject
         subject = self._subject(envelope)
-        if subject not in self._subjects:
+        if not isinstance(subject, str) or subject not in self._subjects:
             check_subject(subject, "subject")
             if len(self._subjects) >= _SUBJECT_CACHE:
                 self._subjects.clear()
@@ -335,13 +341,13 @@ class NatsPublisher:
             try:
                 reply = json.loads(data)
                 cause: BaseException | None = api_error(reply["error"])
-            except (ValueError, KeyError, TypeError) as exc:
-                cause = exc
+            except (ValueError, KeyError, TypeError):
+                cause = _odd_reply(data)
             pending.answer(index, cause)
         elif data.startswith(b"{"):
             pending.answer(index, None)
         else:
-            pending.answer(index, ValueError(f"not a PubAck: {data[:100]!r}"))
+            pending.answer(index, _odd_reply(data))
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Publish ``envelopes``; return once JetStream has acknowledged every one.
