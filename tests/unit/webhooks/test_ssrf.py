@@ -13,6 +13,8 @@ import socket
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buttress.errors import ButtressError, ConfigError, is_transient
 from buttress.webhooks import ssrf
@@ -502,3 +504,65 @@ def test_the_facade_exports_what_it_documents() -> None:
     assert set(ssrf.__all__) <= set(dir(ssrf))
     with pytest.raises(AttributeError):
         _ = ssrf.NoSuchName
+
+
+# --------------------------------------------------------------------------- properties
+
+REFUSED_V4 = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+]
+
+
+def _encodings(v4: ipaddress.IPv4Address) -> list[str]:
+    """The ways a URL can name ``v4``: numeric shorthands and IPv6 embeddings."""
+    n = int(v4)
+    a, b, c, d = v4.packed
+    return [
+        f"http://{n}/",
+        f"http://{n:#x}/",
+        f"http://0{n:o}/",
+        f"http://{a}.{n & 0xFFFFFF}/",
+        f"http://{a}.{b}.{n & 0xFFFF}/",
+        f"http://{a:#x}.{b:#x}.{c:#x}.{d:#x}/",
+        f"http://0{a:o}.{b}.{c}.{d}/",
+        f"http://[::ffff:{v4}]/",
+        f"http://[::ffff:{n >> 16:x}:{n & 0xFFFF:x}]/",
+        f"http://[64:ff9b::{v4}]/",
+        f"http://[2002:{n >> 16:x}:{n & 0xFFFF:x}::1]/",
+        f"http://[::ffff:0:{v4}]/",
+    ]
+
+
+@given(data=st.data(), network=st.sampled_from(REFUSED_V4))
+def test_every_encoding_of_a_refused_address_is_refused(data: st.DataObject, network: str) -> None:
+    net = ipaddress.IPv4Network(network)
+    offset = data.draw(st.integers(0, net.num_addresses - 1))
+    v4 = net[offset]
+    assert check_address(v4, POLICY) is not None
+    for url in [f"http://{v4}/", *_encodings(v4)]:
+        with pytest.raises(UnsafeURL):
+            check_url(url, POLICY)
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_a_public_address_is_accepted_canonically_and_refused_in_shorthand(n: int) -> None:
+    v4 = ipaddress.IPv4Address(n)
+    if address_refusal(v4) is not None:
+        return
+    assert check_url(f"http://{v4}/", POLICY).address == str(v4)
+    encodings = _encodings(v4)
+    for url in encodings[:7]:  # numeric shorthands: refused whatever they encode
+        if url != f"http://{v4}/":
+            with pytest.raises(UnsafeURL):
+                check_url(url, POLICY)
+    for url in encodings[7:]:  # IPv6 embeddings of a public address are public
+        assert check_url(url, POLICY).address is not None
