@@ -446,14 +446,6 @@ DRAINS: list[Scenario] = [
     ("drain-sqlite-redis", "SQLite → Redis Streams, buttress", ("redis",), drain_sqlite_redis),
 ]  # fmt: skip
 
-try:  # the NATS engineer's scenarios, when present
-    sys.path.insert(0, str(HERE))
-    import bench_relay_nats  # type: ignore[import-not-found]
-
-    DRAINS += list(getattr(bench_relay_nats, "SCENARIOS", []))
-except ImportError:
-    pass
-
 
 # ----------------------------------------------------------------------------- latency
 
@@ -597,6 +589,26 @@ LATENCY_TARGETS = {
     "latency-rabbitmq-buttress-100": ("p50", 5.0),
     "latency-redis-buttress-100": ("p50", 5.0),
 }
+
+try:  # bench/bench_relay_nats.py: PostgreSQL → NATS JetStream, when present
+    sys.path.insert(0, str(HERE))
+    import bench_relay_nats  # type: ignore[import-not-found]
+
+    DRAINS += list(getattr(bench_relay_nats, "SCENARIOS", []))
+    if hasattr(bench_relay_nats, "latency_nats"):
+        for _rate, _target in getattr(bench_relay_nats, "LATENCY_TARGETS", {}).items():
+            _name = f"latency-nats-buttress-{_rate}"
+            LATENCIES.append(
+                (
+                    _name,
+                    f"PostgreSQL → NATS JetStream, buttress at {_rate:,}/s",
+                    ("postgres", "nats"),
+                    bench_relay_nats.latency_nats(_rate),
+                )
+            )
+            LATENCY_TARGETS[_name] = _target
+except ImportError:
+    pass
 
 
 # ----------------------------------------------------------------------------- report

@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", default=[], help="bench_NAME to run")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--no-alloc", action="store_true", help="skip the allocation check")
+    parser.add_argument("--no-relay", action="store_true", help="skip bench_relay.py's tables")
     args = parser.parse_args()
     extra = ["--rigorous"] if args.rigorous else ["--fast"]
     if args.only:
@@ -141,7 +142,10 @@ def main() -> None:
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.scenario:
         scripts = [s for s in scripts if s.stem in args.scenario or s.stem[6:] in args.scenario]
-    scripts = [s for s in scripts if s.stem != "bench_alloc"]
+    # The relay scripts are not pyperf scripts: bench_relay.py reports their tables.
+    scripts = [
+        s for s in scripts if s.stem != "bench_alloc" and not s.stem.startswith("bench_relay")
+    ]
     rows: list[Row] = []
     for script in scripts:
         rows += load_rows(run_scenario(script, extra))
@@ -152,6 +156,16 @@ def main() -> None:
         print(f"$ {alloc.name}", flush=True)
         report = subprocess.run(
             [sys.executable, str(alloc)], check=True, capture_output=True, text=True
+        ).stdout
+        text += "\n" + report
+    relay = HERE / "bench_relay.py"
+    wanted = not args.scenario or any(
+        name.startswith(("relay", "bench_relay")) for name in args.scenario
+    )
+    if relay.exists() and wanted and not args.no_relay:
+        print(f"$ {relay.name} --markdown", flush=True)
+        report = subprocess.run(
+            [sys.executable, str(relay), "--markdown"], check=True, capture_output=True, text=True
         ).stdout
         text += "\n" + report
     notes = HERE / "NOTES.md"

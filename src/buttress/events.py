@@ -19,7 +19,8 @@ The event types (see ``docs/events.md`` for what triggers each, its fields and i
 - :class:`StoreFellBack`, :class:`StoreRecovered` — a store (or a shared breaker's
   sync) lost and regained its backend;
 - :class:`DegradationChanged` — a degradation moved to another feature level;
-- :class:`HealthStatusChanged` — a health check's or a health monitor's status changed.
+- :class:`HealthStatusChanged` — a health check's or a health monitor's status changed;
+- :class:`RelayDeadLettered` — the outbox relay dead-lettered an event.
 
 The policy-specific types are defined beside their policies and imported from here
 on first use, so ``import buttress.events`` stays light.
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from buttress._events import CallRejected, Emitter, Event, Listener, call_name, subscribe
 
 if TYPE_CHECKING:
+    from buttress.messaging.relay import RelayDeadLettered
     from buttress.observe.health import HealthStatusChanged
     from buttress.policies.budget import DegradationChanged
     from buttress.policies.circuit import CircuitStateChanged
@@ -50,6 +52,7 @@ __all__ = [
     "FallbackUsed",
     "HealthStatusChanged",
     "Listener",
+    "RelayDeadLettered",
     "RetryGaveUp",
     "RetryRecovered",
     "RetryScheduled",
@@ -66,6 +69,7 @@ _HOMES = {
     "DegradationChanged": "buttress.policies.budget",
     "FallbackUsed": "buttress.policies.fallback",
     "HealthStatusChanged": "buttress.observe.health",
+    "RelayDeadLettered": "buttress.messaging.relay",
     "RetryGaveUp": "buttress.policies.retry",
     "RetryRecovered": "buttress.policies.retry",
     "RetryScheduled": "buttress.policies.retry",

@@ -90,6 +90,14 @@ KNOWN: dict[str, Literal["counter", "gauge", "histogram"]] = {
     "buttress_degradation_allowed": "gauge",
     "buttress_health_check_up": "gauge",
     "buttress_health_check_duration_seconds": "gauge",
+    "buttress_relay_published_total": "counter",
+    "buttress_relay_retried_total": "counter",
+    "buttress_relay_dead_lettered_total": "counter",
+    "buttress_relay_listen_losses_total": "counter",
+    "buttress_relay_batch_size": "histogram",
+    "buttress_relay_publish_duration_seconds": "histogram",
+    "buttress_relay_lag_seconds": "gauge",
+    "buttress_relay_listening": "gauge",
 }
 """Every family buttress exports, by name, with its type (OpenTelemetry instruments
 must exist before they are observed, so the exporter creates one per entry)."""
