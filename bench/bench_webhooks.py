@@ -1,0 +1,306 @@
+"""Webhook dispatcher throughput, latency and memory, against a local receiver.
+
+Not a pyperf script: each scenario moves thousands of deliveries and is timed once
+per round. The receiver is an aiohttp server in a process of its own on 127.0.0.1
+(answering 200, or 500 to every n-th request); the dispatcher runs in this process
+with durable state on SQLite (a temporary file) or PostgreSQL. Run it with::
+
+    python bench/bench_webhooks.py                       # everything, SQLite
+    python bench/bench_webhooks.py --store postgres      # PostgreSQL (the test db)
+    python bench/bench_webhooks.py --only drain --deliveries 20000
+
+Scenarios:
+
+* **drain** — ``--deliveries`` messages sent first (one endpoint), then one
+  dispatcher delivers all of them: durable deliveries/s from start to the last one
+  written delivered.
+* **drain-10%-failing** — the same with the receiver answering 500 to every 10th
+  request; the failed ones are retried (schedule 0, 50 ms, 100 ms, ...); the rate
+  counts deliveries that succeeded. The issue's target: >= 85 % of the drain rate.
+* **latency** — messages sent one by one at ``--rate``/s for ``--seconds`` while the
+  dispatcher runs; enqueue-to-delivered = the wall time the receiver got the request
+  minus the wall time ``send()`` returned (one machine, one clock): p50 and p99.
+* **dead-endpoint** — 10,000 deliveries pending for an endpoint that refuses every
+  connection, the dispatcher running for ``--seconds``: the process's RSS at the
+  start and the end (it must stay flat: state is in the database, not in memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+PG = os.environ.get("BUTTRESS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TABLES = ("messages", "deliveries", "attempts", "endpoints", "migrations")
+
+
+# -- the receiver (a process of its own) -----------------------------------------------
+
+
+def serve(port: int, fail_every: int) -> None:  # runs in the receiver process
+    from aiohttp import web
+
+    seen: dict[str, float] = {}
+    count = 0
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal count
+        await request.read()
+        count += 1
+        if fail_every and count % fail_every == 0:
+            return web.Response(status=500)
+        seen.setdefault(request.headers["webhook-id"], time.time())
+        return web.Response(status=204)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"requests": count, "seen": seen})
+
+    async def reset(request: web.Request) -> web.Response:
+        nonlocal count
+        seen.clear()
+        count = 0
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def receiver(fail_every: int = 0) -> AsyncIterator[int]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve", str(port), "--fail-every", str(fail_every)
+    )
+    try:
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def receiver_stats(port: int) -> dict[str, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/stats") as r:
+        return dict(await r.json())
+
+
+# -- storage --------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def storage(kind: str) -> AsyncIterator[Any]:
+    from buttress.webhooks.dispatcher import SQLiteDeliveryStore, migrate
+
+    prefix = f"bench_{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "webhooks.db")
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                migrate(conn, prefix)
+            store = SQLiteDeliveryStore(path, prefix)
+            try:
+                yield store
+            finally:
+                await store.close()
+        return
+    import psycopg
+
+    from buttress.webhooks.dispatcher import PostgresDeliveryStore
+
+    with psycopg.connect(PG) as conn:
+        migrate(conn, prefix)
+    pg = PostgresDeliveryStore(PG, prefix)
+    try:
+        yield pg
+    finally:
+        await pg.close()
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute("DROP TABLE IF EXISTS " + ", ".join(f'"{prefix}_{t}"' for t in TABLES))
+
+
+def dispatcher(store: Any, port: int, **options: Any) -> Any:
+    from buttress.webhooks.dispatcher import Dispatcher, Endpoint, RetrySchedule
+    from buttress.webhooks.ssrf import AddressPolicy
+
+    endpoint = Endpoint("bench", f"http://127.0.0.1:{port}/hook", SECRET, max_concurrency=256)
+    options.setdefault(
+        "schedule", RetrySchedule([0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], jitter=0.2)
+    )
+    return Dispatcher(store, [endpoint], policy=AddressPolicy(allow=["127.0.0.0/8"]), **options)
+
+
+async def send_backlog(d: Any, count: int) -> None:
+    from buttress.webhooks.dispatcher import Message
+
+    for start in range(0, count, 1000):
+        await d.send_many(
+            [Message("bench.event", {"n": n}) for n in range(start, min(count, start + 1000))]
+        )
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+async def drain(kind: str, count: int, fail_every: int, in_flight: int) -> dict[str, float]:
+    async with receiver(fail_every) as port, storage(kind) as store:
+        d = dispatcher(store, port, max_in_flight=in_flight, batch_size=200, poll_interval=0.2)
+        async with d:
+            await send_backlog(d, count)
+            start = time.perf_counter()
+            task = asyncio.create_task(d.run())
+            while d.delivered < count:
+                await asyncio.sleep(0.01)
+                if task.done():
+                    task.result()
+            elapsed = time.perf_counter() - start
+            d.stop()
+            await task
+        stats = await receiver_stats(port)
+        counts = await store.counts()
+    assert counts["delivered"] == count, counts
+    return {
+        "deliveries/s": count / elapsed,
+        "requests": float(stats["requests"]),
+        "seconds": elapsed,
+    }
+
+
+async def latency(kind: str, rate: float, seconds: float) -> dict[str, float]:
+    async with receiver() as port, storage(kind) as store:
+        d = dispatcher(store, port, poll_interval=1.0)
+        async with d:
+            task = asyncio.create_task(d.run())
+            await d.send("warm.up", {})
+            await asyncio.sleep(0.5)
+            sent: dict[str, float] = {}
+            total = int(rate * seconds)
+            begin = time.perf_counter()
+            for n in range(total):
+                target = begin + n / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                msg_id, _ = await d.send("bench.event", {"n": n})
+                sent[msg_id] = time.time()
+            while d.delivered < total + 1:  # noqa: ASYNC110 - polling a counter
+                await asyncio.sleep(0.01)
+            d.stop()
+            await task
+        seen = (await receiver_stats(port))["seen"]
+    waits = sorted((seen[i] - t) * 1000 for i, t in sent.items())
+    return {
+        "p50 ms": statistics.median(waits),
+        "p99 ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+        "max ms": waits[-1],
+        "messages": float(len(waits)),
+    }
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def dead_endpoint(kind: str, seconds: float) -> dict[str, float]:
+    port = free_port()  # nothing listens there: every connection is refused
+    async with storage(kind) as store:
+        d = dispatcher(store, port, poll_interval=0.2)
+        async with d:
+            await send_backlog(d, 10_000)
+            task = asyncio.create_task(d.run())
+            await asyncio.sleep(1.0)
+            start = rss_mb()
+            await asyncio.sleep(seconds)
+            end = rss_mb()
+            d.stop()
+            await task
+        counts = await store.counts()
+    return {
+        "rss start MB": start,
+        "rss end MB": end,
+        "pending": float(counts["pending"]),
+        "attempts failed": float(d.failed_attempts),
+    }
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    print(f"# webhook dispatcher ({args.store}) — {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    results: dict[str, Any] = {}
+    for round_ in range(args.rounds):
+        if args.only in ("all", "drain"):
+            results[f"drain #{round_}"] = await drain(
+                args.store, args.deliveries, 0, args.in_flight
+            )
+            print("drain", results[f"drain #{round_}"], flush=True)
+            results[f"drain-10% #{round_}"] = await drain(
+                args.store, args.deliveries, 10, args.in_flight
+            )
+            print("drain-10%-failing", results[f"drain-10% #{round_}"], flush=True)
+        if args.only in ("all", "latency"):
+            results[f"latency #{round_}"] = await latency(args.store, args.rate, args.seconds)
+            print(f"latency at {args.rate:.0f}/s", results[f"latency #{round_}"], flush=True)
+        if args.only in ("all", "dead"):
+            results[f"dead #{round_}"] = await dead_endpoint(args.store, args.seconds)
+            print("dead-endpoint", results[f"dead #{round_}"], flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--only", choices=("all", "drain", "latency", "dead"), default="all")
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fail-every", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.fail_every)
+        return
+    results = asyncio.run(run_all(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
