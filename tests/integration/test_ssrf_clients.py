@@ -68,7 +68,8 @@ class RecordingServer:
     seen: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._sock = socket.socket()
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        self._sock = socket.socket(family)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.address, self.port))
         self._sock.listen(16)
@@ -597,3 +598,24 @@ async def test_a_name_that_does_not_resolve_is_the_clients_usual_connect_error(
         cause = cause.__cause__ or cause.__context__
     assert any(isinstance(c, socket.gaierror) for c in causes)
     assert is_transient(info.value)  # unlike a refusal, worth retrying
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_ipv6_answers_are_vetted_and_connected_to(kind: str, clients: list[Client]) -> None:
+    try:
+        server = RecordingServer("::1")
+    except OSError:  # pragma: no cover - a machine without IPv6 loopback
+        pytest.skip("no IPv6 loopback")
+    try:
+        dns = FakeDNS(hooks_test=[["::1"]])
+        allowing = make(clients, kind, AddressPolicy(["::1"], ports=None), dns)
+        assert await allowing.send(f"http://hooks.test:{server.port}/v6") == (200, "::1")
+        assert [s.host for s in server.requests()] == [f"hooks.test:{server.port}"]
+        refusing = make(clients, kind, PUBLIC_ONLY, dns)
+        with pytest.raises(UnsafeAddress):
+            await refusing.send(f"http://hooks.test:{server.port}/v6")
+        with pytest.raises(UnsafeURL):
+            await refusing.send(f"http://[::1]:{server.port}/v6")
+        assert len(server.requests()) == 1
+    finally:
+        server.close()
