@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from buttress.cli import EXIT_CONFIG
-from buttress.errors import ButtressError, ConfigError
+from buttress.errors import ButtressError, ConfigError, StoreError
 from buttress.messaging._from_url import build, scheme_of
 from buttress.messaging._schema import DEFAULT_TABLE, TableName
 from buttress.messaging.brokers import PublishError
@@ -261,6 +261,10 @@ async def _serve(service: Relay, store: Any, publisher: Any, outbox: str, broker
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, on_signal, number)
     try:
+        try:  # fail fast: a database that cannot be read is not worth a running relay
+            await store.oldest_pending()
+        except Exception as exc:
+            raise StoreError("outbox", f"cannot read the outbox table: {exc}") from exc
         async with publisher:
             log.info("relay %s: %s -> %s", service.name, _redact(outbox), _redact(broker))
             task = asyncio.create_task(service.run())

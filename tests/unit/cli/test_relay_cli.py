@@ -131,6 +131,11 @@ def test_status_of_an_empty_outbox(db: Path) -> None:
         (["status", "--outbox", "sqlite:///{tmp}/none.db"], EXIT_CONFIG, "no database file"),
         (["status", "--outbox", "sqlite:///{db}"], EXIT_CONFIG, "no such table"),
         (
+            ["run", "--outbox", "sqlite:///{db}", "--broker", "redis://127.0.0.1:1/0?stream=x"],
+            EXIT_CONFIG,
+            "cannot read the outbox table: no such table",
+        ),
+        (
             ["run", "--outbox", "sqlite:///{db}", "--broker", "kafka://127.0.0.1"],
             EXIT_USAGE,
             "known schemes",
