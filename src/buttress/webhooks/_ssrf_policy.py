@@ -318,6 +318,7 @@ _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+_MAX_RAW_HOST = 1024  # no real host is this long, in any script, before IDNA
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 
@@ -358,6 +359,8 @@ def parse_host(host: str, *, max_length: int = 253) -> tuple[str, IPAddress | No
         except ValueError:
             raise ValueError("not a valid IPv6 address") from None
         return str(address), address
+    if len(text) > _MAX_RAW_HOST:  # before IDNA, which would work through all of it
+        raise ValueError(f"host longer than {max_length} characters")
     ascii_host = _to_ascii(text)
     bare = ascii_host[:-1] if ascii_host.endswith(".") else ascii_host
     if not bare:

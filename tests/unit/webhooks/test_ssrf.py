@@ -156,6 +156,7 @@ MALFORMED_URLS = [
     "http://" + "a" * 64 + ".com/",
     "http://" + ".".join(["abcdefghi"] * 26) + ".com/",  # 263 characters
     "http://example..com/",
+    "http://" + "\u00ad" * 2000 + "example.com/",  # soft hyphens: IDNA drops them
 ]
 
 
