@@ -254,6 +254,9 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect(
         msg_id, _ = await d.send("t", {})
         assert await d.drain() == 0
         (attempt,) = await d.attempts(msg_id, "a")
+        state = await d.delivery(msg_id, "a")
+    assert state is not None
+    assert (state.status, state.attempts) == ("dead", 1)  # refused: not retried
     assert attempt.status is None
     assert attempt.error is not None
     assert "Unsafe" in attempt.error or "refus" in attempt.error.lower()

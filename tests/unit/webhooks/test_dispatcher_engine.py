@@ -171,6 +171,12 @@ def test_permanent_client_errors_are_not_retried(status: int) -> None:
     assert not decision.retry
 
 
+def test_a_permanent_error_is_not_retried() -> None:
+    refused = Response(NOW, 0.0, None, "UnsafeAddress: 127.0.0.1", permanent=True)
+    decision = engine().decide([(row(), refused)], NOW)
+    assert decision.dead == [(1, 1, "UnsafeAddress: 127.0.0.1 (not retried)", None, 0)]
+
+
 def test_retry_after_is_honoured_and_capped() -> None:
     e = Engine(
         {"a": endpoint()},

@@ -59,6 +59,7 @@ from buttress.webhooks.dispatcher._store import (
     DeliveryStore,
 )
 from buttress.webhooks.signing import _ID_RE, Signer
+from buttress.webhooks.ssrf import SSRFError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -457,6 +458,9 @@ class Dispatcher:
                     return await lane.breaker.acall(self._post, lane, row, at, start)
                 except Rejected:
                     raise
+                except SSRFError as exc:  # the address is refused: no retry changes that
+                    return Response(at, clock.monotonic() - start, error=describe(exc),
+                                    permanent=True)  # fmt: skip
                 except Exception as exc:
                     return Response(at, clock.monotonic() - start, error=describe(exc))
         except CircuitOpen as exc:

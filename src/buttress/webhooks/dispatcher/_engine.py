@@ -11,7 +11,8 @@ Rules, for an attempt that got an answer or an error:
 
 * 2xx: delivered;
 * 410 Gone: dead-lettered, and the endpoint is disabled;
-* another 4xx but 408, 409, 425 and 429: dead-lettered at once (retrying cannot help);
+* another 4xx but 408, 409, 425 and 429, or an address the SSRF guard refuses:
+  dead-lettered at once (retrying cannot help);
 * anything else (no answer, a timeout, a reset, 3xx, 408, 409, 425, 429, 5xx): failed,
   tried again after the schedule's next wait (at least the ``Retry-After`` asked for),
   or dead-lettered when the schedule is used up.
@@ -76,6 +77,7 @@ class Response:
 
     ``headers`` (JSON text) and ``body`` are the capped response headers and excerpt;
     ``at`` the wall time the attempt started, ``latency`` its duration in seconds.
+    ``permanent``: an error no retry can cure (the SSRF guard refused the address).
     """
 
     at: float
@@ -85,6 +87,7 @@ class Response:
     headers: str | None = None
     body: str | None = None
     retry_after: float | None = None
+    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +292,9 @@ class Engine:
             if status == 410:
                 self._dead(decision, row, 1, error, status)
                 self._disable(decision, row.endpoint_id, "410 Gone", now)
+                continue
+            if outcome.permanent:
+                self._dead(decision, row, 1, f"{error} (not retried)", status)
                 continue
             if status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
                 self._dead(decision, row, 1, f"{error} (not retried)", status)
