@@ -17,6 +17,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
+from buttress._options import Options, option
 from buttress.errors import ButtressError, ConfigError
 
 __all__ = [
@@ -230,8 +231,12 @@ def address_refusal(address: IPAddress) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class AddressPolicy:
+class AddressPolicy(Options):
     """Where webhook deliveries may go: the URL rules and the address allowlist.
+
+    Frozen and validated on construction (a bad value raises
+    :class:`~buttress.errors.ConfigError` naming it); ``AddressPolicy.from_mapping``
+    reads one from a configuration table.
 
     Args:
         allow: Networks or single addresses (``"127.0.0.0/8"``, ``"10.1.2.3"``,
@@ -244,12 +249,22 @@ class AddressPolicy:
         max_host_length: Longest host name, in ASCII (IDNA) characters.
     """
 
-    allow: Sequence[str] = ()
+    allow: Sequence[str] = option(
+        (), doc="Networks or addresses let through although refused, e.g. 127.0.0.0/8."
+    )
     _: KW_ONLY
-    schemes: Sequence[str] = DEFAULT_SCHEMES
-    ports: Sequence[int] | None = DEFAULT_PORTS
-    max_host_length: int = 253
-    networks: tuple[IPNetwork, ...] = field(default=(), init=False, repr=False, compare=False)
+    schemes: Sequence[str] = option(DEFAULT_SCHEMES, doc="URL schemes allowed: https, http.")
+    ports: Sequence[int] | None = option(
+        DEFAULT_PORTS, doc="Ports allowed (any on an allowlisted address); None for any."
+    )
+    max_host_length: int = option(253, doc="Longest host name, in ASCII characters (<= 253).")
+    networks: tuple[IPNetwork, ...] = field(
+        default=(),
+        init=False,
+        repr=False,
+        compare=False,
+        metadata={"toml": False, "doc": "The parsed allow (derived)."},
+    )
     """The parsed ``allow`` (derived from it, not a parameter)."""
 
     def __post_init__(self) -> None:

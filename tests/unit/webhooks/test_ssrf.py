@@ -567,3 +567,21 @@ def test_a_public_address_is_accepted_canonically_and_refused_in_shorthand(n: in
                 check_url(url, POLICY)
     for url in encodings[7:]:  # IPv6 embeddings of a public address are public
         assert check_url(url, POLICY).address is not None
+
+
+def test_policy_from_a_configuration_table() -> None:
+    table = {"allow": ["10.0.0.0/8"], "ports": [443, 8443], "max-host-length": 100}
+    policy = AddressPolicy.from_mapping(table, path="webhooks.ssrf")
+    assert policy == AddressPolicy(["10.0.0.0/8"], ports=(443, 8443), max_host_length=100)
+    assert AddressPolicy.toml_keys() == ("allow", "schemes", "ports", "max_host_length")
+    with pytest.raises(ConfigError) as info:
+        AddressPolicy.from_mapping({"allow": ["10.0.0.1/8"]}, path="webhooks.ssrf")
+    assert info.value.path == "webhooks.ssrf.allow[0]"
+    with pytest.raises(ConfigError) as info:
+        AddressPolicy.from_mapping({"networks": []}, path="webhooks.ssrf")
+    assert info.value.path == "webhooks.ssrf.networks"
+    wider = policy.replace(ports=None)
+    assert wider.ports is None
+    assert wider.networks == policy.networks
+    with pytest.raises(ConfigError):
+        policy.replace(schemes=["gopher"])
