@@ -390,3 +390,15 @@ async def test_aio_pikas_own_path_publishes_alike_when_aiormq_is_not_recognised(
         with pytest.raises(PublishRefused):
             await unbound.publish(events(2))
     await admin.exchange_delete(f"{names.exchange}.unbound")
+
+
+async def test_a_body_larger_than_a_frame_is_split_and_arrives_whole(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    big = Envelope(source="/orders", type="order.placed", data={"blob": "x" * 300_000})
+    small = events(2)
+    async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
+        await publisher.publish([small[0], big, small[1]])
+    got = await drain(admin, names.queue)
+    assert [m.message_id for m in got] == [small[0].id, big.id, small[1].id]
+    assert Envelope.from_amqp(got[1].headers, got[1].content_type, got[1].body) == big

@@ -27,6 +27,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.abc
 import aiormq.exceptions
+import pamqp.frame
 from pamqp import commands as spec
 from pamqp.common import FieldValue
 from pamqp.header import ContentHeader
@@ -83,6 +84,24 @@ _CHANNEL_INTERNALS: Final = (
     "number",
     "_split_body",
 )
+
+
+_PUBLISH_FRAMES: dict[tuple[int, str, str, bool], bytes] = {}
+_PUBLISH_FRAMES_MAX: Final = 4096
+
+
+def _publish_frame(channel: int, exchange: str, key: str, mandatory: bool) -> bytes:
+    """The encoded ``Basic.Publish`` method frame: the same bytes for every message
+    to one exchange and routing key, so encoded once (a quarter of pamqp's work per
+    message). The cache is dropped when routing keys are too many to keep."""
+    cache_key = (channel, exchange, key, mandatory)
+    encoded = _PUBLISH_FRAMES.get(cache_key)
+    if encoded is None:
+        if len(_PUBLISH_FRAMES) >= _PUBLISH_FRAMES_MAX:
+            _PUBLISH_FRAMES.clear()
+        method = spec.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory)
+        encoded = _PUBLISH_FRAMES[cache_key] = pamqp.frame.marshal(method, channel)
+    return encoded
 
 
 def _batchable(channel: object) -> bool:
@@ -173,7 +192,8 @@ async def _send_batch(
     entries: list[tuple[int, str, _Confirmation]] = []
     async with channel.lock:
         first = channel.delivery_tag + 1
-        frames: list[Any] = []
+        number = channel.number
+        frames: list[bytes] = []
         for offset, index in enumerate(range(start, stop)):
             body, properties, key = prepared[index]
             tag = first + offset
@@ -181,16 +201,16 @@ async def _send_batch(
             channel.confirmations[tag] = confirmation
             channel.message_id_delivery_tag[ids[index]] = tag
             entries.append((tag, ids[index], confirmation))
-            frames.append(
-                spec.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory)
-            )
-            frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(channel._split_body(body))
+            frames.append(_publish_frame(number, exchange, key, mandatory))
+            header = ContentHeader(properties=properties, body_size=len(body))
+            frames.append(pamqp.frame.marshal(header, number))
+            frames.extend(pamqp.frame.marshal(part, number) for part in channel._split_body(body))
         channel.delivery_tag = first + len(entries) - 1
+        payload = b"".join(frames)
         sent = False
         try:
             await channel.write_queue.put(
-                aiormq.abc.ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+                aiormq.abc.ChannelFrame(payload=payload, should_close=False)
             )
             sent = True
         finally:
