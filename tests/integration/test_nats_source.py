@@ -265,10 +265,20 @@ async def test_the_consumer_runner_over_nats(name: str) -> None:
             assert "cannot handle it" in letter.reason
 
 
-async def test_a_missing_stream_is_refused(name: str) -> None:
-    require_service("nats")
-    with pytest.raises(PublishRefused):
+async def test_a_missing_stream_is_refused_and_nothing_declared(admin: Client, name: str) -> None:
+    with pytest.raises(PublishRefused, match="does not exist"):
         await source(f"{name}_none").connect()
+    assert not [s for s in await admin.jetstream().streams_info() if s.config.name.startswith(name)]
+
+
+async def test_a_dead_letter_stream_without_our_subjects_is_a_config_error(
+    admin: Client, name: str
+) -> None:
+    await publish(name, events(1))
+    await admin.jetstream().add_stream(name=f"{name}_DLQ", subjects=[f"other.{name}"])
+    with pytest.raises(ConfigError) as info:
+        await source(name).connect()
+    assert info.value.path == "dead_letter_stream"
 
 
 async def test_receive_reports_a_cut_connection_and_recovers(name: str) -> None:

@@ -48,6 +48,7 @@ from buttress.messaging.envelope import Envelope, EnvelopeError
 __all__ = ["NatsDeadLetters", "NatsReceived", "NatsSource"]
 
 _NOT_FOUND: Final = 404
+_STREAM_NOT_FOUND: Final = 10059  # JetStream's err_code for "stream not found"
 _MIN_FETCH: Final = 0.01  # seconds: JetStream needs a pull request's expiry above zero
 
 
@@ -358,6 +359,14 @@ class NatsSource:
             return self._sub
 
     async def _declare(self, js: JetStreamContext) -> None:
+        # The consumed stream first: nothing is declared for a stream that is not there.
+        try:
+            await js.consumer_info(self.stream, self.durable)
+            exists = True
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code == _STREAM_NOT_FOUND:
+                raise PublishRefused(f"stream {self.stream!r} does not exist", ()) from exc
+            exists = False
         subjects = [self.dead_letter_subject, self.poison_subject]
         try:
             info = await js.stream_info(self.dead_letter_stream)
@@ -377,17 +386,13 @@ class NatsSource:
                     f"stream {self.dead_letter_stream!r} exists without subject(s) {missing}",
                     path="dead_letter_stream",
                 )
-        try:
-            await js.consumer_info(self.stream, self.durable)
-        except nats.js.errors.NotFoundError as exc:
-            if exc.err_code == 10059:  # the stream itself does not exist
-                raise PublishRefused(f"stream {self.stream!r} does not exist", ()) from exc
+        if not exists:
             config = ConsumerConfig(
                 name=self.durable,
                 durable_name=self.durable,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.ack_wait,
-                max_deliver=-1,
+                max_deliver=-1,  # the runner decides when to give up, not the server
                 max_ack_pending=self.max_ack_pending,
                 filter_subject=self.filter_subject,
             )
