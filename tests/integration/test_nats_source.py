@@ -325,3 +325,23 @@ def test_dead_letters_options() -> None:
     with pytest.raises(ConfigError) as info:
         make(URL, stream="DLQ", subject="x.*")
     assert info.value.path == "subject"
+
+
+async def test_settling_after_the_source_closed_fails_and_the_message_comes_back(name: str) -> None:
+    await publish(name, events(1))
+    src = source(name, ack_wait=1)
+    async with src:
+        (message,) = await receive_all(src, 1)
+    for settle in (message.ack(), message.retry(0.1)):
+        with pytest.raises(BrokerUnavailable) as info:
+            await settle
+        assert is_transient(info.value)
+    # The source itself is closed for good.
+    with pytest.raises(PublishRefused, match="the source is closed"):
+        await message.dead_letter("late")
+    with pytest.raises(PublishRefused, match="the source is closed"):
+        await src.receive(1, 0.1)
+    async with source(name) as again:  # never settled: delivered again
+        (back,) = await receive_all(again, 1)
+        assert back.deliveries == 2
+        await back.ack()

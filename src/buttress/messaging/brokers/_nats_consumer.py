@@ -59,7 +59,10 @@ def _failure(message: str, ids: Sequence[str], exc: BaseException) -> PublishErr
 class _Connection:
     """One lazily made client, shared by a source or a dead-letter queue's calls."""
 
-    def __init__(self, url: str, name: str, timeout: float, reconnect_interval: float) -> None:
+    def __init__(
+        self, url: str, name: str, timeout: float, reconnect_interval: float, what: str
+    ) -> None:
+        self.what = what
         self.url = url
         self.name = name
         self.timeout = timeout
@@ -70,7 +73,7 @@ class _Connection:
 
     async def get(self) -> Client:
         if self.closed:
-            raise PublishRefused("closed", ())
+            raise PublishRefused(f"the {self.what} is closed", ())
         client = self.client
         if client is not None and not client.is_closed:
             return client
@@ -307,7 +310,7 @@ class NatsSource:
         reconnect_interval = check_seconds(reconnect_interval, "reconnect_interval", positive=True)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"must be a non-empty string, got {name!r}", path="name")
-        self._connection = _Connection(self.url, name, self.timeout, reconnect_interval)
+        self._connection = _Connection(self.url, name, self.timeout, reconnect_interval, "source")
         self._sub: JetStreamContext.PullSubscription | None = None
         self._lock = asyncio.Lock()
 
@@ -484,7 +487,9 @@ class NatsDeadLetters:
         self.stream = check_stream_name(stream, "stream")
         self.subject = check_subject(subject, "subject")
         self.timeout = timeout_option(timeout)
-        self._connection = _Connection(self.url, "buttress-dead-letters", self.timeout, 1.0)
+        self._connection = _Connection(
+            self.url, "buttress-dead-letters", self.timeout, 1.0, "dead-letter queue"
+        )
 
     def __repr__(self) -> str:
         return f"NatsDeadLetters(stream={self.stream!r}, subject={self.subject!r})"
