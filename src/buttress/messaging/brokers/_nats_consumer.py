@@ -189,7 +189,7 @@ class NatsReceived:
         Raises:
             BrokerUnavailable: the copy was not confirmed; the message is left
                 unacknowledged, to be delivered again.
-            PublishRefused: JetStream refused the copy.
+            PublishRefused: JetStream refused the copy, or the source is closed.
         """
         source = self._source
         kind = "poison" if poison else "dead"
