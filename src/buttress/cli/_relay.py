@@ -290,8 +290,8 @@ def _age(seconds: float | None) -> str:
 @_outbox_options
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def status(outbox: str, table: str, schema: str | None, as_json: bool) -> None:
-    """Show the outbox: pending, published and dead events, and the lag (the age of
-    the oldest pending event)."""
+    """Show the outbox: pending and dead events, and the lag (the age of the oldest
+    pending event)."""
     store = _store(outbox, table, schema)
     letters = OutboxDeadLetters(outbox, table, schema=schema)
 
@@ -317,12 +317,11 @@ def status(outbox: str, table: str, schema: str | None, as_json: bool) -> None:
         click.echo(json.dumps({**counts, "lag_seconds": lag, "table": table}))
         return
     grid = Table(title=f"Outbox {_redact(outbox)} ({table})", title_justify="left")
-    for header in ("Pending", "Lag", "Published", "Dead"):
+    for header in ("Pending", "Lag", "Dead"):
         grid.add_column(header, justify="right")
     grid.add_row(
         str(counts["pending"]),
         _age(lag),
-        str(counts["published"]),
         f"[red]{counts['dead']}[/]" if counts["dead"] else "0",
     )
     console = Console(highlight=False)
