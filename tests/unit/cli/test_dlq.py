@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,35 @@ def test_outbox_urls_open_the_outbox(db: Path) -> None:
     letters = dead_letters_from_url(f"sqlite:///{db}?table={TABLE}&batch_size=9")
     assert isinstance(letters, OutboxDeadLetters)
     assert (letters.table.name, letters.batch_size) == (TABLE, 9)
+
+
+class _Typed:
+    """Parameters of every kind the URL's query converts to."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: Sequence[str] = (),
+        *,
+        limit: int | None = 5,
+        ratio: float = 1.0,
+        name: str = "x",
+    ) -> None:
+        self.url, self.keys, self.limit, self.ratio, self.name = url, keys, limit, ratio, name
+
+
+def test_query_values_follow_the_parameters_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(QUEUES, "typed", f"{__name__}:_Typed")
+    made: Any = dead_letters_from_url(
+        "typed://h/p?keys=a,b&keys=c&limit=none&ratio=0.5&name=7&url=ignored"
+    )
+    assert (made.url, made.keys, made.limit, made.ratio, made.name) == (
+        "typed://h/p?url=ignored",  # the first parameter is the URL itself
+        ("a", "b", "c"),
+        None,
+        0.5,
+        "7",
+    )
+    assert dead_letters_from_url("typed://h?limit=9", limit=3).limit == 3  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="ratio='half'"):
+        dead_letters_from_url("typed://h?ratio=half")
