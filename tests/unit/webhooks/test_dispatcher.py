@@ -522,10 +522,13 @@ async def test_the_rate_limit_defers_the_excess(
     receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
 ) -> None:
     async with dispatcher(store, [endpoint(receiver, rate_limit=2)], wall) as d:
-        for _ in range(5):
-            await d.send("t", {})
+        ids = [(await d.send("t", {}))[0] for _ in range(5)]
+        start = wall.time()
         assert await d.drain() == 2
         assert (await store.counts())["pending"] == 3
+        # The refused ones come back one token apart, not all at the next token.
+        due = [s.next_attempt_at - start for i in ids[2:] if (s := await d.delivery(i, "a"))]
+        assert due == pytest.approx([0.5, 1.0, 1.5])
         wall.advance(1.0)
         assert await d.drain() == 2
         wall.advance(1.0)
@@ -690,3 +693,22 @@ async def test_the_service_delivers_what_is_sent_and_stops_gracefully(
         await task2
     assert await store.counts() == {"pending": 0, "delivered": 50, "dead": 0}
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 50
+
+
+async def test_a_running_dispatcher_sees_endpoints_disabled_elsewhere(
+    receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
+) -> None:
+    e = endpoint(receiver)
+    async with dispatcher(store, [e], wall) as one, dispatcher(store, [e], wall) as other:
+        assert (await other.send("t", {}))[1] == ["a"]
+        await one.disable("a", "maintenance")
+        await other._maybe_prune()  # what run() does every 30 s
+        assert (await other.send("t", {}))[1] == []
+        assert await other.drain() == 0  # the pending one is dead-lettered, not sent
+        (letter,) = await other.dead_letters().list()
+        assert "maintenance" in letter.reason
+        await one.enable("a")
+        wall.advance(31)
+        await other._maybe_prune()
+        assert (await other.send("t", {}))[1] == ["a"]
+    assert receiver.received == []

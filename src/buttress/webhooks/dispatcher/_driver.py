@@ -125,7 +125,10 @@ def default_breaker(endpoint: Endpoint, clock: Clock) -> CircuitBreaker:
 class _Lane:
     """One endpoint's runtime: its signer, policies and fixed headers."""
 
-    __slots__ = ("breaker", "bulkhead", "endpoint", "headers", "limiter", "signer", "timeout")
+    __slots__ = (
+        "breaker", "bulkhead", "endpoint", "headers", "limiter", "next_slot", "signer",
+        "spacing", "timeout",
+    )  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - private, one call site
         self,
@@ -163,6 +166,8 @@ class _Lane:
             **endpoint.headers,
         }
         self.timeout = cast(float, endpoint.timeout)  # seconds once validated
+        self.spacing = 1.0 / endpoint.rate_limit if endpoint.rate_limit else 0.0
+        self.next_slot = 0.0
 
 
 def _capped_headers(headers: Mapping[str, str]) -> str:
@@ -450,7 +455,12 @@ class Dispatcher:
         if lane.limiter is not None:
             allowed = lane.limiter.hit()
             if not allowed.allowed:
-                return Deferred(clock.time() + allowed.retry_after, "rate limited")
+                # Space the refused ones out, one token apart, so each comes back
+                # when a token is there for it instead of all at the next one.
+                now = clock.time()
+                slot = max(lane.next_slot, now + allowed.retry_after)
+                lane.next_slot = slot + lane.spacing
+                return Deferred(slot, "rate limited")
         try:
             async with lane.bulkhead:
                 at, start = clock.time(), clock.monotonic()
@@ -604,6 +614,12 @@ class Dispatcher:
         if self._last_prune is not None and now - self._last_prune < _PRUNE_EVERY:
             return
         self._last_prune = now
+        # Also see what other dispatchers disabled or enabled meanwhile.
+        failing, disabled = await self.storage.health()
+        self.engine.disabled.clear()
+        self.engine.disabled.update(disabled)
+        for endpoint_id, since in failing.items():
+            self.engine.failing_since.setdefault(endpoint_id, since)
         await self.prune()
 
     async def run(self) -> None:
