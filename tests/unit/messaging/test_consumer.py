@@ -353,6 +353,24 @@ async def test_cancelling_run_interrupts_handlers_and_leaves_messages_unacked() 
     assert runner.released == 1
 
 
+async def test_a_cancellation_a_source_swallowed_still_stops_the_runner() -> None:
+    class Swallowing(FakeSource):
+        async def receive(self, max_messages: int, timeout: float) -> Sequence[Received]:  # noqa: ASYNC109
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:  # what some drivers do, now and then
+                pass
+            return []
+
+    runner = consumer(Swallowing(), ok)
+    task = asyncio.create_task(runner.run())
+    await tick(3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):  # only on failure: the runner would go on
+            await task
+
+
 async def test_run_twice_at_once_is_refused_and_stop_before_run_returns_at_once() -> None:
     runner = consumer(FakeSource(), ok)
     runner.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from buttress.messaging.consumer._engine import Action, Engine, Verdict
 from buttress.messaging.consumer._runner import ClaimInbox, Consumer, Handler
-from buttress.messaging.consumer._source import Received, Source
+from buttress.messaging.consumer._source import Received, Source, SourceUnavailable
 
 __all__ = [
     "Action",
@@ -22,5 +22,6 @@ __all__ = [
     "Handler",
     "Received",
     "Source",
+    "SourceUnavailable",
     "Verdict",
 ]

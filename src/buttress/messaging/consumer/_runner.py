@@ -53,6 +53,15 @@ def _seconds(value: object, path: str, *, zero: bool = False) -> float:
     return float(value)
 
 
+def _cancel_if_requested() -> None:
+    """Raise the cancellation a library swallowed: some drivers (redis-py's asyncio
+    client, for one) can drop a ``CancelledError`` that lands in a command at the
+    wrong moment, which would leave a cancelled runner running for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _is_async(handler: object) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
@@ -367,6 +376,7 @@ class Consumer:
                     self.concurrency - len(self._tasks), self.receive_timeout
                 )
             except Exception as exc:
+                _cancel_if_requested()
                 failures += 1
                 delay = min(_RECEIVE_RETRY_MAX, 0.1 * 2 ** min(failures, 10))
                 log.warning(
@@ -376,7 +386,8 @@ class Consumer:
                 continue
             failures = 0
             for message in batch:
-                self._spawn(message)
+                self._spawn(message)  # even when cancelled: the tasks are interrupted
+            _cancel_if_requested()
             if until_idle and not batch and not self._tasks:
                 break
 

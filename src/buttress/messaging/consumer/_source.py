@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from buttress.errors import ButtressError
 from buttress.messaging.envelope import Envelope
 
-__all__ = ["Received", "Source"]
+__all__ = ["Received", "Source", "SourceUnavailable"]
+
+
+class SourceUnavailable(ButtressError):
+    """The broker could not be reached, or did not answer in time, while receiving or
+    settling a message. Transient: the consumer runner tries again, and a message
+    that could not be settled is redelivered by the broker."""
+
+    transient = True
 
 
 @runtime_checkable
