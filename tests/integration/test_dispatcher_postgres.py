@@ -54,6 +54,27 @@ async def store(prefix: str) -> AsyncIterator[PostgresDeliveryStore]:
     await s.close()
 
 
+async def run_until_delivered(
+    dispatchers: list[Dispatcher], stores: list[PostgresDeliveryStore], expected: int
+) -> None:
+    """Run the dispatchers until ``expected`` deliveries are delivered, then stop
+    them and close everything."""
+    tasks = [asyncio.create_task(d.run()) for d in dispatchers]
+    try:
+        for _ in range(1000):
+            if (await stores[0].counts())["delivered"] == expected:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        for d in dispatchers:
+            d.stop()
+        await asyncio.gather(*tasks)
+        for d in dispatchers:
+            await d.close()
+        for s in stores:
+            await s.close()
+
+
 async def test_retry_dead_letter_and_replay(
     receiver: Receiver, store: PostgresDeliveryStore
 ) -> None:
@@ -94,21 +115,8 @@ async def test_two_dispatchers_share_the_work_without_double_delivery(
         Dispatcher(s, [e], policy=LOOPBACK, poll_interval=0.05, batch_size=20, name=f"d{i}")
         for i, s in enumerate(stores)
     ]
-    tasks = [asyncio.create_task(d.run()) for d in dispatchers]
-    try:
-        await dispatchers[0].send_many([Message("t", {"n": n}) for n in range(300)])
-        for _ in range(1000):
-            if (await stores[0].counts())["delivered"] == 300:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        for d in dispatchers:
-            d.stop()
-        await asyncio.gather(*tasks)
-        for d in dispatchers:
-            await d.close()
-        for s in stores:
-            await s.close()
+    await dispatchers[0].send_many([Message("t", {"n": n}) for n in range(300)])
+    await run_until_delivered(dispatchers, stores, 300)
     ids = [r.headers["webhook-id"] for r in receiver.received]
     assert len(ids) == len(set(ids)) == 300
     assert all(d.delivered > 0 for d in dispatchers)  # both took part
@@ -126,20 +134,7 @@ async def test_ordered_delivery_holds_across_dispatchers(receiver: Receiver, pre
     sent = await dispatchers[0].send_many(
         [Message("t", {"n": n}, key=f"k{n % 3}") for n in range(30)]
     )
-    tasks = [asyncio.create_task(d.run()) for d in dispatchers]
-    try:
-        for _ in range(1000):
-            if (await stores[0].counts())["delivered"] == 30:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        for d in dispatchers:
-            d.stop()
-        await asyncio.gather(*tasks)
-        for d in dispatchers:
-            await d.close()
-        for s in stores:
-            await s.close()
+    await run_until_delivered(dispatchers, stores, 30)
     order = {msg_id: n for n, (msg_id, _) in enumerate(sent)}
     firsts: list[int] = []
     for got in receiver.received:
