@@ -256,12 +256,81 @@ def relay(store: Any, publisher: Any, batch: int, **options: Any) -> Any:
     )
 
 
-async def drain_buttress(store: Any, publisher: Any, batch: int, expected: int) -> float:
+# ----------------------------------------------------------------------------- CPU
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+BROKERS = {"rabbitmq": "beam.smp", "redis": "redis-server", "nats": "nats-server"}
+CPU: dict[str, list[dict[str, float]]] = {}
+"""Per scenario, per round: CPU seconds per event of the relay process, of its
+PostgreSQL backends and of the broker's server process (read from /proc)."""
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _pids(command: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == command:
+                    found.append(int(entry.name))
+    return found
+
+
+def _backends(application: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+class CpuMeter:
+    """CPU used during a run by this process, by the PostgreSQL backends named
+    ``application`` and by the broker's server (``None``: no broker measured).
+    Other engineers' work on the same servers is counted too: an upper bound."""
+
+    def __init__(self, application: str, broker: str | None) -> None:
+        self.application = application
+        self.broker = broker
+
+    def start(self) -> None:
+        self.own = time.process_time()
+        self.pg = {pid: _cpu(pid) for pid in _backends(self.application)}
+        self.server = {pid: _cpu(pid) for pid in _pids(BROKERS[self.broker])} if self.broker else {}
+
+    def stop(self, scenario: str, events: int) -> None:
+        own = time.process_time() - self.own
+        pg = sum(_cpu(pid) - self.pg.get(pid, 0.0) for pid in _backends(self.application))
+        server = sum(_cpu(pid) - before for pid, before in self.server.items())
+        CPU.setdefault(scenario, []).append(
+            {"relay": own / events, "postgres": pg / events, "broker": server / events}
+        )
+
+
+async def drain_buttress(
+    store: Any, publisher: Any, batch: int, expected: int, *, scenario: str = "", broker: str = ""
+) -> float:
+    application = getattr(store, "application_name", "")
+    meter = CpuMeter(application, broker or None)
     async with publisher:
         r = relay(store, publisher, batch)
+        if application:
+            await store.oldest_pending()  # the pool's first connection, for the meter
+        meter.start()
         start = time.perf_counter()
         done = await r.drain()
         elapsed = time.perf_counter() - start
+        meter.stop(scenario, expected)
         await store.close()
     if done != expected:
         raise RuntimeError(f"drained {done} of {expected}")
@@ -276,6 +345,7 @@ class MinimalRelay:
     retry, no leases: what a first outbox relay looks like."""
 
     def __init__(self, table: str, exchange: str, batch: int, on_confirm: Any = None) -> None:
+        self.application = f"bench minimal {tag()}"
         self.table = table
         self.exchange_name = exchange
         self.batch = batch
@@ -292,7 +362,7 @@ class MinimalRelay:
         import aio_pika
         import psycopg
 
-        self.conn = await psycopg.AsyncConnection.connect(PG)
+        self.conn = await psycopg.AsyncConnection.connect(PG, application_name=self.application)
         self.amqp = await aio_pika.connect(AMQP)
         channel = await self.amqp.channel(publisher_confirms=True)
         self.exchange = await channel.get_exchange(self.exchange_name)
@@ -381,8 +451,14 @@ async def drain_pg_rabbitmq(args: Args) -> float:
     table, name = pg_table(args.events, args.keys), f"bench.relay.{tag()}"
     try:
         await rabbit_topology(name)
+        store = PostgresRelayStore(PG, table, application_name=f"bench relay {tag()}")
         return await drain_buttress(
-            PostgresRelayStore(PG, table), rabbit_publisher(name), args.batch, args.events
+            store,
+            rabbit_publisher(name),
+            args.batch,
+            args.events,
+            scenario="drain-pg-rabbitmq",
+            broker="rabbitmq",
         )
     finally:
         pg_drop(table)
@@ -394,9 +470,12 @@ async def drain_pg_rabbitmq_minimal(args: Args) -> float:
     try:
         await rabbit_topology(name)
         async with MinimalRelay(table, name, args.batch) as minimal:
+            meter = CpuMeter(minimal.application, "rabbitmq")
+            meter.start()
             start = time.perf_counter()
             done = await minimal.drain()
             elapsed = time.perf_counter() - start
+            meter.stop("drain-pg-rabbitmq-minimal", done)
         if done != args.events:
             raise RuntimeError(f"drained {done} of {args.events}")
         return done / elapsed
@@ -410,8 +489,14 @@ async def drain_pg_redis(args: Args) -> float:
 
     table, stream = pg_table(args.events, args.keys), f"bench:relay:{tag()}"
     try:
+        store = PostgresRelayStore(PG, table, application_name=f"bench relay {tag()}")
         return await drain_buttress(
-            PostgresRelayStore(PG, table), redis_publisher(stream), args.batch, args.events
+            store,
+            redis_publisher(stream),
+            args.batch,
+            args.events,
+            scenario="drain-pg-redis",
+            broker="redis",
         )
     finally:
         pg_drop(table)
@@ -424,7 +509,12 @@ async def drain_sqlite_redis(args: Args) -> float:
     path, stream = sqlite_file(args.events, args.keys), f"bench:relay:{tag()}"
     try:
         return await drain_buttress(
-            SQLiteRelayStore(path), redis_publisher(stream), args.batch, args.events
+            SQLiteRelayStore(path),
+            redis_publisher(stream),
+            args.batch,
+            args.events,
+            scenario="drain-sqlite-redis",
+            broker="redis",
         )
     finally:
         for suffix in ("", "-wal", "-shm"):
@@ -651,8 +741,9 @@ async def run_all(args: Args, only: str, profile: str | None) -> str:
             f"### Backlog drain ({args.events:,} events, {args.keys:,} keys, "
             f"batches of {args.batch})",
             "",
-            "| scenario | best | median | target | verdict |",
-            "|---|---:|---:|---:|---|",
+            "| scenario | best | median | target | verdict "
+            "| CPU µs/event: relay / PostgreSQL / broker |",
+            "|---|---:|---:|---:|---|---|",
         ]
         minimal_best = ours_best = None
         for name, label, services, fn in DRAINS:
@@ -675,9 +766,14 @@ async def run_all(args: Args, only: str, profile: str | None) -> str:
             verdict = ""
             if target is not None:
                 verdict = "met" if best >= target else f"missed ({best / target:.0%})"
+            cpu = CPU.get(name)
+            used = ""
+            if cpu:
+                mid = {k: statistics.median(r[k] for r in cpu) * 1e6 for k in cpu[0]}
+                used = f"{mid['relay']:.0f} / {mid['postgres']:.0f} / {mid['broker']:.0f}"
             lines.append(
                 f"| {label} | {best:,.0f}/s | {median:,.0f}/s | "
-                f"{'' if target is None else f'≥ {target:,.0f}/s'} | {verdict} |"
+                f"{'' if target is None else f'≥ {target:,.0f}/s'} | {verdict} | {used} |"
             )
         if minimal_best and ours_best:
             lines += [
