@@ -712,3 +712,28 @@ async def test_a_running_dispatcher_sees_endpoints_disabled_elsewhere(
         await other._maybe_prune()
         assert (await other.send("t", {}))[1] == ["a"]
     assert receiver.received == []
+
+
+async def test_the_default_schedule_over_a_day_then_a_dead_letter(
+    receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
+) -> None:
+    receiver.default = 503
+    d = Dispatcher(store, [endpoint(receiver)], policy=LOOPBACK, clock=wall, random=lambda: 0.5,
+                   breaker=lambda e, clock: CircuitBreaker(consecutive_failures=100, clock=clock))  # fmt: skip
+    async with d:
+        msg_id, _ = await d.send("t", {})
+        start = wall.time()
+        await d.drain()  # the first attempt, at once
+        for wait in (5, 300, 1800, 7200, 18000, 36000, 36000):
+            wall.advance(wait - 0.001)
+            await d.drain()  # not due yet: nothing is sent
+            wall.advance(0.001)
+            await d.drain()
+        attempts = await d.attempts(msg_id, "a")
+        state = await d.delivery(msg_id, "a")
+    offsets = [round(a.at - start, 3) for a in attempts]
+    assert offsets == [0, 5, 305, 2105, 9305, 27305, 63305, 99305]  # ~27.6 h
+    assert [a.status for a in attempts] == [503] * 8
+    assert state is not None
+    assert (state.status, state.attempts) == ("dead", 8)
+    assert state.last_error == "8 attempts failed; last: HTTP 503"
