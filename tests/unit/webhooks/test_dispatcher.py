@@ -718,8 +718,7 @@ async def test_the_default_schedule_over_a_day_then_a_dead_letter(
     receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
 ) -> None:
     receiver.default = 503
-    d = Dispatcher(store, [endpoint(receiver)], policy=LOOPBACK, clock=wall, random=lambda: 0.5,
-                   breaker=lambda e, clock: CircuitBreaker(consecutive_failures=100, clock=clock))  # fmt: skip
+    d = Dispatcher(store, [endpoint(receiver)], policy=LOOPBACK, clock=wall, random=lambda: 0.5)
     async with d:
         msg_id, _ = await d.send("t", {})
         start = wall.time()
