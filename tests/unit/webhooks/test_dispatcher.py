@@ -736,3 +736,27 @@ async def test_the_default_schedule_over_a_day_then_a_dead_letter(
     assert state is not None
     assert (state.status, state.attempts) == ("dead", 8)
     assert state.last_error == "8 attempts failed; last: HTTP 503"
+
+
+async def test_an_unexpected_error_is_a_failed_attempt_not_a_lost_delivery(
+    receiver: Receiver,
+    store: SQLiteDeliveryStore,
+    wall: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with dispatcher(store, [endpoint(receiver)], wall) as d:
+        msg_id, _ = await d.send("t", {})
+
+        class Broken:
+            def hit(self) -> None:
+                raise RuntimeError("a bug")
+
+        monkeypatch.setattr(d._lanes["a"], "limiter", Broken())
+        assert await d.drain() == 0
+        monkeypatch.undo()
+        wall.advance(5)
+        assert await d.drain() == 1
+        attempts = await d.attempts(msg_id, "a")
+    assert attempts[0].error == "RuntimeError: a bug"
+    assert "failed unexpectedly" in caplog.text

@@ -445,6 +445,13 @@ class Dispatcher:
         )
 
     async def _attempt(self, row: Claimed) -> Outcome:
+        try:
+            return await self._try(row)
+        except Exception as exc:  # a bug of ours or a hook's: a failed attempt, logged
+            log.exception("delivery %s to %s failed unexpectedly", row.message_id, row.endpoint_id)
+            return Response(self.clock.time(), 0.0, error=describe(exc))
+
+    async def _try(self, row: Claimed) -> Outcome:
         clock = self.clock
         lane = self._lanes.get(row.endpoint_id)
         if lane is None:
@@ -553,9 +560,8 @@ class Dispatcher:
         async def deliver() -> None:
             try:
                 outcome = await self._attempt(row)
-            except BaseException as exc:  # cancelled: release it for later
-                outcome = Deferred(self.clock.time(), f"interrupted: {describe(exc)}")
-                self._results.append((row, outcome))
+            except asyncio.CancelledError:  # stopped at once: release it for later
+                self._results.append((row, Deferred(self.clock.time(), "interrupted")))
                 raise
             self._results.append((row, outcome))
             if self._results_ready is not None:
