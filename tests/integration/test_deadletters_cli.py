@@ -223,3 +223,102 @@ async def test_dlq_on_a_nats_queue(nats_dlq: tuple[str, str]) -> None:
     assert "handler failed 0" in shown[1]
     assert purged[1].strip() == "purged 1 dead letter"
     assert [json.loads(line)["id"] for line in after[1].splitlines()] == ["2"]
+
+
+# -- relay run to each broker, by URL scheme ----------------------------------------------
+
+
+def run_relay_until(table: str, broker: str, done: Callable[[], bool]) -> str:
+    """``buttress relay run`` until ``done()``, then SIGTERM; its standard error."""
+    relay = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "buttress", "relay", "run", "--outbox", PG),
+            *("--table", table, "--broker", broker, "--poll-interval", "0.2"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(done, f"the events at {broker}")
+        relay.send_signal(signal.SIGTERM)
+        _, err = relay.communicate(timeout=BOUND)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    assert relay.returncode == 0, err
+    return err
+
+
+def test_relay_run_to_nats(table: str) -> None:
+    require_service("nats")
+    import nats
+
+    stream = f"TRELAYCLI_{uuid.uuid4().hex[:10]}"
+    events = [Envelope(source="/o", type="order.placed", subject=f"o-{i}") for i in range(3)]
+    with psycopg.connect(PG) as conn:
+        Outbox(table).add_many(conn, events)
+
+    async def stored() -> int:
+        client = await nats.connect(NATS)
+        try:
+            info = await client.jetstream().stream_info(stream)
+            return int(info.state.messages)
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await client.close()
+
+    async def drop() -> None:
+        client = await nats.connect(NATS)
+        try:
+            await client.jetstream().delete_stream(stream)
+        finally:
+            await client.close()
+
+    try:
+        url = f"{NATS}?stream={stream}&subject_prefix={stream.lower()}"
+        err = run_relay_until(table, url, lambda: asyncio.run(stored()) == 3)
+    finally:
+        asyncio.run(drop())
+    assert "stopped: 3 published" in err
+
+
+def test_relay_run_to_rabbitmq(table: str) -> None:
+    require_service("rabbitmq")
+    import aio_pika
+
+    name = f"test.buttress.relaycli.{uuid.uuid4().hex[:10]}"
+    amqp = f"amqp://guest:guest@127.0.0.1:{SERVICES['rabbitmq']}/"
+    events = [Envelope(source="/o", type="order.placed", subject=f"o-{i}") for i in range(3)]
+    with psycopg.connect(PG) as conn:
+        Outbox(table).add_many(conn, events)
+
+    async def queued() -> int:
+        connection = await aio_pika.connect(amqp)
+        async with connection:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return 0
+            return int(queue.declaration_result.message_count or 0)
+
+    async def drop() -> None:
+        connection = await aio_pika.connect(amqp)
+        async with connection:
+            channel = await connection.channel()
+            for queue in (name, f"{name}.dlq"):
+                await channel.queue_delete(queue)
+            for exchange in (name, f"{name}.dlx"):
+                await channel.exchange_delete(exchange)
+
+    try:
+        url = f"{amqp}?exchange={name}&queue={name}"
+        err = run_relay_until(table, url, lambda: asyncio.run(queued()) == 3)
+    finally:
+        asyncio.run(drop())
+    assert "stopped: 3 published" in err
