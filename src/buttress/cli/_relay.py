@@ -207,11 +207,6 @@ def run(
     The first signal finishes the batch in flight and exits; a second one stops at
     once.
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     store = _store(outbox, table, schema, pool_size=pool_size)
     try:
         publisher = build(PUBLISHERS, broker, "--broker", "publisher")
@@ -232,10 +227,21 @@ def run(
         )
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
+    # buttress's loggers to standard error while it runs (the root logger is left
+    # alone: the command may run inside another program).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("buttress")
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(log_level.upper())
     try:
         asyncio.run(_serve(service, store, publisher, outbox, broker))
     except (ButtressError, OSError) as exc:
         _fail(broker if isinstance(exc, PublishError) else outbox, exc)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
     click.echo(
         f"relay {service.name} stopped: {service.published} published, "
         f"{service.dead_lettered} dead-lettered",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -257,3 +258,15 @@ def test_a_second_signal_stops_at_once(db: Path, tmp_path: Path) -> None:
     assert relay.returncode == 0, err
     assert "again: stopping now" in err
     assert set(statuses(db).values()) == {"pending"}  # left for the lease to run out
+
+
+def test_run_leaves_the_logging_configuration_as_it_found_it(db: Path) -> None:
+    before = (logging.getLogger().handlers[:], logging.getLogger("buttress").handlers[:])
+    level = logging.getLogger("buttress").level
+    code, _, err = cli(
+        "relay", "run", "--outbox", f"sqlite:///{db}", "--broker", "redis://127.0.0.1:1/0?stream=x"
+    )
+    assert code == EXIT_CONFIG, err
+    after = (logging.getLogger().handlers[:], logging.getLogger("buttress").handlers[:])
+    assert after == before
+    assert logging.getLogger("buttress").level == level
