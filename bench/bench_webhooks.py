@@ -36,6 +36,7 @@ import platform
 import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -170,6 +171,200 @@ async def send_backlog(d: Any, count: int) -> None:
         )
 
 
+# -- the peers: Celery and Dramatiq workers posting with httpx ---------------------------
+#
+# What Python users run today for webhooks: a task per delivery on RabbitMQ, posted with
+# httpx (signed the same way), retried with exponential backoff and jitter on an error
+# (0.05 s doubling, as the dispatcher's schedule here). Their workers import this module
+# with BENCH_WEBHOOKS_PEER set, which defines the task at import.
+
+AMQP = os.environ.get("BUTTRESS_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+PEER = os.environ.get("BENCH_WEBHOOKS_PEER", "")
+PEER_URL = os.environ.get("BENCH_WEBHOOKS_URL", "")
+PEER_QUEUE = os.environ.get("BENCH_WEBHOOKS_QUEUE", "bench_webhooks")
+_client_local: Any = None
+
+
+def post_with_httpx(msg_id: str, body: bytes) -> None:
+    """One signed POST with a (per process) httpx client; raises on a non-2xx answer."""
+    global _client_local
+    import httpx
+
+    from buttress.webhooks.signing import Signer
+
+    if _client_local is None:
+        _client_local = (httpx.Client(timeout=15.0), Signer(SECRET))
+    client, signer = _client_local
+    headers = signer.headers(msg_id, body)
+    headers["content-type"] = "application/json"
+    client.post(PEER_URL, content=body, headers=headers).raise_for_status()
+
+
+def backoff(retries: int) -> float:
+    import random
+
+    return 0.05 * 2**retries * random.uniform(0.8, 1.2)
+
+
+def peer_task(kind: str) -> Any:
+    """The peer's task (its ``send(msg_id, body)`` enqueues one delivery)."""
+    if kind == "dramatiq":
+        import dramatiq
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        dramatiq.set_broker(RabbitmqBroker(url=AMQP))
+
+        @dramatiq.actor(queue_name=PEER_QUEUE, max_retries=8, min_backoff=50, max_backoff=3200)
+        def deliver(msg_id: str, body: str) -> None:
+            post_with_httpx(msg_id, body.encode())
+
+        return deliver
+    from celery import Celery
+
+    app = Celery("bench_webhooks", broker=AMQP)
+    app.conf.update(
+        task_acks_late=True,
+        task_ignore_result=True,
+        task_default_queue=PEER_QUEUE,
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+    )
+
+    @app.task(bind=True, max_retries=8, name="bench_webhooks.deliver")
+    def deliver_celery(self: Any, msg_id: str, body: str) -> None:
+        import httpx
+
+        try:
+            post_with_httpx(msg_id, body.encode())
+        except httpx.HTTPError as exc:
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
+
+    deliver_celery.send = lambda msg_id, body: deliver_celery.apply_async((msg_id, body))
+    deliver_celery.app_ = app
+    return deliver_celery
+
+
+if PEER:  # a worker process of the peer
+    TASK = peer_task(PEER)
+    if PEER == "celery":
+        app = TASK.app_
+
+
+def peer_worker(kind: str, port: int, queue: str, concurrency: int) -> Any:
+    env = {
+        **os.environ,
+        "BENCH_WEBHOOKS_PEER": kind,
+        "BENCH_WEBHOOKS_URL": f"http://127.0.0.1:{port}/hook",
+        "BENCH_WEBHOOKS_QUEUE": queue,
+        "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent / 'src'}",
+    }
+    bin_dir = Path(sys.executable).parent
+    if kind == "dramatiq":
+        command = [str(bin_dir / "dramatiq"), "bench_webhooks", "--processes", "2",
+                   "--threads", str(max(1, concurrency // 2))]  # fmt: skip
+    else:
+        command = [str(bin_dir / "celery"), "-A", "bench_webhooks", "worker", "--pool",
+                   "prefork", "-c", str(concurrency), "-Q", queue, "-l", "warning",
+                   "--without-heartbeat", "--without-gossip", "--without-mingle"]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def drop_queues(queue: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name)
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(queue)
+
+
+def rate_at_receiver(seen: dict[str, float], ids: list[str]) -> float:
+    """Deliveries/s between the first and the last first delivery the receiver saw."""
+    times = sorted(seen[i] for i in ids if i in seen)
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+
+
+async def wait_seen(port: int, ids: list[str], within: float) -> dict[str, float]:
+    deadline = time.monotonic() + within
+    while True:
+        seen: dict[str, float] = (await receiver_stats(port))["seen"]
+        if all(i in seen for i in ids) or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.1)
+
+
+async def peer_drain(kind: str, count: int, fail_every: int, concurrency: int) -> dict[str, float]:
+    queue = f"bench_{kind}_{uuid.uuid4().hex[:8]}"
+    async with receiver(fail_every) as port:
+        os.environ["BENCH_WEBHOOKS_QUEUE"] = queue
+        global PEER_QUEUE
+        PEER_QUEUE = queue
+        task = peer_task(kind)
+        ids = [f"msg_{uuid.uuid4().hex}" for _ in range(count)]
+        await asyncio.to_thread(
+            lambda: [task.send(i, json.dumps({"n": n})) for n, i in enumerate(ids)]
+        )
+        worker = peer_worker(kind, port, queue, concurrency)
+        try:
+            seen = await wait_seen(port, ids, within=300)
+        finally:
+            worker.terminate()
+            worker.wait()
+            await drop_queues(queue)
+    return {"deliveries/s": rate_at_receiver(seen, ids), "delivered": float(len(seen))}
+
+
+async def peer_latency(
+    kind: str, rate: float, seconds: float, concurrency: int
+) -> dict[str, float]:
+    queue = f"bench_{kind}_{uuid.uuid4().hex[:8]}"
+    async with receiver() as port:
+        global PEER_QUEUE
+        PEER_QUEUE = queue
+        task = peer_task(kind)
+        worker = peer_worker(kind, port, queue, concurrency)
+        try:
+            warm = f"msg_{uuid.uuid4().hex}"
+            await asyncio.to_thread(task.send, warm, "{}")
+            await wait_seen(port, [warm], within=60)
+
+            def produce() -> dict[str, float]:
+                sent: dict[str, float] = {}
+                begin = time.perf_counter()
+                for n in range(int(rate * seconds)):
+                    delay = begin + n / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    msg_id = f"msg_{uuid.uuid4().hex}"
+                    task.send(msg_id, json.dumps({"n": n}))
+                    sent[msg_id] = time.time()
+                return sent
+
+            sent = await asyncio.to_thread(produce)
+            seen = await wait_seen(port, list(sent), within=60)
+        finally:
+            worker.terminate()
+            worker.wait()
+            await drop_queues(queue)
+    return percentiles([(seen[i] - t) * 1000 for i, t in sent.items() if i in seen])
+
+
+def percentiles(waits: list[float]) -> dict[str, float]:
+    waits.sort()
+    return {
+        "p50 ms": statistics.median(waits),
+        "p99 ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+        "max ms": waits[-1],
+        "messages": float(len(waits)),
+    }
+
+
 # -- scenarios ------------------------------------------------------------------------
 
 
@@ -192,6 +387,7 @@ async def drain(kind: str, count: int, fail_every: int, in_flight: int) -> dict[
     assert counts["delivered"] == count, counts
     return {
         "deliveries/s": count / elapsed,
+        "at the receiver/s": rate_at_receiver(stats["seen"], list(stats["seen"])),
         "requests": float(stats["requests"]),
         "seconds": elapsed,
     }
@@ -219,13 +415,7 @@ async def latency(kind: str, rate: float, seconds: float) -> dict[str, float]:
             d.stop()
             await task
         seen = (await receiver_stats(port))["seen"]
-    waits = sorted((seen[i] - t) * 1000 for i, t in sent.items())
-    return {
-        "p50 ms": statistics.median(waits),
-        "p99 ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
-        "max ms": waits[-1],
-        "messages": float(len(waits)),
-    }
+    return percentiles([(seen[i] - t) * 1000 for i, t in sent.items()])
 
 
 def rss_mb() -> float:
@@ -275,6 +465,15 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if args.only in ("all", "latency"):
             results[f"latency #{round_}"] = await latency(args.store, args.rate, args.seconds)
             print(f"latency at {args.rate:.0f}/s", results[f"latency #{round_}"], flush=True)
+        if args.only in ("all", "peers"):
+            for kind in args.peers:
+                for fail in (0, 10):
+                    key = f"{kind} drain{'-10%' if fail else ''} #{round_}"
+                    results[key] = await peer_drain(kind, args.deliveries, fail, args.concurrency)
+                    print(key, results[key], flush=True)
+                key = f"{kind} latency #{round_}"
+                results[key] = await peer_latency(kind, args.rate, args.seconds, args.concurrency)
+                print(key, results[key], flush=True)
         if args.only in ("all", "dead"):
             results[f"dead #{round_}"] = await dead_endpoint(args.store, args.seconds)
             print("dead-endpoint", results[f"dead #{round_}"], flush=True)
@@ -284,7 +483,11 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--only", choices=("all", "drain", "latency", "dead"), default="all")
+    parser.add_argument(
+        "--only", choices=("all", "drain", "latency", "dead", "peers"), default="all"
+    )
+    parser.add_argument("--peers", nargs="*", default=["dramatiq", "celery"])
+    parser.add_argument("--concurrency", type=int, default=16, help="the peers' workers")
     parser.add_argument("--deliveries", type=int, default=10_000)
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--rate", type=float, default=200.0)
