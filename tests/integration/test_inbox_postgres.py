@@ -126,7 +126,8 @@ def test_concurrent_deliveries_apply_once(names: tuple[str, str]) -> None:
         thread.start()
     first_recorded.wait(10)
     # The second delivery is blocked on the first one's row lock until it commits.
-    with psycopg.connect(URL) as watcher:
+    # Autocommit: pg_stat_activity is a snapshot held for the reading transaction.
+    with psycopg.connect(URL, autocommit=True) as watcher:
         for _ in range(2000):  # up to 20 s on a busy machine
             waiting = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
