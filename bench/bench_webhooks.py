@@ -8,6 +8,7 @@ with durable state on SQLite (a temporary file) or PostgreSQL. Run it with::
     python bench/bench_webhooks.py                       # everything, SQLite
     python bench/bench_webhooks.py --store postgres      # PostgreSQL (the test db)
     python bench/bench_webhooks.py --only drain --deliveries 20000
+    python bench/bench_webhooks.py --only peers --peers dramatiq --concurrency 8
 
 Scenarios:
 
@@ -20,6 +21,12 @@ Scenarios:
 * **latency** — messages sent one by one at ``--rate``/s for ``--seconds`` while the
   dispatcher runs; enqueue-to-delivered = the wall time the receiver got the request
   minus the wall time ``send()`` returned (one machine, one clock): p50 and p99.
+* **peers** — the same drain (with and without 10 % failing) and latency with what
+  Python users run today: a Celery worker (RabbitMQ broker, prefork, ``acks_late``)
+  and a Dramatiq worker (RabbitMQ, 2 processes), each posting with httpx and retrying
+  with exponential backoff and jitter. Their rates are measured at the receiver,
+  from the first delivery to the last (their workers' start-up is not counted); the
+  dispatcher's drain reports both ways. Needs RabbitMQ on 127.0.0.1.
 * **dead-endpoint** — 10,000 deliveries pending for an endpoint that refuses every
   connection, the dispatcher running for ``--seconds``: the process's RSS at the
   start and the end (it must stay flat: state is in the database, not in memory).
