@@ -522,7 +522,11 @@ class Dispatcher:
                     log.exception("on_exhausted hook of endpoint %s failed", item.endpoint_id)
             done.append(int(item.delivery_id))
         if done:
-            await self.storage.apply(self.name, Decision(hooks_done=done), self.clock.time())
+            try:
+                await self.storage.apply(self.name, Decision(hooks_done=done), self.clock.time())
+            except Exception as exc:  # they ran; the next start may run them again
+                log.warning("dispatcher %s: recording %d hooks as run failed: %r",
+                            self.name, len(done), exc)  # fmt: skip
 
     def _spawn_hooks(self, exhausted: Sequence[Exhausted]) -> None:
         if exhausted:
