@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -10,12 +11,14 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from buttress import CircuitBreaker, Pipeline
-from buttress.errors import ConfigError
+from buttress.errors import ConfigError, Rejected
 from buttress.messaging import Envelope, EnvelopeError
 from buttress.messaging.consumer import Consumer, Engine, Received, Source
 from buttress.policies.backoff import Constant, Exponential
 
 from tests.helpers import tick
+
+DELAY = 0.002  # drain() waits for the retries it scheduled to come due: keep them short
 
 
 class FakeReceived:
@@ -79,7 +82,7 @@ def event(i: int = 0) -> Envelope:
 
 def consumer(source: FakeSource, handler: object, **options: object) -> Consumer:
     options.setdefault("random", lambda: 1.0)
-    options.setdefault("backoff", Constant(2.0))
+    options.setdefault("backoff", Constant(DELAY))
     return Consumer(source, handler, **options)  # type: ignore[arg-type]
 
 
@@ -114,7 +117,7 @@ async def test_a_failing_handler_is_retried_with_backoff_then_dead_lettered() ->
     first, last = FakeReceived(event(1), deliveries=1), FakeReceived(event(2), deliveries=3)
     runner = consumer(FakeSource(first, last), handler, max_deliveries=3)
     await runner.drain()
-    assert first.settled == [("retry", 2.0)]
+    assert first.settled == [("retry", DELAY)]
     [(what, reason)] = last.settled
     assert what == "dead_letter"
     assert reason == "ValueError: boom"
@@ -182,14 +185,21 @@ async def test_an_open_breaker_in_the_pipeline_redelivers_and_never_dead_letters
         nonlocal calls
         calls += 1
 
-    breaker = CircuitBreaker(consecutive_failures=1, open_duration=7.0)
-    breaker.isolate()
+    breaker = CircuitBreaker(consecutive_failures=1, open_duration=0.01)
+    breaker.isolate()  # open until reset: retry_after is infinite
     message = FakeReceived(event(), deliveries=99)
-    runner = consumer(FakeSource(message), handler, pipeline=Pipeline(breaker), max_deliveries=2)
+    runner = consumer(
+        FakeSource(message),
+        handler,
+        pipeline=Pipeline(breaker),
+        max_deliveries=2,
+        max_retry_delay=0.01,
+    )
     await runner.drain()
     assert calls == 0
-    [(what, _delay)] = message.settled
+    [(what, delay)] = message.settled
     assert what == "retry"
+    assert delay == 0.01  # the breaker's retry_after, capped at max_retry_delay
 
 
 async def test_a_handlers_own_cancelled_await_is_a_failure_not_a_stop() -> None:
@@ -199,7 +209,7 @@ async def test_a_handlers_own_cancelled_await_is_a_failure_not_a_stop() -> None:
     message = FakeReceived(event())
     runner = consumer(FakeSource(message), handler)
     await runner.drain()
-    assert message.settled == [("retry", 2.0)]
+    assert message.settled == [("retry", DELAY)]
 
 
 class FakeInbox:
@@ -274,7 +284,7 @@ async def test_an_inbox_that_is_down_retries_without_running_the_handler() -> No
     message = FakeReceived(event())
     await consumer(FakeSource(message), handler, inbox=FakeInbox(down=True)).drain()
     assert not called
-    assert message.settled == [("retry", 2.0)]
+    assert message.settled == [("retry", DELAY)]
 
 
 async def test_a_lost_ack_never_stops_the_runner() -> None:
@@ -434,3 +444,13 @@ def test_engine_dead_letters_at_max_deliveries_and_poisons_undecodable() -> None
 
 def test_engine_max_deliveries_one_never_retries() -> None:
     assert Engine(max_deliveries=1).handled(1, OSError()).action == "dead_letter"
+
+
+def test_engine_caps_a_rejections_retry_after_and_never_dead_letters_it() -> None:
+    never = Rejected("isolated")
+    never.retry_after = math.inf
+    verdict = Engine(max_deliveries=1, max_delay=5.0).handled(9, never)
+    assert (verdict.action, verdict.delay) == ("retry", 5.0)
+    soon = Rejected("bulkhead full")
+    soon.retry_after = 0.5
+    assert Engine(max_delay=5.0).handled(1, soon).delay == 0.5

@@ -66,8 +66,8 @@ class Engine:
     * the inbox says the message was handled before: ack, without the handler;
     * a :class:`~buttress.errors.Rejected` (an open circuit breaker or a full
       bulkhead in the handler's pipeline): the handler never ran, so the message is
-      redelivered after the rejection's ``retry_after`` and never dead-lettered for
-      it;
+      redelivered after the rejection's ``retry_after`` (at most ``max_delay``) and
+      never dead-lettered for it;
     * any other exception: redelivered after the backoff delay for its number of
       deliveries, or dead-lettered with the error once it has been delivered
       ``max_deliveries`` times.
@@ -113,6 +113,8 @@ class Engine:
         reason = describe(error)
         if isinstance(error, Rejected):
             wait = error.retry_after if error.retry_after is not None else self.delay(1)
+            if not wait < self.max_delay:  # an isolated breaker says "never" (inf)
+                wait = self.max_delay
             return Verdict("retry", max(0.0, wait), reason)
         if deliveries >= self.max_deliveries:
             return Verdict("dead_letter", 0.0, reason)

@@ -31,6 +31,7 @@ Handler = Callable[[Envelope], Awaitable[None]] | Callable[[Envelope], None]
 
 _RECEIVE_RETRY_MAX: Final = 30.0
 _RELEASE_TIMEOUT: Final = 5.0
+_ROUNDING: Final = 5 / 3
 
 
 @runtime_checkable
@@ -185,6 +186,7 @@ class Consumer:
         self._room: asyncio.Event | None = None
         self._running = False
         self._stopping = False
+        self._retry_due = 0.0  # loop time by which the retries scheduled are back
 
     def __repr__(self) -> str:
         return f"Consumer({self.source!r}, name={self.name!r}, concurrency={self.concurrency})"
@@ -287,6 +289,10 @@ class Consumer:
             elif verdict.action == "retry":
                 await message.retry(verdict.delay)
                 self.retried += 1
+                # A broker may round a delay up (RabbitMQ's delay steps, by up to
+                # 5/3): drain() waits that long for the message to come back.
+                back = asyncio.get_running_loop().time() + verdict.delay * _ROUNDING
+                self._retry_due = max(self._retry_due, back)
             elif verdict.action == "dead_letter":
                 await message.dead_letter(verdict.reason)
                 self.dead_lettered += 1
@@ -371,6 +377,7 @@ class Consumer:
                 await self._room.wait()
             if self._stopping:
                 break
+            started = asyncio.get_running_loop().time()
             try:
                 batch = await self._receive(
                     self.concurrency - len(self._tasks), self.receive_timeout
@@ -388,8 +395,8 @@ class Consumer:
             for message in batch:
                 self._spawn(message)  # even when cancelled: the tasks are interrupted
             _cancel_if_requested()
-            if until_idle and not batch and not self._tasks:
-                break
+            if until_idle and not batch and not self._tasks and started >= self._retry_due:
+                break  # a whole receive found nothing, after every retry came due
 
     async def _finish(self, grace: float) -> None:
         """Wait up to ``grace`` s for the tasks in flight, then cancel the handlers
@@ -442,8 +449,9 @@ class Consumer:
         await self._serve(until_idle=False)
 
     async def drain(self) -> int:
-        """Handle messages until a ``receive`` returns none and none is in flight;
-        return how many were settled (acked, retried or dead-lettered) meanwhile.
+        """Handle messages until a ``receive`` returns none, none is in flight and the
+        retries this runner scheduled have come due (waiting for them to come back);
+        return how many deliveries were settled (acked, retried or dead-lettered).
 
         Raises:
             RuntimeError: this runner is already running.
