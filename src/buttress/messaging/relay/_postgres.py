@@ -216,6 +216,12 @@ class PostgresRelayStore:
                         self._dead, [(error, seq, owner) for seq, error in decision.dead]
                     )
 
+        if not (decision.released or decision.retry or decision.dead):
+            # The common case, every row published: one statement, in autocommit
+            # (no BEGIN and COMMIT round trips).
+            if decision.published:
+                await self._run(work, transaction=False)
+            return
         await self._run(work)
 
     async def delete_published(self, before: float, batch: int) -> int:
