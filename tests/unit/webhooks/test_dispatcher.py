@@ -44,7 +44,9 @@ from buttress.webhooks.ssrf import AddressPolicy
 
 SECRET = Secret.generate()
 LOOPBACK = AddressPolicy(allow=["127.0.0.0/8"])
-Answer = int | tuple[int, dict[str, str]] | str  # a status, a status and headers, "hang", "reset"
+# A status, a status and headers, "hang" (never answer), "hold" (answer 200 after a
+# moment), "reset" (reset the connection).
+Answer = int | tuple[int, dict[str, str]] | str
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Receiver:
     script: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
     received: list[Received] = field(default_factory=list)
     default: Answer = 200
+    active: int = 0
+    peak: int = 0
+    """The most requests it was answering at once."""
     fail_every: int = 0
     """With ``n`` > 0, every n-th request is answered 500 (before the script)."""
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +89,13 @@ class Receiver:
             answer = 500
         if answer == "hang":
             await self.release.wait()
+            return web.Response(status=200)
+        if answer == "hold":  # answer 200 after a moment, so requests overlap
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 0.02)
+            self.active -= 1
             return web.Response(status=200)
         if answer == "reset":
             transport = request.transport
@@ -537,39 +549,33 @@ async def test_the_rate_limit_defers_the_excess(
 
 
 async def test_concurrency_per_endpoint_is_capped(
-    store: SQLiteDeliveryStore, wall: FakeClock
+    receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
 ) -> None:
-    active = peak = 0
-    gate = asyncio.Event()
+    receiver.default = "hold"
+    async with dispatcher(store, [endpoint(receiver, max_concurrency=3)], wall) as d:
+        for _ in range(12):
+            await d.send("t", {})
+        assert await d.drain() == 12
+    assert 2 <= receiver.peak <= 3
 
-    async def slow(request: web.Request) -> web.Response:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(gate.wait(), 0.05)
-        active -= 1
-        return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", slow)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        e = Endpoint("a", f"http://127.0.0.1:{port}/", SECRET, max_concurrency=3)
-        async with dispatcher(store, [e], wall) as d:
-            for _ in range(12):
-                await d.send("t", {})
-            assert await d.drain() == 12
-    finally:
-        gate.set()
-        await runner.cleanup()
-    assert 1 <= peak <= 3
+async def test_the_worker_pool_bounds_attempts_in_flight(
+    receiver: Receiver, store: SQLiteDeliveryStore
+) -> None:
+    receiver.default = "hold"
+    endpoints = [endpoint(receiver, "a", "/a"), endpoint(receiver, "b", "/b")]
+    d = Dispatcher(store, endpoints, policy=LOOPBACK, max_in_flight=5, poll_interval=0.05)
+    async with d:
+        task = asyncio.create_task(d.run())
+        await d.send_many([Message("t", {}) for _ in range(20)])
+        for _ in range(1000):
+            if d.delivered == 40:
+                break
+            await asyncio.sleep(0.01)
+        d.stop()
+        await task
+    assert d.delivered == 40
+    assert 2 <= receiver.peak <= 5
 
 
 # -- ordering ---------------------------------------------------------------------
