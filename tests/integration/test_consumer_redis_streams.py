@@ -24,6 +24,7 @@ from buttress.messaging.deadletters import DeadLetters
 from buttress.policies.backoff import Constant
 
 from tests.conftest import SERVICES, require_service
+from tests.faults import FaultProxy
 
 URL = f"redis://127.0.0.1:{SERVICES['redis']}/0"
 
@@ -274,3 +275,45 @@ def test_bad_options_are_refused_by_name() -> None:
     assert caught.value.path == "url"
     with pytest.raises(ConfigError):
         RedisStreamsDeadLetters(URL, stream="s", timeout=-1)
+
+
+@pytest.mark.parametrize("fault", ["reset", "stall"])
+async def test_a_consumer_cut_off_from_redis_goes_on_once_it_is_back(
+    stream: str, fault: str
+) -> None:
+    handled: list[str] = []
+
+    async def handler(envelope: Envelope) -> None:
+        handled.append(envelope.id)
+
+    async with FaultProxy(SERVICES["redis"]) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with RedisStreamsSource(url, stream=stream, group="g", timeout=0.5) as src:
+            runner = Consumer(src, handler, receive_timeout=0.1)
+            task = asyncio.create_task(runner.run())
+            await publish(stream, events(2))
+            await wait_for(lambda: len(handled) == 2)
+            await proxy.set_mode(fault)  # type: ignore[arg-type]
+            await publish(stream, events(2))  # straight to Redis, not through the proxy
+            await asyncio.sleep(1.0)  # receives fail meanwhile; the runner carries on
+            assert not task.done()
+            await proxy.set_mode("pass")
+            await wait_for(lambda: len(handled) == 4, 30)
+            runner.stop()
+            await task
+    assert len(set(handled)) == 4
+
+
+async def test_a_member_back_under_its_name_takes_its_pending_entries_at_once(
+    stream: str,
+) -> None:
+    [sent] = events(1)
+    await publish(stream, [sent])
+    async with source(stream, consumer="worker-1") as before:
+        [message] = await before.receive(10, 1.0)  # then the process "dies"
+    async with source(stream, consumer="worker-1") as after:  # claim_idle is 60 s
+        [again] = await after.receive(10, 0)
+        assert again.message_id == message.message_id
+        assert again.deliveries == 2
+        await again.ack()
+        assert await after.receive(10, 0) == []

@@ -605,7 +605,8 @@ class RabbitMQDeadLetters:
 
     async def list(self, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
         """Up to ``limit`` dead letters in queue order, after the one with id ``after``
-        (from the head when ``after`` is ``None`` or no longer there).
+        (from the head when ``after`` is ``None``; none when ``after`` is no longer in
+        the queue, which has no other way to tell where it was).
 
         Raises:
             SourceUnavailable: RabbitMQ could not be reached.

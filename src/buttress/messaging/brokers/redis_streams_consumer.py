@@ -18,6 +18,10 @@ writes (:meth:`~buttress.messaging.Envelope.to_redis_fields`).
   ``claim_idle`` without an ack, and not waiting for a retry) is claimed by another
   member. This and the retries are one Lua script, so two members never claim the
   same entry at once.
+* **Recovering**: entries delivered on a connection that broke before the reply
+  arrived are pending for this member, which never saw them: after a failed command
+  (and on the first ``receive``) the script also takes back this member's own
+  pending entries that it does not hold.
 * **Dead letter / poison**: ``XADD`` to ``<stream>:dead`` / ``<stream>:poison`` of the
   original fields plus ``buttress_reason``, ``buttress_deliveries``,
   ``buttress_dead_at``, ``buttress_entry`` (the original entry id) and
@@ -60,7 +64,9 @@ _SCAN_LIMIT: Final = 1000
 # for longer than the idle time that are not waiting for a retry -- their consumer
 # died. Atomic, so two members of a group never claim one entry at once.
 # KEYS: stream, delayed set. ARGV: group, consumer, now (ms), idle (ms, 0: no scan),
-# count. Returns {{id, fields, deliveries}...}, and the earliest retry still waiting.
+# count, page size, scan limit, recover ('1': also this member's own pending entries
+# but the held ones, listed after it). Returns {{id, fields, deliveries}...}, and the
+# earliest retry still waiting.
 _CLAIM: Final = """
 local stream, delayed = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
@@ -70,6 +76,27 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
   redis.call('ZREM', delayed, id)
   ids[#ids + 1] = id
   taken[id] = true
+end
+if ARGV[8] == '1' then
+  -- Recovering: this member's own pending entries that it does not hold (their
+  -- delivery was lost with a connection, or it restarted under the same name).
+  local held = {}
+  for i = 9, #ARGV do held[ARGV[i]] = true end
+  local start, scanned = '-', 0
+  while #ids < count and scanned < tonumber(ARGV[7]) do
+    local page = redis.call('XPENDING', stream, group, start, '+', ARGV[6], consumer)
+    if #page == 0 then break end
+    for _, p in ipairs(page) do
+      local id = p[1]
+      if #ids < count and not taken[id] and not held[id]
+          and not redis.call('ZSCORE', delayed, id) then
+        ids[#ids + 1] = id
+        taken[id] = true
+      end
+    end
+    scanned = scanned + #page
+    start = '(' .. page[#page][1]
+  end
 end
 if idle > 0 then
   local start, scanned = '-', 0
@@ -171,6 +198,7 @@ class _Entry:
         self.message_id = entry_id
         self._fields = fields
         self.deliveries = deliveries
+        source._held.add(entry_id)
 
     def __repr__(self) -> str:
         return f"<stream entry {self.message_id} delivery {self.deliveries}>"
@@ -194,14 +222,20 @@ class _Entry:
             if source.delete_on_ack:
                 pipe.xdel(source.stream, self.message_id)
 
-        await source._transaction(commands, "XACK")
+        await source._settle(self.message_id, commands, "XACK")
 
     async def retry(self, delay: float) -> None:
         source = self._source
         due = (source.clock.time() + max(0.0, delay)) * 1000
-        await source._call(
-            "ZADD", lambda c: c.zadd(source.delayed_key, {self.message_id: math.ceil(due)})
-        )
+        try:
+            await source._call(
+                "ZADD", lambda c: c.zadd(source.delayed_key, {self.message_id: math.ceil(due)})
+            )
+        except SourceUnavailable:
+            source._recover = True
+            raise
+        finally:
+            source._held.discard(self.message_id)
 
     async def dead_letter(self, reason: str, *, poison: bool = False) -> None:
         source = self._source
@@ -224,7 +258,7 @@ class _Entry:
                 pipe.xdel(source.stream, self.message_id)
             pipe.zrem(source.delayed_key, self.message_id)
 
-        await source._transaction(commands, "dead-letter")
+        await source._settle(self.message_id, commands, "dead-letter")
 
 
 class RedisStreamsSource:
@@ -286,6 +320,8 @@ class RedisStreamsSource:
         self._clients = Clients(url=checked, timeout=self.timeout)
         self._scripts: tuple[Any, Any, Any] | None = None  # (client, claim, forget)
         self._next_scan = 0.0
+        self._held: set[str] = set()  # delivered to the runner and not settled yet
+        self._recover = True  # look for own pending entries nobody holds
         self._ready = False
         self._closed = False
 
@@ -349,6 +385,15 @@ class RedisStreamsSource:
         except UNAVAILABLE as exc:
             raise SourceUnavailable(f"Redis is unavailable for {what} ({exc!r})") from exc
 
+    async def _settle(self, entry_id: str, commands: Any, what: str) -> None:
+        try:
+            await self._transaction(commands, what)
+        except SourceUnavailable:
+            self._recover = True  # not settled: deliver it again, without waiting
+            raise
+        finally:
+            self._held.discard(entry_id)
+
     async def _transaction(self, commands: Any, what: str) -> None:
         async def run(client: Any) -> None:
             pipe = client.pipeline(transaction=True)
@@ -400,6 +445,11 @@ class RedisStreamsSource:
             self._next_scan = now + max(0.05, self.claim_idle / 4)
         try:
             return await self._receive(max_messages, timeout, now, scan)
+        except SourceUnavailable:
+            # A reply may have been lost with the connection: the entries it carried
+            # are pending for this member. Take them back at the next receive.
+            self._recover = True
+            raise
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise SourceUnavailable(f"Redis refused to deliver ({exc})") from exc
@@ -410,6 +460,7 @@ class RedisStreamsSource:
         """Claim due retries (and, with ``scan``, entries of dead members); return them
         and when the next retry falls due (Unix time), if any."""
         claim, _ = self._script(self._client())
+        recover = self._recover
         args = (
             self.group,
             self.consumer,
@@ -418,11 +469,15 @@ class RedisStreamsSource:
             max_messages,
             _SCAN_PAGE,
             _SCAN_LIMIT,
+            "1" if recover else "0",
+            *(self._held if recover else ()),
         )
         claimed, first_due = await self._call(
             "the claim script",
             lambda c: claim(keys=[self.stream, self.delayed_key], args=args, client=c),
         )
+        if recover and len(claimed) < max_messages:
+            self._recover = False  # all of them taken back
         out: list[Received] = [
             _Entry(self, _text(entry_id), _fields(fields), int(n))
             for entry_id, fields, n in claimed

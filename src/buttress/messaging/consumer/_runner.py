@@ -321,6 +321,9 @@ class Consumer:
         except asyncio.CancelledError:
             self.released += 1
             raise
+        except Exception as exc:  # a bug around the handler must not strand the message
+            log.error("consumer %s: deciding failed: %r", self.name, exc, exc_info=exc)
+            verdict = self.engine.handled(message.deliveries, exc)
         task = asyncio.current_task()
         if task is not None:  # from here on, let it finish: a cut settle only duplicates
             self._settling.add(task)
