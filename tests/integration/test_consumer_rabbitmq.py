@@ -28,6 +28,7 @@ from buttress.messaging.deadletters import DeadLetters
 from buttress.policies.backoff import Constant
 
 from tests.conftest import SERVICES, require_service
+from tests.faults import FaultProxy
 
 URL = f"amqp://guest:guest@127.0.0.1:{SERVICES['rabbitmq']}/"
 
@@ -317,3 +318,30 @@ def test_bad_options_are_refused_by_name() -> None:
         assert caught.value.path == path
     with pytest.raises(ConfigError):
         RabbitMQDeadLetters(URL, queue="q", timeout=-1)
+
+
+async def test_a_consumer_whose_connection_is_reset_reconnects_and_goes_on(
+    names: Names,
+) -> None:
+    handled: list[str] = []
+
+    async def handler(envelope: Envelope) -> None:
+        handled.append(envelope.id)
+
+    async with FaultProxy(SERVICES["rabbitmq"]) as proxy, publisher(names) as pub:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        src = RabbitMQSource(url, exchange=names.exchange, queue=names.queue, timeout=2)
+        async with src:
+            runner = Consumer(src, handler, receive_timeout=0.1)
+            task = asyncio.create_task(runner.run())
+            await pub.publish(events(2))  # straight to RabbitMQ, not through the proxy
+            await wait_for(lambda: len(handled) == 2)
+            await proxy.set_mode("reset")  # the consumer's connection is cut
+            await pub.publish(events(2))
+            await asyncio.sleep(0.5)
+            assert not task.done()
+            await proxy.set_mode("pass")
+            await wait_for(lambda: len(handled) >= 4, 30)  # after the reconnection
+            runner.stop()
+            await task
+    assert len(set(handled)) == 4
