@@ -454,3 +454,22 @@ def test_engine_caps_a_rejections_retry_after_and_never_dead_letters_it() -> Non
     soon = Rejected("bulkhead full")
     soon.retry_after = 0.5
     assert Engine(max_delay=5.0).handled(1, soon).delay == 0.5
+
+
+async def test_a_claim_interrupted_by_a_stop_is_released() -> None:
+    class SlowInbox(FakeInbox):
+        async def claim(self, message_id: str) -> bool:
+            self.claimed.add(message_id)  # made on the server, the answer never came
+            await asyncio.Event().wait()
+            return True
+
+    message = FakeReceived(event())
+    inbox = SlowInbox()
+    runner = consumer(FakeSource(message), ok, drain_timeout=0, inbox=inbox)
+    task = asyncio.create_task(runner.run())
+    while not inbox.claimed:
+        await tick()
+    runner.stop()
+    await task
+    assert message.settled == []
+    assert inbox.released == [message.message_id]

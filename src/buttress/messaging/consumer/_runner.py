@@ -236,6 +236,11 @@ class Consumer:
         if self.inbox is not None:
             try:
                 first = await self.inbox.claim(envelope.id)
+            except asyncio.CancelledError:
+                # The claim may have been made: undo it, or the redelivery would be
+                # acknowledged as a duplicate without ever being handled.
+                await self._release_claim(envelope.id)
+                raise
             except Exception as exc:  # the inbox is down: not handled, try later
                 log.warning(
                     "consumer %s: inbox claim of %s failed: %r", self.name, envelope.id, exc
