@@ -695,6 +695,8 @@ async def test_the_service_delivers_what_is_sent_and_stops_gracefully(
         await asyncio.sleep(0)
         with pytest.raises(RuntimeError, match="already running"):
             await d.run()
+        with pytest.raises(RuntimeError, match="is running"):
+            await d.drain()
         d.stop()
         await task2
     assert await store.counts() == {"pending": 0, "delivered": 50, "dead": 0}

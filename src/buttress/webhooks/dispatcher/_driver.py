@@ -538,7 +538,13 @@ class Dispatcher:
 
     async def drain(self) -> int:
         """Attempt every delivery due now, round after round, until none is claimable;
-        return how many were delivered. Do not call it while :meth:`run` runs."""
+        return how many were delivered.
+
+        Raises:
+            RuntimeError: :meth:`run` is running (it would double the claims' work).
+        """
+        if self._wake is not None:
+            raise RuntimeError(f"{self!r} is running: drain() is for when it is not")
         await self._load()
         before = self.delivered
         while True:
