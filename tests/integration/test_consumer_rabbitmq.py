@@ -23,7 +23,7 @@ from buttress.messaging.brokers.rabbitmq_consumer import (
     RabbitMQSource,
     delay_step,
 )
-from buttress.messaging.consumer import Consumer, Received, Source
+from buttress.messaging.consumer import Consumer, Received, Source, SourceUnavailable
 from buttress.messaging.deadletters import DeadLetters
 from buttress.policies.backoff import Constant
 
@@ -345,3 +345,18 @@ async def test_a_consumer_whose_connection_is_reset_reconnects_and_goes_on(
             runner.stop()
             await task
     assert len(set(handled)) == 4
+
+
+async def test_a_copy_that_cannot_be_published_hands_the_message_back_at_once(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    async with source(names) as src, publisher(names) as pub:
+        await pub.publish(events(1))
+        [message] = await src.receive(10, 5.0)
+        await admin.queue_delete(f"{names.queue}.dlq")  # the copy has nowhere to go
+        with pytest.raises(SourceUnavailable):
+            await message.dead_letter("given up")
+        [again] = await src.receive(10, 5.0)  # not held until the channel closes
+        assert again.envelope() == message.envelope()
+        assert again.deliveries == 2
+        await again.ack()

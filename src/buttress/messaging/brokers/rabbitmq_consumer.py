@@ -197,8 +197,12 @@ class _Delivery:
         headers = dict(self._message.headers or {})
         headers[_RETRIES] = self.deliveries  # the failed deliveries so far
         step = delay_step(delay)
-        target = source.queue if step == 0 else await source._delay_queue(step)
-        await source._republish(_copy(self._message, headers), target)
+        try:
+            target = source.queue if step == 0 else await source._delay_queue(step)
+            await source._republish(_copy(self._message, headers), target)
+        except SourceUnavailable:
+            await self._requeue()
+            raise
         await self.ack()
 
     async def dead_letter(self, reason: str, *, poison: bool = False) -> None:
@@ -208,10 +212,24 @@ class _Delivery:
         headers[_DELIVERIES] = self.deliveries
         headers[_DEAD_AT] = format_time(dt.datetime.now(dt.UTC))
         headers[_DEAD_ID] = str(uuid7())
-        await source._republish(
-            _copy(self._message, headers), source.poison_queue if poison else source.dead_queue
-        )
+        try:
+            await source._republish(
+                _copy(self._message, headers),
+                source.poison_queue if poison else source.dead_queue,
+            )
+        except SourceUnavailable:
+            await self._requeue()
+            raise
         await self.ack()
+
+    async def _requeue(self) -> None:
+        # The copy could not be published: hand the message back to RabbitMQ now
+        # (delivered again at once, flagged redelivered) rather than hold it unacked
+        # until the channel closes.
+        try:
+            await self._source._guard("requeue", self._message.nack(requeue=True))
+        except SourceUnavailable:
+            pass  # the channel is gone: RabbitMQ requeues it by itself
 
 
 class RabbitMQSource:
