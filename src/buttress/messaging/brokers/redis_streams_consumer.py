@@ -216,6 +216,9 @@ class _Entry:
 
     async def ack(self) -> None:
         source = self._source
+        if not source.delete_on_ack:  # one command: no transaction needed
+            await source._settle(self.message_id, None, "XACK")
+            return
 
         def commands(pipe: Any) -> None:
             pipe.xack(source.stream, source.group, self.message_id)
@@ -386,8 +389,12 @@ class RedisStreamsSource:
             raise SourceUnavailable(f"Redis is unavailable for {what} ({exc!r})") from exc
 
     async def _settle(self, entry_id: str, commands: Any, what: str) -> None:
+        """Run ``commands`` in a transaction (``None``: just ``XACK`` the entry)."""
         try:
-            await self._transaction(commands, what)
+            if commands is None:
+                await self._call(what, lambda c: c.xack(self.stream, self.group, entry_id))
+            else:
+                await self._transaction(commands, what)
         except SourceUnavailable:
             self._recover = True  # not settled: deliver it again, without waiting
             raise
