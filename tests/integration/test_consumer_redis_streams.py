@@ -317,3 +317,13 @@ async def test_a_member_back_under_its_name_takes_its_pending_entries_at_once(
         assert again.deliveries == 2
         await again.ack()
         assert await after.receive(10, 0) == []
+
+
+async def test_delete_on_ack_removes_handled_entries(
+    admin: redis.asyncio.Redis, stream: str
+) -> None:
+    await publish(stream, events(3))
+    async with source(stream, delete_on_ack=True) as src:
+        assert await Consumer(src, lambda envelope: None, receive_timeout=0.2).drain() == 3
+    assert await admin.xlen(stream) == 0
+    assert (await admin.xpending(stream, "g"))["pending"] == 0
