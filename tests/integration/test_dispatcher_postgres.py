@@ -88,7 +88,10 @@ async def test_retry_dead_letter_and_replay(
         first, targets = await d.send("order.placed", {"n": 1})
         assert targets == ["a"]
         assert (await d.send("user.created", {}))[1] == []
+        clock.advance(0.5)
+        assert await d.lag() == pytest.approx(0.5)  # due since it was sent
         assert await d.drain() == 0
+        assert await d.lag() == 0.0
         state = await d.delivery(first, "a")
         assert state is not None
         assert (state.status, state.attempts, state.last_status) == ("pending", 1, 500)

@@ -768,3 +768,21 @@ async def test_an_unexpected_error_is_a_failed_attempt_not_a_lost_delivery(
         attempts = await d.attempts(msg_id, "a")
     assert attempts[0].error == "RuntimeError: a bug"
     assert "failed unexpectedly" in caplog.text
+
+
+async def test_lag_is_how_late_the_most_overdue_delivery_is(
+    receiver: Receiver, store: SQLiteDeliveryStore, wall: FakeClock
+) -> None:
+    receiver.answer("/hook", 500)
+    async with dispatcher(store, [endpoint(receiver)], wall) as d:
+        assert await d.lag() == 0.0
+        await d.send("t", {})
+        wall.advance(7)
+        assert await d.lag() == pytest.approx(7)
+        await d.drain()  # failed: due again in 5 s, not late meanwhile
+        assert await d.lag() == 0.0
+        wall.advance(8)
+        assert await d.lag() == pytest.approx(3)
+        await d.drain()
+        assert await d.lag() == 0.0
+        assert await d.counts() == {"pending": 0, "delivered": 1, "dead": 0}

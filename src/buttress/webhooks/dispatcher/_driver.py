@@ -711,6 +711,18 @@ class Dispatcher:
         await self.storage.set_disabled(endpoint_id, reason, self.clock.time())
         self.engine.disabled[endpoint_id] = reason
 
+    async def lag(self) -> float:
+        """How late delivery runs: seconds since the most overdue delivery fell due
+        (0.0 when none is waiting). Deliveries waiting for a retry are not late until
+        their time comes. A growing lag means the dispatchers fall behind; alert on it."""
+        now = self.clock.time()
+        due = await self.storage.oldest_due(now)
+        return 0.0 if due is None else max(0.0, now - due)
+
+    async def counts(self) -> dict[str, int]:
+        """Deliveries by status: ``{"pending": ..., "delivered": ..., "dead": ...}``."""
+        return await self.storage.counts()
+
     async def delivery(self, message_id: str, endpoint_id: str) -> DeliveryInfo | None:
         """The state of a message's delivery to an endpoint, or ``None``."""
         return await self.storage.delivery(message_id, endpoint_id)

@@ -298,6 +298,11 @@ class DeliveryStore(ABC):
         """Deliveries by status."""
 
     @abstractmethod
+    async def oldest_due(self, now: float) -> float | None:
+        """``next_attempt_at`` of the most overdue pending delivery not leased, or
+        ``None`` when none is due at ``now``."""
+
+    @abstractmethod
     async def prune(self, before: float, batch: int) -> int:
         """Delete, ``batch`` rows per transaction, delivered deliveries done before
         ``before``, attempts made before it and messages with no delivery left;
@@ -557,6 +562,15 @@ class SQLStore(DeliveryStore):
         found = {"pending": 0, "delivered": 0, "dead": 0}
         found.update({str(r[0]): int(r[1]) for r in rows})
         return found
+
+    async def oldest_due(self, now: float) -> float | None:
+        """See :meth:`DeliveryStore.oldest_due`."""
+        sql = self._q(
+            f"SELECT min(next_attempt_at) FROM {self._t['deliveries']} WHERE status = 'pending' "
+            "AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
+        )
+        ((_, rows),) = await self._transact([(sql, (now, now), "query")])
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def prune(self, before: float, batch: int) -> int:
         """See :meth:`DeliveryStore.prune`."""
