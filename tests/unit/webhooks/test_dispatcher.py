@@ -252,6 +252,9 @@ def test_an_endpoint_the_ssrf_policy_refuses_is_a_config_error(
     e = Endpoint("a", "http://127.0.0.1/", SECRET)
     with pytest.raises(ConfigError, match="repeats"):
         Dispatcher(store, [e, e], policy=LOOPBACK)
+    with pytest.raises(ConfigError) as bad_store:
+        Dispatcher(object(), [e], policy=LOOPBACK)  # type: ignore[arg-type]
+    assert bad_store.value.path == "storage"
 
 
 async def test_a_name_resolving_to_loopback_is_refused_at_connect(

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 from buttress.errors import ConfigError
 from buttress.messaging._schema import (
@@ -227,15 +227,15 @@ class DeadRow:
     created_at: float
 
 
-class DeliveryStore(ABC):
+@runtime_checkable
+class DeliveryStore(Protocol):
     """Where a :class:`~buttress.webhooks.dispatcher.Dispatcher` keeps its state.
 
     Implementations: :class:`~buttress.webhooks.dispatcher.SQLiteDeliveryStore` and
-    :class:`~buttress.webhooks.dispatcher.PostgresDeliveryStore`. Times are Unix
-    seconds.
+    :class:`~buttress.webhooks.dispatcher.PostgresDeliveryStore` (their SQL is shared);
+    another database implements this protocol. Times are Unix seconds.
     """
 
-    @abstractmethod
     async def enqueue(
         self,
         messages: Sequence[tuple[str, str, str | None, bytes, float]],
@@ -245,76 +245,61 @@ class DeliveryStore(ABC):
         ``(message_id, endpoint_id, order_key, next_attempt_at, created_at)`` in one
         transaction; existing ones are kept as they are. Returns the new deliveries."""
 
-    @abstractmethod
     async def claim(self, owner: str, limit: int, now: float, lease: float) -> list[Claimed]:
         """Claim up to ``limit`` claimable deliveries for ``owner`` until ``now + lease``."""
 
-    @abstractmethod
     async def apply(self, owner: str, decision: Decision, now: float) -> None:
         """Write a :class:`~buttress.webhooks.dispatcher.Decision` back, in one transaction."""
 
-    @abstractmethod
     async def health(self) -> tuple[dict[str, float], dict[str, str]]:
         """``(failing_since, disabled_reason)`` of the endpoints, by id."""
 
-    @abstractmethod
     async def set_disabled(self, endpoint_id: str, reason: str | None, now: float) -> None:
         """Disable an endpoint (with ``reason``) or enable it (``None``)."""
 
-    @abstractmethod
     async def dead(
         self, limit: int, after: int | None, endpoint_id: str | None = None
     ) -> list[DeadRow]:
         """Dead-lettered deliveries in ``seq`` order, after ``after``."""
 
-    @abstractmethod
     async def dead_one(self, seq: int) -> DeadRow | None:
         """One dead-lettered delivery."""
 
-    @abstractmethod
     async def replay(
         self, seqs: Sequence[int] | None, now: float, endpoint_id: str | None = None
     ) -> int:
         """Make dead deliveries pending again, due now, with a fresh schedule."""
 
-    @abstractmethod
     async def purge(self, seqs: Sequence[int] | None, endpoint_id: str | None = None) -> int:
         """Delete dead deliveries (and their attempt logs)."""
 
-    @abstractmethod
     async def pending_hooks(self, limit: int) -> list[Exhausted]:
         """Dead deliveries whose ``on_exhausted`` hook has not run yet."""
 
-    @abstractmethod
     async def delivery(self, message_id: str, endpoint_id: str) -> DeliveryInfo | None:
         """The state of one delivery."""
 
-    @abstractmethod
     async def attempts(self, message_id: str, endpoint_id: str) -> list[AttemptRecord]:
         """The attempt log of one delivery, oldest first."""
 
-    @abstractmethod
     async def counts(self) -> dict[str, int]:
         """Deliveries by status."""
 
-    @abstractmethod
     async def oldest_due(self, now: float) -> float | None:
         """``next_attempt_at`` of the most overdue pending delivery not leased, or
         ``None`` when none is due at ``now``."""
 
-    @abstractmethod
     async def prune(self, before: float, batch: int) -> int:
         """Delete, ``batch`` rows per transaction, delivered deliveries done before
         ``before``, attempts made before it and messages with no delivery left;
         return how many rows were deleted."""
 
-    @abstractmethod
     async def close(self) -> None:
         """Close the connections."""
 
 
-class SQLStore(DeliveryStore):
-    """The SQL shared by the SQLite and PostgreSQL stores.
+class SQLStore(ABC):
+    """The SQL shared by the SQLite and PostgreSQL stores (a :class:`DeliveryStore`).
 
     Subclasses set ``_mark`` (the placeholder), implement :meth:`_transact` and
     :meth:`claim`.
