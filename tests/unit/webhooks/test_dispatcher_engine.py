@@ -17,6 +17,8 @@ from buttress.webhooks.dispatcher import (
     Refused,
     Response,
     RetrySchedule,
+    SQLiteDeliveryStore,
+    store_from_url,
 )
 from buttress.webhooks.signing import Secret
 
@@ -245,3 +247,16 @@ def test_no_disabling_without_a_period() -> None:
     e = engine(disable_after=None)
     e.decide([(row(1), answer(500))], NOW)
     assert e.decide([(row(2), answer(500))], NOW + 10**7).disabled == []
+
+
+def test_stores_from_urls() -> None:
+    sqlite = store_from_url("sqlite:///hooks.db", "mine")
+    assert isinstance(sqlite, SQLiteDeliveryStore)
+    assert (sqlite.database, sqlite.table.name) == ("hooks.db", "mine")
+    assert store_from_url("sqlite:////abs/hooks.db").database == "/abs/hooks.db"
+    pg = store_from_url("postgresql://u@127.0.0.1/db")  # nothing connects yet
+    assert type(pg).__name__ == "PostgresDeliveryStore"
+    for bad in ("sqlite:///", "sqlite:///:memory:", "redis://x", "hooks.db"):
+        with pytest.raises(ConfigError) as info:
+            store_from_url(bad)
+        assert info.value.path == "url"

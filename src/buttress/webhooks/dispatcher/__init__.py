@@ -40,6 +40,7 @@ from buttress.webhooks.dispatcher._store import (
     DeliveryInfo,
     DeliveryStore,
     migrate,
+    store_from_url,
 )
 from buttress.webhooks.dispatcher._store_sqlite import SQLiteDeliveryStore
 
@@ -70,6 +71,7 @@ __all__ = [
     "SQLiteDeliveryStore",
     "default_breaker",
     "migrate",
+    "store_from_url",
 ]
 
 

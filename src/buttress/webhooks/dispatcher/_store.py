@@ -53,6 +53,7 @@ __all__ = [
     "DeliveryStore",
     "SQLStore",
     "migrate",
+    "store_from_url",
 ]
 
 DEFAULT_PREFIX: Final = "buttress_webhook"
@@ -580,3 +581,34 @@ class SQLStore(ABC):
                 if deleted < batch:
                     break
         return total
+
+
+def store_from_url(url: str, prefix: str = DEFAULT_PREFIX, *, schema: str | None = None) -> Any:
+    """The delivery store a URL names: ``sqlite:///PATH`` (``sqlite:////abs/path``) or
+    ``postgresql://...`` (needs ``buttress[postgres]``).
+
+    Raises:
+        ConfigError: another scheme, or a SQLite URL without a file.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"expected a URL string, got {url!r}", path="url")
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+        if not path or path in (url, ":memory:"):
+            raise ConfigError(
+                f"expected sqlite:///PATH (sqlite:////abs/path) of a database file, got {url!r}",
+                path="url",
+            )
+        from buttress.webhooks.dispatcher._store_sqlite import (  # noqa: PLC0415 - a cycle
+            SQLiteDeliveryStore,
+        )
+
+        return SQLiteDeliveryStore(path, prefix, schema=schema)
+    if url.startswith(("postgresql://", "postgres://")):
+        from buttress.webhooks.dispatcher._store_postgres import (  # noqa: PLC0415 - psycopg
+            PostgresDeliveryStore,
+        )
+
+        return PostgresDeliveryStore(url, prefix, schema=schema)
+    scheme = url.partition(":")[0]
+    raise ConfigError(f"expected sqlite:/// or postgresql://, got {scheme!r}", path="url")
