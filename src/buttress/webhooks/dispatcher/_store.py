@@ -583,7 +583,9 @@ class SQLStore(ABC):
         return total
 
 
-def store_from_url(url: str, prefix: str = DEFAULT_PREFIX, *, schema: str | None = None) -> Any:
+def store_from_url(
+    url: str, prefix: str = DEFAULT_PREFIX, *, schema: str | None = None
+) -> SQLStore:
     """The delivery store a URL names: ``sqlite:///PATH`` (``sqlite:////abs/path``) or
     ``postgresql://...`` (needs ``buttress[postgres]``).
 
