@@ -6,6 +6,7 @@ Every test uses its own stream keys (unique names) and deletes them after.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 
@@ -327,3 +328,39 @@ async def test_delete_on_ack_removes_handled_entries(
         assert await Consumer(src, lambda envelope: None, receive_timeout=0.2).drain() == 3
     assert await admin.xlen(stream) == 0
     assert (await admin.xpending(stream, "g"))["pending"] == 0
+
+
+async def test_runners_cancelled_again_and_again_lose_nothing(stream: str) -> None:
+    sent = events(120)
+    await publish(stream, sent)
+    rng = random.Random(8)
+    done: set[str] = set()
+
+    async def handler(envelope: Envelope) -> None:
+        await asyncio.sleep(rng.random() * 0.02)
+        if rng.random() < 0.2:
+            raise RuntimeError("flaky")
+        done.add(envelope.id)
+
+    def runner() -> Consumer:
+        return Consumer(
+            src,
+            handler,
+            concurrency=4,
+            backoff=Constant(0.01),
+            max_deliveries=50,
+            receive_timeout=0.1,
+        )
+
+    async with source(stream) as src:  # one member, claim_idle 60 s: no waiting on it
+        for _ in range(5):
+            task = asyncio.create_task(runner().run())
+            await asyncio.sleep(0.05)
+            task.cancel()  # mid-handler, mid-receive, wherever it is
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert len(done) < len(sent)
+        last = runner()
+        async with asyncio.timeout(60):
+            await last.drain()
+    assert done == {e.id for e in sent}  # every one handled, at least once

@@ -41,6 +41,7 @@ import math
 import os
 import socket
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
@@ -189,7 +190,7 @@ def _decode(fields: Mapping[bytes, bytes]) -> Envelope:
 class _Entry:
     """One delivery of one stream entry (implements :class:`Received`)."""
 
-    __slots__ = ("_fields", "_source", "deliveries", "message_id")
+    __slots__ = ("__weakref__", "_fields", "_source", "deliveries", "message_id")
 
     def __init__(
         self, source: RedisStreamsSource, entry_id: str, fields: dict[bytes, bytes], deliveries: int
@@ -199,6 +200,9 @@ class _Entry:
         self._fields = fields
         self.deliveries = deliveries
         source._held.add(entry_id)
+        # Dropped without being settled (its handler was cancelled, say): take the
+        # entry back at the next receive rather than after claim_idle.
+        weakref.finalize(self, source._dropped, entry_id)
 
     def __repr__(self) -> str:
         return f"<stream entry {self.message_id} delivery {self.deliveries}>"
@@ -387,6 +391,11 @@ class RedisStreamsSource:
             ) from None
         except UNAVAILABLE as exc:
             raise SourceUnavailable(f"Redis is unavailable for {what} ({exc!r})") from exc
+
+    def _dropped(self, entry_id: str) -> None:
+        if entry_id in self._held:
+            self._held.discard(entry_id)
+            self._recover = True
 
     async def _settle(self, entry_id: str, commands: Any, what: str) -> None:
         """Run ``commands`` in a transaction (``None``: just ``XACK`` the entry)."""
