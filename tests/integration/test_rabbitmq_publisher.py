@@ -20,7 +20,7 @@ from buttress import CircuitBreaker, CircuitState, Pipeline, Retry
 from buttress.clock import FakeClock
 from buttress.errors import CircuitOpen, ConfigError, RetryExhausted, is_transient
 from buttress.messaging import Envelope
-from buttress.messaging.brokers import BrokerUnavailable, PublishRefused
+from buttress.messaging.brokers import BrokerUnavailable, PublishRefused, rabbitmq
 from buttress.messaging.brokers.rabbitmq import RabbitMQPublisher
 
 from tests.conftest import SERVICES, require_service
@@ -347,6 +347,9 @@ async def test_concurrent_batches_are_all_confirmed_and_leave_no_entries(
 ) -> None:
     batches = [events(200) for _ in range(4)]
     async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
+        assert publisher._channel is not None
+        # The installed aiormq is recognised: the batch path is the one measured.
+        assert rabbitmq._batchable(await publisher._channel.get_underlay_channel())
         await asyncio.gather(*(publisher.publish(batch) for batch in batches))
         assert await _tables(publisher) == (0, 0)
     got = [str(m.message_id) for m in await drain(admin, names.queue)]
@@ -377,8 +380,6 @@ async def test_a_cancelled_batch_leaves_no_entries_and_the_next_is_confirmed(
 async def test_aio_pikas_own_path_publishes_alike_when_aiormq_is_not_recognised(
     admin: aio_pika.abc.AbstractChannel, names: Names, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buttress.messaging.brokers import rabbitmq
-
     monkeypatch.setattr(rabbitmq, "_batchable", lambda channel: False)
     batch = events(20)
     async with RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue) as publisher:
@@ -402,3 +403,11 @@ async def test_a_body_larger_than_a_frame_is_split_and_arrives_whole(
     got = await drain(admin, names.queue)
     assert [m.message_id for m in got] == [small[0].id, big.id, small[1].id]
     assert Envelope.from_amqp(got[1].headers, got[1].content_type, got[1].body) == big
+
+
+def test_the_batch_path_needs_aiormqs_internals() -> None:
+    class Unknown:
+        publisher_confirms = True
+
+    assert not rabbitmq._batchable(Unknown())
+    assert not rabbitmq._batchable(object())

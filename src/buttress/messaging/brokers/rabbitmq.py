@@ -18,6 +18,7 @@ meanwhile waits for it (within its ``timeout``) instead of failing at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -104,9 +105,22 @@ def _publish_frame(channel: int, exchange: str, key: str, mandatory: bool) -> by
     return encoded
 
 
+def _frame_fields() -> set[str]:
+    frame = getattr(aiormq.abc, "ChannelFrame", None)
+    if frame is None or not dataclasses.is_dataclass(frame):
+        return set()
+    return {f.name for f in dataclasses.fields(frame)}
+
+
+# What the batch path builds a write from: aiormq 7's ChannelFrame(payload, should_close).
+_FRAME_OK: Final = {"payload", "should_close"} <= _frame_fields()
+
+
 def _batchable(channel: object) -> bool:
-    return bool(getattr(channel, "publisher_confirms", False)) and all(
-        hasattr(channel, name) for name in _CHANNEL_INTERNALS
+    return (
+        _FRAME_OK
+        and bool(getattr(channel, "publisher_confirms", False))
+        and all(hasattr(channel, name) for name in _CHANNEL_INTERNALS)
     )
 
 
