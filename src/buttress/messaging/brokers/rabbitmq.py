@@ -6,9 +6,10 @@ Install with ``pip install buttress[rabbitmq]``.
 (``delivery_mode`` 2) in the CloudEvents AMQP binding's binary content mode: the
 attributes as ``cloudEvents_*`` headers (application properties), ``datacontenttype``
 as the content type, ``data`` as the body, and the event id as the AMQP
-``message_id``. A batch is sent without waiting for each confirmation in turn (at
-most ``max_in_flight`` unconfirmed at once) and :meth:`~RabbitMQPublisher.publish`
-returns once RabbitMQ has confirmed all of it.
+``message_id``. A batch is written to the socket at once (in chunks of
+``max_in_flight``) and :meth:`~RabbitMQPublisher.publish` returns once RabbitMQ has
+confirmed all of it, waiting for the confirmations together rather than one future
+per message.
 
 The connection is aio-pika's robust connection: after the broker or the network
 comes back it reconnects and re-declares the topology by itself, and a publish made
@@ -282,7 +283,8 @@ class RabbitMQPublisher:
             :class:`~buttress.messaging.brokers.PublishRefused` instead of being
             dropped silently.
         timeout: Seconds a whole :meth:`publish` (connecting included) may take.
-        max_in_flight: At most this many messages sent but not yet confirmed.
+        max_in_flight: At most this many messages of one :meth:`publish` sent but
+            not yet confirmed: a larger batch goes out in chunks of this size.
         reconnect_interval: Seconds between reconnection attempts after the
             connection is lost.
 
