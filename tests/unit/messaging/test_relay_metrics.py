@@ -280,3 +280,18 @@ def test_bad_concurrency_is_named(db: Path, table: str, bad: object) -> None:
     with pytest.raises(ConfigError) as info:
         Relay(SQLiteRelayStore(db, table), MemoryPublisher(), concurrency=bad)  # type: ignore[arg-type]
     assert info.value.path == "concurrency"
+
+
+async def test_instrument_exports_the_relays(db: Path, table: str, clock: FakeClock) -> None:
+    from buttress.observe import instrument, uninstrument
+
+    registry = CollectorRegistry()
+    instrument(logs=False, prometheus=True, otel=False, registry=registry)
+    try:
+        write(db, table, [event("a"), event("b")])
+        alive = relay(db, table, MemoryPublisher(), clock)  # a live relay is reported
+        await alive.drain()
+        labels = {"outbox": table}
+        assert registry.get_sample_value("buttress_relay_published_total", labels) == 2.0
+    finally:
+        uninstrument()
