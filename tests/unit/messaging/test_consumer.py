@@ -54,6 +54,9 @@ class FakeReceived:
     async def dead_letter(self, reason: str, *, poison: bool = False) -> None:
         self._record("poison" if poison else "dead_letter", reason)
 
+    async def release(self) -> None:
+        self._record("release")
+
 
 class FakeSource:
     def __init__(self, *messages: FakeReceived) -> None:
@@ -287,6 +290,24 @@ async def test_an_inbox_that_is_down_retries_without_running_the_handler() -> No
     assert message.settled == [("retry", DELAY)]
 
 
+async def test_a_source_without_release_is_left_to_redeliver_by_itself() -> None:
+    class Plain(FakeReceived):
+        release = None  # type: ignore[assignment]  # an optional method, absent
+
+    async def handler(envelope: Envelope) -> None:
+        await asyncio.Event().wait()
+
+    message = Plain(event())
+    runner = consumer(FakeSource(message), handler, drain_timeout=0)
+    task = asyncio.create_task(runner.run())
+    while runner.in_flight == 0:
+        await tick()
+    runner.stop()
+    await task
+    assert message.settled == []
+    assert runner.released == 1
+
+
 async def test_a_lost_ack_never_stops_the_runner() -> None:
     lost, fine = FakeReceived(event(1), fail="ack"), FakeReceived(event(2))
     runner = consumer(FakeSource(lost, fine), ok)
@@ -339,7 +360,7 @@ async def test_past_the_drain_timeout_handlers_are_cancelled_and_messages_left_u
         await tick()
     runner.stop()
     await task
-    assert message.settled == []  # the broker redelivers it
+    assert message.settled == [("release", None)]  # handed back: redelivered now
     assert runner.released == 1
     assert inbox.released == [message.message_id]  # so the redelivery runs the handler
 
@@ -358,7 +379,7 @@ async def test_cancelling_run_interrupts_handlers_and_leaves_messages_unacked() 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert message.settled == []
+    assert message.settled == [("release", None)]  # handed back, never acked
     assert runner.in_flight == 0
     assert runner.released == 1
 
@@ -471,5 +492,5 @@ async def test_a_claim_interrupted_by_a_stop_is_released() -> None:
         await tick()
     runner.stop()
     await task
-    assert message.settled == []
+    assert message.settled == [("release", None)]  # handed back, never acked
     assert inbox.released == [message.message_id]

@@ -192,6 +192,11 @@ class _Delivery:
     async def ack(self) -> None:
         await self._source._guard("ack", self._message.ack())
 
+    async def release(self) -> None:
+        """Hand the message back unsettled (``nack`` with requeue): RabbitMQ delivers
+        it again at once, flagged redelivered."""
+        await self._source._guard("requeue", self._message.nack(requeue=True))
+
     async def retry(self, delay: float) -> None:
         source = self._source
         headers = dict(self._message.headers or {})
@@ -224,10 +229,9 @@ class _Delivery:
 
     async def _requeue(self) -> None:
         # The copy could not be published: hand the message back to RabbitMQ now
-        # (delivered again at once, flagged redelivered) rather than hold it unacked
-        # until the channel closes.
+        # rather than hold it unacked until the channel closes.
         try:
-            await self._source._guard("requeue", self._message.nack(requeue=True))
+            await self.release()
         except SourceUnavailable:
             pass  # the channel is gone: RabbitMQ requeues it by itself
 

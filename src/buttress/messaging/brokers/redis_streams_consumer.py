@@ -231,6 +231,10 @@ class _Entry:
 
         await source._settle(self.message_id, commands, "XACK")
 
+    async def release(self) -> None:
+        """Hand the entry back unsettled: the next ``receive`` takes it again."""
+        self._source._dropped(self.message_id)
+
     async def retry(self, delay: float) -> None:
         source = self._source
         due = (source.clock.time() + max(0.0, delay)) * 1000
@@ -461,9 +465,10 @@ class RedisStreamsSource:
             self._next_scan = now + max(0.05, self.claim_idle / 4)
         try:
             return await self._receive(max_messages, timeout, now, scan)
-        except SourceUnavailable:
-            # A reply may have been lost with the connection: the entries it carried
-            # are pending for this member. Take them back at the next receive.
+        except (SourceUnavailable, asyncio.CancelledError):
+            # A reply may have been lost with the connection (or the cancellation):
+            # the entries it carried are pending for this member, never seen. Take
+            # them back at the next receive.
             self._recover = True
             raise
         except ResponseError as exc:

@@ -227,6 +227,23 @@ class Consumer:
                 exc,
             )
 
+    async def _hand_back(self, message: Received) -> None:
+        """Give an interrupted message back to its source now, if the source can
+        (an optional ``release()``), rather than when the broker notices."""
+        release = getattr(message, "release", None)
+        if release is None:
+            return
+        try:
+            async with asyncio.timeout(_RELEASE_TIMEOUT):
+                await release()
+        except Exception as exc:
+            log.warning(
+                "consumer %s: could not hand message %s back (%r): the broker will redeliver it",
+                self.name,
+                message.message_id,
+                exc,
+            )
+
     async def _verdict(self, message: Received) -> Verdict:
         try:
             envelope = message.envelope()
@@ -325,6 +342,7 @@ class Consumer:
             verdict = await self._verdict(message)
         except asyncio.CancelledError:
             self.released += 1
+            await self._hand_back(message)
             raise
         except Exception as exc:  # a bug around the handler must not strand the message
             log.error("consumer %s: deciding failed: %r", self.name, exc, exc_info=exc)

@@ -75,6 +75,11 @@ class Received(Protocol):
         ...
 
 
+# A Received may also have ``async def release(self) -> None``: hand the message back
+# to the broker now, for an early redelivery, without counting a failed delivery.
+# The runner calls it, if present, on a message whose handler it interrupted.
+
+
 @runtime_checkable
 class Source(Protocol):
     """A broker subscription the consumer runner pulls deliveries from."""
