@@ -6,6 +6,7 @@ Every test declares its own exchange and queues (unique names) and deletes them 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -360,3 +361,38 @@ async def test_a_copy_that_cannot_be_published_hands_the_message_back_at_once(
         assert again.envelope() == message.envelope()
         assert again.deliveries == 2
         await again.ack()
+
+
+async def test_runners_cancelled_again_and_again_lose_nothing(names: Names) -> None:
+    sent = events(120)
+    rng = random.Random(8)
+    done: set[str] = set()
+
+    async def handler(envelope: Envelope) -> None:
+        await asyncio.sleep(rng.random() * 0.02)
+        if rng.random() < 0.2:
+            raise RuntimeError("flaky")
+        done.add(envelope.id)
+
+    def runner() -> Consumer:
+        return Consumer(
+            src,
+            handler,
+            concurrency=4,
+            backoff=Constant(0.01),
+            max_deliveries=50,
+            receive_timeout=0.1,
+        )
+
+    async with source(names, prefetch=4) as src, publisher(names) as pub:
+        await pub.publish(sent)
+        for _ in range(5):
+            task = asyncio.create_task(runner().run())
+            await asyncio.sleep(0.05)
+            task.cancel()  # mid-handler, mid-receive, wherever it is
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert len(done) < len(sent)
+        async with asyncio.timeout(60):
+            await runner().drain()
+    assert done == {e.id for e in sent}  # every one handled, at least once
