@@ -232,6 +232,8 @@ async def _send_batch(
             if not sent:  # the broker never saw them: give the tags back
                 channel.delivery_tag = first - 1
                 _forget(channel, entries)
+                if future.done() and not future.cancelled():
+                    future.exception()  # rejected by a closing channel: seen, not logged
                 future.cancel()
     try:
         await future
