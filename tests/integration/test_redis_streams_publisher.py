@@ -199,3 +199,26 @@ async def test_each_event_loop_gets_its_own_client(key: str) -> None:
     admin = redis.asyncio.Redis.from_url(URL)
     async with admin:
         assert await admin.xlen(key) == 5
+
+
+async def test_a_batch_cut_short_never_leaves_its_replies_to_the_next(
+    admin: redis.asyncio.Redis, key: str
+) -> None:
+    async with FaultProxy(SERVICES["redis"]) as proxy:
+        publisher = RedisStreamsPublisher(
+            f"redis://127.0.0.1:{proxy.port}/0", stream=key, timeout=0.3
+        )
+        async with publisher:
+            await publisher.publish(events(1))  # a pooled connection exists
+            await proxy.set_mode("stall")  # sent, but no reply comes back in time
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(publisher.publish(events(500)), 30)
+            # The connection that was waiting for replies is closed, not pooled as is.
+            pool = publisher._clients.for_loop("redis-streams").connection_pool
+            assert not pool._in_use_connections
+            assert not any(conn.is_connected for conn in pool._available_connections)
+            await proxy.set_mode("pass")
+            after = events(3)
+            await publisher.publish(after)
+    got = [e.id for e in await read(admin, key)]
+    assert got[-3:] == [e.id for e in after]
