@@ -7,8 +7,11 @@ event published only after that, so a publisher never loses an event silently: a
 worst an event whose confirmation was lost is published again (at-least-once).
 
 Implementations live in modules of their own, each behind its extra:
-:mod:`buttress.messaging.brokers.rabbitmq` (``buttress[rabbitmq]``) and
-:mod:`buttress.messaging.brokers.redis_streams` (``buttress[redis]``).
+:mod:`buttress.messaging.brokers.rabbitmq` (``buttress[rabbitmq]``),
+:mod:`buttress.messaging.brokers.redis_streams` (``buttress[redis]``) and
+:mod:`buttress.messaging.brokers.nats` (``buttress[nats]``). The consumer side of
+each (a :class:`~buttress.messaging.consumer.Source` and its dead-letter queues) is
+in ``rabbitmq_consumer``, ``redis_streams_consumer`` and ``nats``.
 """
 
 from __future__ import annotations
