@@ -347,3 +347,17 @@ def test_cli_init_database_errors(table: str) -> None:
     )
     assert missing.exit_code == EXIT_CONFIG
     assert 'schema "no_such_schema" does not exist' in missing.output
+
+
+def test_an_id_already_in_the_outbox_keeps_the_transaction_usable(
+    conn: psycopg.Connection[Any], table: str
+) -> None:
+    first = event()
+    outbox = Outbox(table)
+    with conn.transaction():
+        outbox.add(conn, first)
+        outbox.add(conn, Envelope(source="/orders", type="order.placed", id=first.id))
+        outbox.add(conn, event("order-2"))  # the transaction was not aborted
+    rows = stored(table)
+    assert len(rows) == 2
+    assert rows[0][0] == first.id

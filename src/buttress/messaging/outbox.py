@@ -65,6 +65,10 @@ DEFAULT_MAX_BYTES: Final = 256 * 1024
 """The default size limit of one event in the CloudEvents JSON format, in bytes."""
 
 _COLUMNS: Final = "(event_id, source, event_type, subject, envelope)"
+# An id already in the table is the same event added again (CloudEvents: source and
+# id identify an event): nothing is added, and — unlike a failed INSERT, which
+# aborts a PostgreSQL transaction — the caller's transaction goes on.
+_ONCE: Final = " ON CONFLICT (event_id) DO NOTHING"
 # Bound parameters per statement: SQLite before 3.32 allows 999, PostgreSQL 65535.
 _MAX_PARAMS: Final = {"sqlite": 999, "postgresql": 65535}
 _Row = tuple[str, str, str, str | None, str]
@@ -150,7 +154,9 @@ class Outbox:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             values = ", ".join(["(" + ", ".join([mark] * per_row) + ")"] * len(part))
-            out.append((self._insert + values, [value for row in part for value in row]))
+            out.append(
+                (self._insert + values + _ONCE, [value for row in part for value in row])
+            )
         return out
 
     # -- sync ---------------------------------------------------------------------

@@ -320,3 +320,12 @@ def test_cli_init_postgresql_without_the_extra(monkeypatch: pytest.MonkeyPatch) 
     result = CliRunner().invoke(app, ["outbox", "init", "--url", "postgresql://h/db"])
     assert result.exit_code == EXIT_CONFIG
     assert "pip install 'buttress[postgres]'" in result.output
+
+
+def test_an_id_already_in_the_outbox_adds_nothing(db: sqlite3.Connection) -> None:
+    first = event(data={"n": 1})
+    Outbox().add(db, first)
+    again = Envelope(source=first.source, type=first.type, id=first.id, data={"n": 2})
+    Outbox().add(db, again)  # no error, nothing added: the same event
+    Outbox().add_many(db, [again, event()])  # the new one is added
+    assert len(rows(db)) == 2
