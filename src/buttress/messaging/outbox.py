@@ -154,9 +154,7 @@ class Outbox:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             values = ", ".join(["(" + ", ".join([mark] * per_row) + ")"] * len(part))
-            out.append(
-                (self._insert + values + _ONCE, [value for row in part for value in row])
-            )
+            out.append((self._insert + values + _ONCE, [value for row in part for value in row]))
         return out
 
     # -- sync ---------------------------------------------------------------------
