@@ -330,3 +330,86 @@ def test_binary_data_round_trips(data: bytes) -> None:
     assert Envelope.from_headers(*event.to_headers()) == event
     assert Envelope.from_amqp(*event.to_amqp()) == event
     assert Envelope.from_redis_fields(event.to_redis_fields()) == event
+
+
+# -- rows the outbox wrote: read without re-checking -----------------------------------
+
+_stored_cases = [
+    Envelope(source="/shop", type="order.paid", subject="o-1", data={"n": 1, "x": [1.5, None]}),
+    Envelope(
+        source="/s",
+        type="t",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="a=b",
+        extensions={"tenant": "x1"},
+        schemaversion="2",
+        dataschema="https://example.com/s.json",
+    ),
+    Envelope(source="/s", type="t", data=b"\x00\x01", datacontenttype="application/octet-stream"),
+    Envelope(
+        source="/s",
+        type="t",
+        data="text",
+        time=dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=3))),
+    ),
+    Envelope(source="/s", type="t", data=0, datacontenttype="application/cloudevents+json"),
+]
+
+
+@pytest.mark.parametrize("event", _stored_cases, ids=range(len(_stored_cases)))
+def test_a_stored_row_reads_as_from_json_does(event: Envelope) -> None:
+    text = event.to_json()
+    fast, checked = Envelope._from_stored(text), Envelope.from_json(text)
+    assert fast == checked == event
+    assert repr(fast) == repr(checked)
+    assert fast.attributes() == checked.attributes()
+    assert fast.body() == checked.body()
+    assert fast.to_json() == text
+    assert dict(fast.extensions) == dict(event.extensions)
+
+
+@given(
+    data=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ),
+    subject=st.none() | st.text(min_size=1, max_size=10),
+)
+def test_any_stored_event_round_trips(data: Any, subject: str | None) -> None:
+    event = Envelope(source="/s", type="t", data=data, subject=subject)
+    assert Envelope._from_stored(event.to_json()).to_json() == event.to_json()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda v: v.update(specversion="0.3"),
+        lambda v: v.pop("id"),
+        lambda v: v.update(id=""),
+        lambda v: v.update(type=7),
+        lambda v: v.update(time="2020-01-01T00:00:00+02:00"),
+        lambda v: v.update(time="yesterday Z"),
+        lambda v: v.update(Tenant="x"),
+        lambda v: v.update(tenant=1.5),
+        lambda v: v.update(subject=""),
+    ],
+)
+def test_a_row_edited_by_hand_gets_from_jsons_checks(edit: Any) -> None:
+    value = _stored_cases[0].to_dict()
+    edit(value)
+    text = json.dumps(value)
+    try:
+        expected: object = Envelope.from_json(text)
+    except EnvelopeError as exc:
+        with pytest.raises(EnvelopeError, match=str(exc.attribute or "")):
+            Envelope._from_stored(text)
+    else:
+        assert Envelope._from_stored(text) == expected
+
+
+def test_a_row_that_is_not_json_is_an_envelope_error() -> None:
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        Envelope._from_stored("{oops")
+    with pytest.raises(EnvelopeError):
+        Envelope._from_stored("[1, 2]")

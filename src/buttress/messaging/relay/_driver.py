@@ -216,7 +216,7 @@ class Relay:
                 unpublishable.dead.append(abandoned)
                 continue
             try:
-                envelopes.append(Envelope.from_json(row.envelope))
+                envelopes.append(Envelope._from_stored(row.envelope))
                 readable.append(row)
             except Exception as exc:  # a row no broker can take: dead at once
                 unpublishable.dead.append(Engine.unreadable(row, exc))
