@@ -88,7 +88,7 @@ def stored(table: str) -> list[tuple[Any, ...]]:
 
 def test_migrate_is_idempotent(table: str) -> None:
     with psycopg.connect(URL) as connection:
-        assert migrate(connection, table) == ["0001_outbox"]
+        assert migrate(connection, table) == ["0001_outbox", "0003_outbox_fillfactor"]
         assert migrate(connection, table) == []
         columns = connection.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
@@ -123,7 +123,7 @@ def test_concurrent_migrations_apply_once(table: str) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [[], [], ["0001_outbox"]]
+    assert sorted(results) == [[], [], ["0001_outbox", "0003_outbox_fillfactor"]]
 
 
 def test_migrate_in_a_schema() -> None:
@@ -133,7 +133,7 @@ def test_migrate_in_a_schema() -> None:
         with psycopg.connect(URL) as connection:
             connection.execute(f'CREATE SCHEMA "{schema}"')
             connection.commit()
-            assert migrate(connection, schema=schema) == ["0001_outbox"]
+            assert migrate(connection, schema=schema) == ["0001_outbox", "0003_outbox_fillfactor"]
             assert migrate(connection, schema=schema) == []
             with connection.transaction():
                 Outbox(schema=schema).add(connection, event())
@@ -361,3 +361,13 @@ def test_an_id_already_in_the_outbox_keeps_the_transaction_usable(
     rows = stored(table)
     assert len(rows) == 2
     assert rows[0][0] == first.id
+
+
+def test_the_outbox_leaves_room_for_hot_updates(table: str) -> None:
+    with psycopg.connect(URL) as connection:
+        migrate(connection, table)
+        options = connection.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = %s", (table,)
+        ).fetchone()
+    assert options is not None
+    assert "fillfactor=70" in options[0]
