@@ -222,3 +222,34 @@ async def test_a_batch_cut_short_never_leaves_its_replies_to_the_next(
             await publisher.publish(after)
     got = [e.id for e in await read(admin, key)]
     assert got[-3:] == [e.id for e in after]
+
+
+async def test_a_consumer_written_with_the_cloudevents_sdk_reads_the_entries(
+    admin: redis.asyncio.Redis, key: str
+) -> None:
+    """Redis Streams has no CloudEvents binding; the fields follow the Kafka binding's
+    ``ce_`` names, so the SDK's Kafka binding reads an entry as a Kafka message."""
+    from cloudevents.core.bindings import kafka  # noqa: PLC0415 - the dev extra
+
+    sent = Envelope(
+        source="/orders",
+        type="com.example.order.placed",
+        subject="order-42",
+        data={"total": 12.5, "note": 'naïve "q"'},
+        time=dt.datetime(2026, 11, 27, 12, 30, 45, 123456, tzinfo=dt.UTC),
+        extensions={"tenant": "acme"},
+    )
+    async with RedisStreamsPublisher(URL, stream=key) as publisher:
+        await publisher.publish([sent])
+    [(_, fields)] = await admin.xrange(key)
+    headers = {k.decode(): v for k, v in fields.items() if k.startswith(b"ce_")}
+    got = kafka.from_binary_event(
+        kafka.KafkaMessage(headers=headers, key=None, value=fields.get(b"data", b""))
+    )
+    assert got.get_id() == sent.id
+    assert got.get_type() == sent.type
+    assert got.get_source() == sent.source
+    assert got.get_subject() == "order-42"
+    assert got.get_time() == sent.time
+    assert got.get_extension("tenant") == "acme"
+    assert got.get_data() == sent.data
