@@ -119,12 +119,12 @@ async def test_transient_failure_retried_later_permanent_dead_after_max_attempts
     assert publisher.ids == [flaky.id, after.id]
 
 
-async def test_two_relays_publish_every_event_once_in_key_order(
+async def test_three_relays_publish_every_event_once_in_key_order(
     table: str, stores: list[PostgresRelayStore]
 ) -> None:
     written = [event(f"k{i % 5}", i) for i in range(200)]
     publisher = MemoryPublisher()
-    relays = [make(table, stores, publisher, batch_size=10, poll_interval=0.5) for _ in range(2)]
+    relays = [make(table, stores, publisher, batch_size=10, poll_interval=0.5) for _ in range(3)]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     for start in range(0, 200, 20):  # written while the relays run
         write(table, written[start : start + 20])
