@@ -25,7 +25,7 @@ import pytest
 
 from buttress import Pipeline, Timeout
 from buttress.clock import FakeClock, MonotonicClock
-from buttress.messaging import Envelope, Outbox, migrate
+from buttress.messaging import Envelope, Outbox, SQLInbox, migrate
 from buttress.messaging.brokers import Publisher
 from buttress.messaging.relay import PostgresRelayStore, Relay
 
@@ -119,7 +119,10 @@ def table() -> Iterator[str]:
         conn.commit()
     yield name
     with psycopg.connect(URL, autocommit=True) as admin:
-        admin.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_migrations", "{name}_log"')
+        admin.execute(
+            f'DROP TABLE IF EXISTS "{name}", "{name}_migrations", "{name}_log", '
+            f'"{name}_inbox", "{name}_inbox_migrations", "{name}_effect"'
+        )
         admin.execute(f'DROP FUNCTION IF EXISTS "{name}_notify"()')
 
 
@@ -168,6 +171,19 @@ def test_relays_killed_mid_run_lose_nothing_and_keep_key_order(table: str) -> No
     for key in {e.subject for e in written}:
         positions = [first[e.id] for e in written if e.subject == key]
         assert positions == sorted(positions), f"{key}: out of order"
+    # An Inbox consumer handed every delivery in the log (duplicates included, as a
+    # broker redelivers them) applies each event exactly once.
+    inbox = SQLInbox("crash", f"{table}_inbox")
+    with psycopg.connect(URL) as conn:
+        migrate(conn, f"{table}_inbox", what="inbox")
+        conn.execute(f'CREATE TABLE "{table}_effect" (event_id text)')
+        conn.commit()
+        for event_id in log:
+            with conn.transaction():
+                if not inbox.seen(conn, event_id):
+                    conn.execute(f'INSERT INTO "{table}_effect" VALUES (%s)', (event_id,))
+        effects = [row[0] for row in conn.execute(f'SELECT event_id FROM "{table}_effect"')]
+    assert sorted(effects) == sorted(e.id for e in written)
 
 
 if __name__ == "__main__":  # pragma: no cover - the relay subprocess
