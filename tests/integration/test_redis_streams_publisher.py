@@ -229,7 +229,7 @@ async def test_a_consumer_written_with_the_cloudevents_sdk_reads_the_entries(
 ) -> None:
     """Redis Streams has no CloudEvents binding; the fields follow the Kafka binding's
     ``ce_`` names, so the SDK's Kafka binding reads an entry as a Kafka message."""
-    from cloudevents.core.bindings import kafka  # noqa: PLC0415 - the dev extra
+    from cloudevents.core.bindings import kafka
 
     sent = Envelope(
         source="/orders",

@@ -39,6 +39,13 @@ __all__ = ["instrument"]
 
 _SNAPSHOT_SECONDS = 0.5
 
+# What each histogram observes, for its two counters' descriptions.
+_HISTOGRAMS = {
+    "buttress_call_duration_seconds": "Measure's call durations",
+    "buttress_relay_batch_size": "The relay's batch sizes (rows claimed at once)",
+    "buttress_relay_publish_duration_seconds": "The relay's publish durations (one batch)",
+}
+
 
 class _Snapshot:
     """One :func:`collect` shared by every instrument of one collection cycle."""
@@ -94,13 +101,15 @@ def instrument(meter_provider: MeterProvider | None = None) -> Meter:
         instruments: list[Any] = []
         for name, kind in KNOWN.items():
             if kind == "histogram":
+                seconds = name.endswith("_seconds")
                 for part in ("count", "sum"):
                     instruments.append(
                         meter.create_observable_counter(
                             f"{name}_{part}",
                             callbacks=[_observer(snapshot, name, part)],
-                            unit="s" if part == "sum" else "1",
-                            description=f"Measure's call durations: the {part} of observations.",
+                            unit="s" if part == "sum" and seconds else "1",
+                            description=_HISTOGRAMS.get(name, name)
+                            + f": the {part} of observations.",
                         )
                     )
             elif kind == "counter":

@@ -177,3 +177,19 @@ def test_requiring_a_missing_exporter_names_the_extra(monkeypatch: pytest.Monkey
         instrument(prometheus=True)
     done = instrument(otel=False, logs=False)  # auto: left out
     assert done.prometheus is False
+
+
+def test_opentelemetry_histograms_say_what_they_observe() -> None:
+    from buttress.observe import otel
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    otel_instrument(provider)
+    made = {i.name: i for i in otel._done[provider]}
+    duration = made["buttress_call_duration_seconds_sum"]
+    batch = made["buttress_relay_batch_size_sum"]
+    assert (duration.unit, batch.unit) == ("s", "1")
+    assert duration.description.startswith("Measure's call durations")
+    assert batch.description.startswith("The relay's batch sizes")
+    assert made["buttress_relay_publish_duration_seconds_sum"].unit == "s"
+    assert made["buttress_relay_publish_duration_seconds_count"].unit == "1"
+    provider.shutdown()
