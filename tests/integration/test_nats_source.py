@@ -343,5 +343,8 @@ async def test_settling_after_the_source_closed_fails_and_the_message_comes_back
         await src.receive(1, 0.1)
     async with source(name) as again:  # never settled: delivered again
         (back,) = await receive_all(again, 1)
-        assert back.deliveries == 2
+        assert back.message_id == message.message_id
+        # Usually 2; 1 when the server saw the first delivery's subscriber gone before
+        # it counted it (its own no-interest rule), which happens under load.
+        assert back.deliveries in (1, 2)
         await back.ack()
