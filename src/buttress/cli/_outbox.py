@@ -18,7 +18,7 @@ from rich.console import Console
 
 from buttress.cli import EXIT_CONFIG
 from buttress.errors import ButtressError
-from buttress.messaging._schema import DEFAULT_TABLE, TableName
+from buttress.messaging._schema import DEFAULT_INBOX_TABLE, DEFAULT_TABLE, TableName, Target
 from buttress.messaging.outbox import migrate
 
 __all__ = ["outbox"]
@@ -46,7 +46,7 @@ def _redact(url: str) -> str:
 
 @click.group()
 def outbox() -> None:
-    """The transactional outbox: create its table."""
+    """The transactional outbox: create its table (and the Inbox's)."""
 
 
 @outbox.command()
@@ -56,15 +56,28 @@ def outbox() -> None:
     metavar="URL",
     help="postgresql://user@host/db or sqlite:///path.db (sqlite:////abs/path.db).",
 )
-@click.option("--table", default=DEFAULT_TABLE, show_default=True, help="The outbox table.")
+@click.option(
+    "--table",
+    default=None,
+    help=f"The table (default: {DEFAULT_TABLE}, or {DEFAULT_INBOX_TABLE} with --inbox).",
+)
 @click.option("--schema", default=None, help="The PostgreSQL schema (default: search path).")
-def init(url: str, table: str, schema: str | None) -> None:
-    """Create or upgrade the outbox table: apply the SQL migrations not yet applied.
+@click.option(
+    "--inbox",
+    is_flag=True,
+    help="Create the Inbox's table (idempotent consumers: SQLInbox) instead of the outbox.",
+)
+def init(url: str, table: str | None, schema: str | None, inbox: bool) -> None:
+    """Create or upgrade the outbox table (or, with --inbox, the Inbox's): apply the
+    SQL migrations not yet applied.
 
     Safe to run again, and from several processes at once: each migration is
     applied once, in one transaction with the others. Exit status: 0 done, 2 usage
     error, 3 database error.
     """
+    what: Target = "inbox" if inbox else "outbox"
+    if table is None:
+        table = DEFAULT_INBOX_TABLE if inbox else DEFAULT_TABLE
     try:
         TableName(table, schema)
     except ButtressError as exc:
@@ -105,7 +118,7 @@ def init(url: str, table: str, schema: str | None) -> None:
     try:
         connection = connect(target)
         try:
-            applied = migrate(connection, table, schema=schema)
+            applied = migrate(connection, table, schema=schema, what=what)
         finally:
             connection.close()
     except caught as exc:

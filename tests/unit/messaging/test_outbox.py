@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from buttress.cli import EXIT_CONFIG, EXIT_USAGE
 from buttress.cli._app import app
 from buttress.errors import ConfigError
-from buttress.messaging import Envelope, Outbox, OutboxError, migrate
+from buttress.messaging import Envelope, Outbox, OutboxError, SQLInbox, migrate
 from buttress.messaging._schema import TableName, migrations
 
 COLUMNS = [
@@ -281,6 +281,24 @@ def test_cli_init_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "applied 0001_outbox to evt" in absolute.output
     connection = sqlite3.connect(tmp_path / "abs.db")
     assert connection.execute("SELECT count(*) FROM evt").fetchone() == (0,)
+
+
+def test_cli_init_inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    made = runner.invoke(app, ["outbox", "init", "--url", "sqlite:///app.db", "--inbox"])
+    assert made.exit_code == 0, made.output
+    assert "to buttress_inbox" in made.output
+    named = runner.invoke(
+        app, ["outbox", "init", "--url", "sqlite:///app.db", "--inbox", "--table", "billing_seen"]
+    )
+    assert named.exit_code == 0, named.output
+    connection = sqlite3.connect(tmp_path / "app.db")
+    with connection:
+        assert not SQLInbox("billing", "billing_seen").seen(connection, "m-1")
+        assert SQLInbox("billing", "billing_seen").seen(connection, "m-1")
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert "buttress_outbox" not in tables
 
 
 @pytest.mark.parametrize(
