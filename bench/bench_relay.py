@@ -751,7 +751,7 @@ def latency_row(
 
 def load_note() -> str:
     try:
-        return os.getloadavg().__repr__()
+        return ", ".join(f"{load:.2f}" for load in os.getloadavg())
     except OSError:
         return "?"
 
@@ -776,8 +776,8 @@ async def run_all(args: Args, only: str, profile: str | None) -> str:
         "",
         f"`python bench/bench_relay.py` — {when}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, load average "
-        f"at start {load_note()} (the machine is shared with other engineers' test runs: "
-        "figures move by ±20 % between runs). Services on 127.0.0.1. "
+        f"at start {load_note()} (on a shared machine figures move by ±20 % between "
+        "runs). Services on 127.0.0.1. "
         f"Best and median of {args.rounds} round(s).",
         "",
     ]
