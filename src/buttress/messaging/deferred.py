@@ -65,8 +65,12 @@ class DeferredError(ButtressError, ValueError):
 
     Raised for arguments that are not JSON-serialisable (at call time, before the
     call runs), and by :class:`Operations` for an event whose type no operation is
-    registered under or whose data is not a deferred call.
+    registered under or whose data is not a deferred call. Permanent (``transient`` is
+    ``False``): running the same event again fails the same way, so a consumer
+    dead-letters it at once.
     """
+
+    transient = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ import pytest
 from buttress import CircuitBreaker, Pipeline
 from buttress.errors import ConfigError, Rejected
 from buttress.messaging import Envelope, EnvelopeError
+from buttress.messaging.brokers import PublishRefused
 from buttress.messaging.consumer import Consumer, Engine, Received, Source
+from buttress.messaging.deferred import DeferredError
 from buttress.policies.backoff import Constant, Exponential
 
 from tests.helpers import tick
@@ -475,6 +477,41 @@ def test_engine_caps_a_rejections_retry_after_and_never_dead_letters_it() -> Non
     soon = Rejected("bulkhead full")
     soon.retry_after = 0.5
     assert Engine(max_delay=5.0).handled(1, soon).delay == 0.5
+
+
+class _Says(Exception):
+    def __init__(self, transient: object) -> None:
+        super().__init__("says")
+        self.transient = transient
+
+
+class _Raising(Exception):
+    @property
+    def transient(self) -> bool:
+        raise RuntimeError("no answer")
+
+
+def test_engine_dead_letters_at_once_an_error_that_says_it_is_permanent() -> None:
+    engine = Engine(max_deliveries=5)
+    assert engine.handled(1, PublishRefused("no route", ["e-1"])).action == "dead_letter"
+    assert engine.handled(1, DeferredError("no operation")).action == "dead_letter"
+    assert engine.handled(1, _Says(False)).action == "dead_letter"
+    # Saying nothing, saying transient, or a non-boolean / raising answer: retried.
+    for error in (ValueError("x"), _Says(True), _Says(0), _Says(None), _Raising()):
+        assert engine.handled(1, error).action == "retry", error
+
+
+async def test_a_handler_error_that_says_it_is_permanent_is_dead_lettered_at_once() -> None:
+    async def handler(envelope: Envelope) -> None:
+        raise DeferredError("no operation is registered for this type")
+
+    only = FakeReceived(event(1), deliveries=1)
+    runner = consumer(FakeSource(only), handler, max_deliveries=5)
+    await runner.drain()
+    [(what, reason)] = only.settled
+    assert what == "dead_letter"
+    assert reason.startswith("DeferredError: no operation")
+    assert (runner.retried, runner.dead_lettered) == (0, 1)
 
 
 async def test_a_claim_interrupted_by_a_stop_is_released() -> None:

@@ -68,6 +68,11 @@ class Engine:
       bulkhead in the handler's pipeline): the handler never ran, so the message is
       redelivered after the rejection's ``retry_after`` (at most ``max_delay``) and
       never dead-lettered for it;
+    * an exception that says it is permanent (a ``transient`` attribute that is
+      ``False``, as buttress's own :class:`~buttress.messaging.brokers.PublishRefused`,
+      :class:`~buttress.messaging.deferred.DeferredError` or the SSRF guard's errors
+      have): dead-lettered at once — a redelivery would fail the same way; replay it
+      once the cause is fixed;
     * any other exception: redelivered after the backoff delay for its number of
       deliveries, or dead-lettered with the error once it has been delivered
       ``max_deliveries`` times.
@@ -116,7 +121,7 @@ class Engine:
             if not wait < self.max_delay:  # an isolated breaker says "never" (inf)
                 wait = self.max_delay
             return Verdict("retry", max(0.0, wait), reason)
-        if deliveries >= self.max_deliveries:
+        if deliveries >= self.max_deliveries or _says_permanent(error):
             return Verdict("dead_letter", 0.0, reason)
         return Verdict("retry", self.delay(deliveries), reason)
 
@@ -129,3 +134,13 @@ class Engine:
     def duplicate() -> Verdict:
         """The verdict for a message the inbox has seen before: ack, skip the handler."""
         return DUPLICATE
+
+
+def _says_permanent(error: BaseException) -> bool:
+    """Whether ``error`` itself says that trying again cannot help (``transient`` is
+    ``False``). Errors that say nothing are retried: a handler's own exceptions are
+    often transient without saying so."""
+    try:
+        return getattr(error, "transient", None) is False
+    except Exception:  # a raising property is no answer
+        return False
