@@ -20,6 +20,7 @@ from buttress.webhooks.dispatcher import (
     SQLiteDeliveryStore,
     store_from_url,
 )
+from buttress.webhooks.dispatcher._engine import STORE_STREAK_AFTER
 from buttress.webhooks.signing import Secret
 
 SECRET = Secret.generate().export()
@@ -224,7 +225,9 @@ def test_dead_letters_of_an_endpoint_with_a_hook_are_flagged() -> None:
 def test_an_endpoint_failing_for_the_period_is_disabled() -> None:
     e = engine(disable_after=3600)
     first = e.decide([(row(1), answer(500))], NOW)
-    assert first.failing == [("a", NOW)]
+    assert first.failing == []  # not stored yet: a streak is stored once it lasts
+    stored = e.decide([(row(2), answer(500))], NOW + STORE_STREAK_AFTER)
+    assert stored.failing == [("a", NOW)]  # with its start
     later = e.decide([(row(2), answer(500))], NOW + 1800)
     assert later.failing == []
     assert later.disabled == []
@@ -236,11 +239,30 @@ def test_an_endpoint_failing_for_the_period_is_disabled() -> None:
 def test_a_success_resets_the_failing_period() -> None:
     e = engine(disable_after=3600)
     e.decide([(row(1), answer(500))], NOW)
+    e.decide([(row(1), answer(500))], NOW + 20)
     ok = e.decide([(row(2), answer(200))], NOW + 1000)
     assert ok.recovered == ["a"]
     again = e.decide([(row(3), answer(500))], NOW + 3700)
-    assert again.failing == [("a", NOW + 3700)]
     assert again.disabled == []
+    assert e.decide([(row(3), answer(500))], NOW + 3720).failing == [("a", NOW + 3700)]
+
+
+def test_a_short_streak_is_never_written() -> None:
+    """One failure in ten costs no health writes: the streak never lasts."""
+    e = engine(disable_after=3600)
+    for n in range(101):  # the last one succeeds
+        outcome = answer(500) if n % 10 == 9 else answer(200)
+        decision = e.decide([(row(n), outcome)], NOW + n * 0.01)
+        assert (decision.failing, decision.recovered) == ([], [])
+    assert e.failing_since == {}
+
+
+def test_a_streak_read_from_storage_is_cleared_by_a_success() -> None:
+    e = engine(disable_after=3600)
+    e.failing_since["a"] = NOW - 100
+    e.stored.add("a")
+    assert e.decide([(row(1), answer(200))], NOW).recovered == ["a"]
+    assert e.stored == set()
 
 
 def test_no_disabling_without_a_period() -> None:

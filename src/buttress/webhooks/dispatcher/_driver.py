@@ -338,6 +338,7 @@ class Dispatcher:
             return
         failing, disabled = await self.storage.health()
         self.engine.failing_since.update(failing)
+        self.engine.stored.update(failing)
         self.engine.disabled.update(disabled)
         self._loaded = True
 
@@ -636,6 +637,10 @@ class Dispatcher:
         self.engine.disabled.update(disabled)
         for endpoint_id, since in failing.items():
             self.engine.failing_since.setdefault(endpoint_id, since)
+        # A streak no longer stored was ended by another dispatcher's success (or
+        # is being written now): written again, with its start, if it goes on.
+        self.engine.stored.intersection_update(failing)
+        self.engine.stored.update(failing)
         await self.prune()
 
     async def run(self) -> None:
@@ -705,6 +710,7 @@ class Dispatcher:
         await self.storage.set_disabled(endpoint_id, None, self.clock.time())
         self.engine.disabled.pop(endpoint_id, None)
         self.engine.failing_since.pop(endpoint_id, None)
+        self.engine.stored.discard(endpoint_id)
 
     async def disable(self, endpoint_id: str, reason: str = "disabled by an operator") -> None:
         """Disable an endpoint: no new deliveries; its pending ones are dead-lettered."""

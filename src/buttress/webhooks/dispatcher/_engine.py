@@ -56,6 +56,10 @@ HOOK_PENDING: Final = 1
 HOOK_DONE: Final = 2
 
 
+STORE_STREAK_AFTER: Final = 10.0
+"""Seconds an endpoint must have failed continuously before its streak is stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """One delivery (a message to an endpoint) claimed by a dispatcher.
@@ -200,7 +204,15 @@ class Engine:
     driver loads both from storage when it starts.
     """
 
-    __slots__ = ("disable_after", "disabled", "endpoints", "failing_since", "random", "schedule")
+    __slots__ = (
+        "disable_after",
+        "disabled",
+        "endpoints",
+        "failing_since",
+        "random",
+        "schedule",
+        "stored",
+    )
 
     def __init__(
         self,
@@ -215,6 +227,9 @@ class Engine:
         self.disable_after = disable_after
         self.random = random if random is not None else _random.random
         self.failing_since: dict[str, float] = {}
+        # Endpoints whose failing streak is in storage (written by this engine, or
+        # read from it): only those need a "recovered" write on their next success.
+        self.stored: set[str] = set()
         self.disabled: dict[str, str] = {}
 
     def _dead(
@@ -246,17 +261,26 @@ class Engine:
             return
         self.disabled[endpoint_id] = reason
         self.failing_since.pop(endpoint_id, None)
+        self.stored.discard(endpoint_id)
         decision.disabled.append(EndpointDisabled(endpoint_id, reason, now))
 
     def _health(self, decision: Decision, endpoint_id: str, ok: bool, now: float) -> None:
+        # A failing streak is written to storage only once it has lasted
+        # STORE_STREAK_AFTER seconds: an endpoint that fails one request in ten
+        # would otherwise cost two writes per failure (failing, then recovered).
+        # A crash forgets at most that much of a streak measured in days.
         if ok:
-            if self.failing_since.pop(endpoint_id, None) is not None:
+            self.failing_since.pop(endpoint_id, None)
+            if endpoint_id in self.stored:
+                self.stored.discard(endpoint_id)
                 decision.recovered.append(endpoint_id)
             return
         since = self.failing_since.get(endpoint_id)
         if since is None:
             self.failing_since[endpoint_id] = since = now
-            decision.failing.append((endpoint_id, now))
+        if endpoint_id not in self.stored and now - since >= STORE_STREAK_AFTER:
+            self.stored.add(endpoint_id)
+            decision.failing.append((endpoint_id, since))
         if self.disable_after is not None and now - since >= self.disable_after:
             self._disable(
                 decision,
