@@ -98,6 +98,14 @@ KNOWN: dict[str, Literal["counter", "gauge", "histogram"]] = {
     "buttress_relay_publish_duration_seconds": "histogram",
     "buttress_relay_lag_seconds": "gauge",
     "buttress_relay_listening": "gauge",
+    "buttress_consumer_handled_total": "counter",
+    "buttress_consumer_duplicates_total": "counter",
+    "buttress_consumer_retried_total": "counter",
+    "buttress_consumer_dead_lettered_total": "counter",
+    "buttress_consumer_poisoned_total": "counter",
+    "buttress_consumer_failures_total": "counter",
+    "buttress_consumer_settle_errors_total": "counter",
+    "buttress_consumer_in_flight": "gauge",
 }
 """Every family buttress exports, by name, with its type (OpenTelemetry instruments
 must exist before they are observed, so the exporter creates one per entry)."""

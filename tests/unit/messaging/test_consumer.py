@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from buttress import CircuitBreaker, Pipeline
 from buttress.errors import ConfigError, Rejected
@@ -16,6 +17,7 @@ from buttress.messaging import Envelope, EnvelopeError
 from buttress.messaging.brokers import PublishRefused
 from buttress.messaging.consumer import Consumer, Engine, Received, Source
 from buttress.messaging.deferred import DeferredError
+from buttress.observe import prometheus
 from buttress.policies.backoff import Constant, Exponential
 
 from tests.helpers import tick
@@ -531,3 +533,36 @@ async def test_a_claim_interrupted_by_a_stop_is_released() -> None:
     await task
     assert message.settled == [("release", None)]  # handed back, never acked
     assert inbox.released == [message.message_id]
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+async def test_a_consumers_figures_are_exported_by_name() -> None:
+    registry = CollectorRegistry()
+    prometheus.register(registry)
+    try:
+
+        async def handler(envelope: Envelope) -> None:
+            if envelope.data["i"] == 1:
+                raise ValueError("boom")
+
+        messages = [
+            FakeReceived(event(0)),
+            FakeReceived(event(1), deliveries=1),
+            FakeReceived(None),
+        ]
+        runner = consumer(FakeSource(*messages), handler, name="billing-metrics")
+        await runner.drain()
+
+        def value(name: str) -> float | None:
+            return registry.get_sample_value(name, {"consumer": "billing-metrics"})
+
+        assert value("buttress_consumer_handled_total") == 1.0
+        assert value("buttress_consumer_retried_total") == 1.0
+        assert value("buttress_consumer_failures_total") == 1.0
+        assert value("buttress_consumer_poisoned_total") == 1.0
+        assert value("buttress_consumer_dead_lettered_total") == 0.0
+        assert value("buttress_consumer_in_flight") == 0.0
+    finally:
+        prometheus.unregister(registry)

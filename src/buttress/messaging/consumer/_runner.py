@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from buttress.errors import ConfigError
 from buttress.messaging.consumer._engine import DUPLICATE, Engine, Verdict
+from buttress.messaging.consumer._metrics import track
 from buttress.messaging.consumer._source import Received, Source
 from buttress.messaging.envelope import Envelope
 from buttress.pipeline import Pipeline
@@ -187,6 +188,7 @@ class Consumer:
         self._running = False
         self._stopping = False
         self._retry_due = 0.0  # loop time by which the retries scheduled are back
+        track(self)
 
     def __repr__(self) -> str:
         return f"Consumer({self.source!r}, name={self.name!r}, concurrency={self.concurrency})"
