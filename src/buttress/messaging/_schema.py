@@ -203,10 +203,36 @@ def migrate(
     dialect, is_async = dialect_of(connection)
     if is_async:
         raise OutboxError("migrate() needs a synchronous connection (psycopg.Connection)")
+    return apply_migrations(
+        connection, name, migrations(dialect, name, what), lock=f"buttress.{what}:{name.channel}"
+    )
+
+
+def apply_migrations(
+    connection: sqlite3.Connection | psycopg.Connection[Any],
+    table: TableName,
+    scripts: list[tuple[int, str, str]],
+    *,
+    lock: str,
+) -> list[str]:
+    """Apply the ``(version, name, sql)`` ``scripts`` not yet recorded in
+    ``<table>_migrations``, in one transaction; return the names applied.
+
+    The runner every buttress schema shares (the outbox, the inbox, the webhook
+    dispatcher's tables): ``BEGIN IMMEDIATE`` on SQLite, the advisory lock ``lock``
+    on PostgreSQL keep concurrent runs apart.
+
+    Raises:
+        OutboxError: not a supported synchronous connection, or a SQLite
+            transaction is open.
+    """
+    dialect, is_async = dialect_of(connection)
+    if is_async:
+        raise OutboxError("migrate() needs a synchronous connection (psycopg.Connection)")
     if dialect == "sqlite":
         assert isinstance(connection, sqlite3.Connection)
-        return _migrate_sqlite(connection, name, what)
-    return _migrate_postgresql(connection, name, what)  # type: ignore[arg-type]
+        return _migrate_sqlite(connection, table, scripts)
+    return _migrate_postgresql(connection, table, scripts, lock)  # type: ignore[arg-type]
 
 
 _VERSIONS_SQL: Final = (
@@ -215,7 +241,9 @@ _VERSIONS_SQL: Final = (
 )
 
 
-def _migrate_sqlite(connection: sqlite3.Connection, table: TableName, what: Target) -> list[str]:
+def _migrate_sqlite(
+    connection: sqlite3.Connection, table: TableName, scripts: list[tuple[int, str, str]]
+) -> list[str]:
     # Python 3.12's autocommit=False keeps a transaction open at all times: use it.
     always_in_transaction = getattr(connection, "autocommit", None) is False
     if connection.in_transaction and not always_in_transaction:
@@ -235,7 +263,7 @@ def _migrate_sqlite(connection: sqlite3.Connection, table: TableName, what: Targ
             )
         )
         done = {row[0] for row in connection.execute(f"SELECT version FROM {versions}")}
-        for version, label, sql in migrations("sqlite", table, what):
+        for version, label, sql in scripts:
             if version in done:
                 continue
             for statement in _statements(sql):
@@ -252,19 +280,20 @@ def _migrate_sqlite(connection: sqlite3.Connection, table: TableName, what: Targ
 
 
 def _migrate_postgresql(
-    connection: psycopg.Connection[Any], table: TableName, what: Target
+    connection: psycopg.Connection[Any],
+    table: TableName,
+    scripts: list[tuple[int, str, str]],
+    lock: str,
 ) -> list[str]:
     versions = table.qualified("_migrations")
     applied: list[str] = []
     with connection.transaction():
         # hashtext() is stable within a server version, which is all a lock needs.
-        connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"buttress.{what}:{table.channel}",)
-        )
+        connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
         connection.execute(_VERSIONS_SQL.format(versions=versions, time="timestamptz", now="now()"))
         cursor = connection.execute(f"SELECT version FROM {versions}")
         done = {row[0] for row in cursor.fetchall()}
-        for version, label, sql in migrations("postgresql", table, what):
+        for version, label, sql in scripts:
             if version in done:
                 continue
             connection.execute(sql)

@@ -26,14 +26,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 from buttress.errors import ConfigError
-from buttress.messaging._schema import (
-    _VERSIONS_SQL,
-    Dialect,
-    OutboxError,
-    TableName,
-    _statements,
-    dialect_of,
-)
+from buttress.messaging._schema import Dialect, TableName, apply_migrations, dialect_of
 from buttress.webhooks.dispatcher._engine import (
     HOOK_DONE,
     HOOK_PENDING,
@@ -120,55 +113,13 @@ def migrate(
         OutboxError: the connection is not supported, or a SQLite transaction is open.
     """
     table = _prefix(prefix, schema)
-    dialect, is_async = dialect_of(connection)
-    if is_async:
-        raise OutboxError("migrate() needs a synchronous connection (psycopg.Connection)")
-    versions = table.qualified("_migrations")
-    applied: list[str] = []
-    if dialect == "sqlite":
-        assert isinstance(connection, sqlite3.Connection)
-        if connection.in_transaction:
-            raise OutboxError(
-                "migrate() runs its own transaction: commit or roll back the open one first"
-            )
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.execute(
-                _VERSIONS_SQL.format(
-                    versions=versions,
-                    time="REAL",
-                    now="((julianday('now') - 2440587.5) * 86400.0)",
-                )
-            )
-            done = {row[0] for row in connection.execute(f"SELECT version FROM {versions}")}
-            for version, label, sql in _sql_migrations("sqlite", table):
-                if version in done:
-                    continue
-                for statement in _statements(sql):
-                    connection.execute(statement)
-                connection.execute(
-                    f"INSERT INTO {versions} (version, name) VALUES (?, ?)", (version, label)
-                )
-                applied.append(f"{version:04d}_{label}")
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.commit()
-        return applied
-    pg: psycopg.Connection[Any] = connection  # type: ignore[assignment]
-    with pg.transaction():
-        pg.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"buttress.webhooks:{table.channel}",)
-        )
-        pg.execute(_VERSIONS_SQL.format(versions=versions, time="timestamptz", now="now()"))
-        done = {row[0] for row in pg.execute(f"SELECT version FROM {versions}").fetchall()}
-        for version, label, sql in _sql_migrations("postgresql", table):
-            if version in done:
-                continue
-            pg.execute(sql)
-            pg.execute(f"INSERT INTO {versions} (version, name) VALUES (%s, %s)", (version, label))
-            applied.append(f"{version:04d}_{label}")
-    return applied
+    dialect, _ = dialect_of(connection)
+    return apply_migrations(
+        connection,
+        table,
+        _sql_migrations(dialect, table),
+        lock=f"buttress.webhooks:{table.channel}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
