@@ -43,6 +43,61 @@ __all__ = ["RabbitMQPublisher"]
 _EXCHANGE_TYPES: Final = ("topic", "direct", "fanout", "headers")
 
 
+# -- topology: shared with rabbitmq_consumer, so both sides declare it alike ------------
+
+
+async def declare_exchange(
+    channel: aio_pika.abc.AbstractChannel, name: str, kind: str
+) -> aio_pika.abc.AbstractExchange:
+    """Declare the durable exchange ``name``; one that exists otherwise is a ConfigError."""
+    try:
+        return await channel.declare_exchange(name, kind, durable=True)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise ConfigError(
+            f"exchange {name!r} exists with other settings ({exc})", path="exchange"
+        ) from None
+
+
+async def declare_dead_letters(
+    channel: aio_pika.abc.AbstractChannel, queue: str
+) -> aio_pika.abc.AbstractQueue:
+    """Declare ``<queue>.dlx`` (fanout) and ``<queue>.dlq`` bound to it; return the DLQ."""
+    dlx = await channel.declare_exchange(f"{queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True)
+    dlq = await channel.declare_queue(f"{queue}.dlq", durable=True)
+    await dlq.bind(dlx, routing_key="")
+    return dlq
+
+
+def queue_arguments(queue: str, *, dead_letter: bool, priority: int | None) -> dict[str, Any]:
+    """The arguments of the consumed queue, identical on both sides (RabbitMQ refuses a
+    second declaration with other arguments)."""
+    arguments: dict[str, Any] = {}
+    if dead_letter:
+        arguments["x-dead-letter-exchange"] = f"{queue}.dlx"
+    if priority is not None:
+        arguments["x-max-priority"] = priority
+    return arguments
+
+
+async def declare_queue(
+    channel: aio_pika.abc.AbstractChannel,
+    name: str,
+    arguments: dict[str, Any],
+    exchange: aio_pika.abc.AbstractExchange,
+    binding_keys: Sequence[str],
+) -> aio_pika.abc.AbstractQueue:
+    """Declare the durable queue ``name`` bound to ``exchange`` with ``binding_keys``."""
+    try:
+        queue = await channel.declare_queue(name, durable=True, arguments=arguments or None)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise ConfigError(
+            f"queue {name!r} exists with other arguments ({exc})", path="queue"
+        ) from None
+    for key in binding_keys:
+        await queue.bind(exchange, routing_key=key)
+    return queue
+
+
 _Prepared = tuple[bytes, spec.Basic.Properties, str]
 """One message ready to send: body, AMQP properties, routing key."""
 
@@ -439,35 +494,14 @@ class RabbitMQPublisher:
         )
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
-        try:
-            exchange = await channel.declare_exchange(
-                self.exchange, self.exchange_type, durable=True
-            )
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise ConfigError(
-                f"exchange {self.exchange!r} exists with other settings ({exc})", path="exchange"
-            ) from None
+        exchange = await declare_exchange(channel, self.exchange, self.exchange_type)
         if self.queue is not None:
-            arguments: dict[str, Any] = {}
             if self.dead_letter:
-                dlx = await channel.declare_exchange(
-                    f"{self.queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True
-                )
-                dlq = await channel.declare_queue(f"{self.queue}.dlq", durable=True)
-                await dlq.bind(dlx, routing_key="")
-                arguments["x-dead-letter-exchange"] = dlx.name
-            if self.priority is not None:
-                arguments["x-max-priority"] = self.priority
-            try:
-                queue = await channel.declare_queue(
-                    self.queue, durable=True, arguments=arguments or None
-                )
-            except aiormq.exceptions.ChannelPreconditionFailed as exc:
-                raise ConfigError(
-                    f"queue {self.queue!r} exists with other arguments ({exc})", path="queue"
-                ) from None
-            for key in self.binding_keys:
-                await queue.bind(exchange, routing_key=key)
+                await declare_dead_letters(channel, self.queue)
+            arguments = queue_arguments(
+                self.queue, dead_letter=self.dead_letter, priority=self.priority
+            )
+            await declare_queue(channel, self.queue, arguments, exchange, self.binding_keys)
         self._exchange = exchange
 
     async def _drop(self) -> None:

@@ -48,6 +48,12 @@ import aiormq.exceptions
 
 from buttress.errors import ConfigError
 from buttress.messaging._uuid7 import uuid7
+from buttress.messaging.brokers.rabbitmq import (
+    declare_dead_letters,
+    declare_exchange,
+    declare_queue,
+    queue_arguments,
+)
 from buttress.messaging.consumer._source import Received, SourceUnavailable
 from buttress.messaging.deadletters import DeadLetter
 from buttress.messaging.envelope import Envelope, EnvelopeError, format_time, parse_time
@@ -363,37 +369,18 @@ class RabbitMQSource:
         )
         publishing = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         self._publishing = publishing
-        try:
-            exchange = await publishing.declare_exchange(
-                self.exchange, self.exchange_type, durable=True
-            )
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise ConfigError(
-                f"exchange {self.exchange!r} exists with other settings ({exc})", path="exchange"
-            ) from None
-        arguments: dict[str, Any] = {}
-        dlq = await publishing.declare_queue(self.dead_queue, durable=True)
+        exchange = await declare_exchange(publishing, self.exchange, self.exchange_type)
         if self.dead_letter:
-            dlx = await publishing.declare_exchange(
-                f"{self.queue}.dlx", aio_pika.ExchangeType.FANOUT, durable=True
-            )
-            await dlq.bind(dlx, routing_key="")
-            arguments["x-dead-letter-exchange"] = dlx.name
+            await declare_dead_letters(publishing, self.queue)
+        else:  # no dead-letter exchange: still the queue the runner dead-letters into
+            await publishing.declare_queue(self.dead_queue, durable=True)
         await publishing.declare_queue(self.poison_queue, durable=True)
-        if self.priority is not None:
-            arguments["x-max-priority"] = self.priority
+        arguments = queue_arguments(
+            self.queue, dead_letter=self.dead_letter, priority=self.priority
+        )
         consuming = await self._connection.channel(publisher_confirms=False)
         await consuming.set_qos(prefetch_count=self.prefetch)
-        try:
-            queue = await consuming.declare_queue(
-                self.queue, durable=True, arguments=arguments or None
-            )
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise ConfigError(
-                f"queue {self.queue!r} exists with other arguments ({exc})", path="queue"
-            ) from None
-        for key in self.binding_keys:
-            await queue.bind(exchange, routing_key=key)
+        queue = await declare_queue(consuming, self.queue, arguments, exchange, self.binding_keys)
         await queue.consume(self._on_message)
         self._consuming = consuming
 
