@@ -387,7 +387,7 @@ class Envelope:
             extensions: dict[str, str] = {}
             for name, item in value.items():
                 if name not in _KNOWN:
-                    if type(item) is not str or not _NAME.fullmatch(name):
+                    if type(item) is not str or name == "extensions" or not _NAME.fullmatch(name):
                         return cls.from_json(text)
                     extensions[name] = item
             stamp = value["time"]

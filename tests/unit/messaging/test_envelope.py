@@ -392,6 +392,7 @@ def test_any_stored_event_round_trips(data: Any, subject: str | None) -> None:
         lambda v: v.update(time="yesterday Z"),
         lambda v: v.update(Tenant="x"),
         lambda v: v.update(tenant=1.5),
+        lambda v: v.update(extensions="x"),
         lambda v: v.update(subject=""),
     ],
 )
