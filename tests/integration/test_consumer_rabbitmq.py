@@ -157,6 +157,38 @@ async def test_failures_are_retried_then_dead_lettered_then_replayed(
         await dead.close()
 
 
+async def test_a_quorum_queue_retries_counts_and_dead_letters(
+    admin: aio_pika.abc.AbstractChannel, names: Names
+) -> None:
+    [bad] = events(1)
+    seen: list[int] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append(1)
+        raise RuntimeError("downstream refused")
+
+    quorum = RabbitMQPublisher(URL, exchange=names.exchange, queue=names.queue, queue_type="quorum")
+    async with source(names, queue_type="quorum") as src, quorum as pub:
+        await pub.publish([bad])
+        runner = Consumer(
+            src, handler, max_deliveries=3, backoff=Constant(0.05), receive_timeout=0.1
+        )
+        task = asyncio.create_task(runner.run())
+        await wait_for(lambda: runner.dead_lettered == 1)
+        runner.stop()
+        await task
+        assert len(seen) == 3  # counted right: not one delivery more, nor less
+        dead = src.dead_letters()
+        [letter] = await dead.list()
+        assert letter.envelope == bad
+        assert letter.attempts == 3
+        await dead.close()
+    with pytest.raises(ConfigError) as caught:
+        async with source(names):  # a classic declaration of the quorum queue: refused
+            pass
+    assert caught.value.path == "queue"
+
+
 async def test_a_retry_waits_at_least_its_delay(names: Names) -> None:
     async with source(names) as src, publisher(names) as pub:
         await pub.publish(events(1))
@@ -312,6 +344,8 @@ def test_bad_options_are_refused_by_name() -> None:
         ({"prefetch": 0}, "prefetch"),
         ({"exchange_type": "nope"}, "exchange_type"),
         ({"timeout": 0}, "timeout"),
+        ({"queue_type": "stream"}, "queue_type"),
+        ({"queue_type": "quorum", "priority": 5}, "priority"),
     ]:
         kwargs: dict[str, object] = {"url": URL, "exchange": "e", "queue": "q", **options}
         with pytest.raises(ConfigError) as caught:
@@ -396,3 +430,13 @@ async def test_runners_cancelled_again_and_again_lose_nothing(names: Names) -> N
         async with asyncio.timeout(60):
             await runner().drain()
     assert done == {e.id for e in sent}  # every one handled, at least once
+
+
+def test_the_publisher_checks_the_queue_type_alike() -> None:
+    for options, path in [
+        ({"queue_type": "stream"}, "queue_type"),
+        ({"queue_type": "quorum", "priority": 5}, "priority"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            RabbitMQPublisher(URL, exchange="e", queue="q", **options)  # type: ignore[arg-type]
+        assert caught.value.path == path

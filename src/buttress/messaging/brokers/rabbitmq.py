@@ -68,10 +68,29 @@ async def declare_dead_letters(
     return dlq
 
 
-def queue_arguments(queue: str, *, dead_letter: bool, priority: int | None) -> dict[str, Any]:
+QUEUE_TYPES: Final = ("classic", "quorum")
+
+
+def check_queue_type(queue_type: object, priority: int | None) -> str:
+    """``queue_type`` checked: ``"classic"`` or ``"quorum"`` (no ``priority`` then)."""
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(f"must be one of {QUEUE_TYPES}, got {queue_type!r}", path="queue_type")
+    if queue_type == "quorum" and priority is not None:
+        raise ConfigError(
+            "a quorum queue has no x-max-priority: use a classic queue for priorities",
+            path="priority",
+        )
+    return str(queue_type)
+
+
+def queue_arguments(
+    queue: str, *, dead_letter: bool, priority: int | None, queue_type: str = "classic"
+) -> dict[str, Any]:
     """The arguments of the consumed queue, identical on both sides (RabbitMQ refuses a
     second declaration with other arguments)."""
     arguments: dict[str, Any] = {}
+    if queue_type != "classic":
+        arguments["x-queue-type"] = queue_type
     if dead_letter:
         arguments["x-dead-letter-exchange"] = f"{queue}.dlx"
     if priority is not None:
@@ -333,6 +352,9 @@ class RabbitMQPublisher:
             requeueing, or that expires, lands there instead of being dropped.
         priority: With ``queue``: make it a priority queue with priorities 1 to
             ``priority`` (``x-max-priority``; RabbitMQ advises at most 10).
+        queue_type: With ``queue``: ``"classic"`` (the default) or ``"quorum"``
+            (``x-queue-type``: replicated, RabbitMQ's advice for durable queues; it
+            counts deliveries itself, and has no priorities).
         message_priority: The priority of each message, a function of the envelope
             returning 0 to 255 (a queue caps it at its ``x-max-priority``).
         mandatory: Publish with the ``mandatory`` flag (the default): a message no
@@ -360,6 +382,7 @@ class RabbitMQPublisher:
         binding_keys: Sequence[str] = ("#",),
         dead_letter: bool = True,
         priority: int | None = None,
+        queue_type: str = "classic",
         message_priority: Callable[[Envelope], int] | None = None,
         mandatory: bool = True,
         timeout: float = 10.0,
@@ -394,6 +417,7 @@ class RabbitMQPublisher:
             raise ConfigError(f"must be an int from 1 to 255, got {priority!r}", path="priority")
         if priority is not None and queue is None:
             raise ConfigError("needs a queue to apply to", path="priority")
+        queue_type = check_queue_type(queue_type, priority)
         if message_priority is not None and not callable(message_priority):
             raise ConfigError(
                 f"must be a function of the envelope, got {message_priority!r}",
@@ -422,6 +446,7 @@ class RabbitMQPublisher:
         self.binding_keys = tuple(binding_keys)
         self.dead_letter = dead_letter
         self.priority = priority
+        self.queue_type = queue_type
         self.mandatory = mandatory
         self.timeout = float(timeout)
         self.max_in_flight = max_in_flight
@@ -499,7 +524,10 @@ class RabbitMQPublisher:
             if self.dead_letter:
                 await declare_dead_letters(channel, self.queue)
             arguments = queue_arguments(
-                self.queue, dead_letter=self.dead_letter, priority=self.priority
+                self.queue,
+                dead_letter=self.dead_letter,
+                priority=self.priority,
+                queue_type=self.queue_type,
             )
             await declare_queue(channel, self.queue, arguments, exchange, self.binding_keys)
         self._exchange = exchange

@@ -49,6 +49,7 @@ import aiormq.exceptions
 from buttress.errors import ConfigError
 from buttress.messaging._uuid7 import uuid7
 from buttress.messaging.brokers.rabbitmq import (
+    check_queue_type,
     declare_dead_letters,
     declare_exchange,
     declare_queue,
@@ -260,6 +261,8 @@ class RabbitMQSource:
             ``<queue>.dlx`` / ``<queue>.dlq``. ``<queue>.dlq`` is declared either way:
             the runner's dead letters go there.
         priority: As for the publisher (``x-max-priority``).
+        queue_type: As for the publisher: ``"classic"`` or ``"quorum"``; either side
+            may declare the queue first, with the same arguments.
         prefetch: The most messages RabbitMQ delivers before they are settled: at
             least the runner's ``concurrency``.
         timeout: Seconds connecting, declaring, or publishing a retry or dead-letter
@@ -280,6 +283,7 @@ class RabbitMQSource:
         binding_keys: Sequence[str] = ("#",),
         dead_letter: bool = True,
         priority: int | None = None,
+        queue_type: str = "classic",
         prefetch: int = 10,
         timeout: float = 10.0,
         reconnect_interval: float = 1.0,
@@ -299,6 +303,7 @@ class RabbitMQSource:
             isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 255
         ):
             raise ConfigError(f"must be an int from 1 to 255, got {priority!r}", path="priority")
+        self.queue_type = check_queue_type(queue_type, priority)
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ConfigError(f"must be an int >= 1, got {prefetch!r}", path="prefetch")
         self.exchange_type = exchange_type
@@ -376,7 +381,10 @@ class RabbitMQSource:
             await publishing.declare_queue(self.dead_queue, durable=True)
         await publishing.declare_queue(self.poison_queue, durable=True)
         arguments = queue_arguments(
-            self.queue, dead_letter=self.dead_letter, priority=self.priority
+            self.queue,
+            dead_letter=self.dead_letter,
+            priority=self.priority,
+            queue_type=self.queue_type,
         )
         consuming = await self._connection.channel(publisher_confirms=False)
         await consuming.set_qos(prefetch_count=self.prefetch)
