@@ -122,6 +122,17 @@ async def test_an_unacknowledged_message_comes_back_after_ack_wait(name: str) ->
         await again.ack()
 
 
+async def test_a_released_message_comes_back_at_once(name: str) -> None:
+    await publish(name, events(1))
+    async with source(name, ack_wait=60) as src:
+        (first,) = await receive_all(src, 1)
+        await first.release()  # the runner interrupted its handler
+        (again,) = await receive_all(src, 1, wait=5.0)  # not after ack_wait (60 s)
+        assert again.message_id == first.message_id
+        assert again.deliveries == 2
+        await again.ack()
+
+
 async def test_dead_letter_copies_with_the_reason_and_terminates(name: str) -> None:
     batch = events(2)
     await publish(name, batch)

@@ -176,6 +176,20 @@ class NatsReceived:
         except nats.errors.Error as exc:
             raise _failure("cannot NAK", (), exc) from exc
 
+    async def release(self) -> None:
+        """Hand the message back unsettled (``NAK`` without delay): JetStream delivers
+        it again at once, instead of after the consumer's ``ack_wait``. The runner
+        calls it for a message whose handler it interrupted.
+
+        Raises:
+            BrokerUnavailable: the connection is closed (the message is redelivered
+                after ``ack_wait`` anyway).
+        """
+        try:
+            await self._msg.nak()
+        except nats.errors.Error as exc:
+            raise _failure("cannot NAK", (), exc) from exc
+
     async def dead_letter(self, reason: str, *, poison: bool = False) -> None:
         """Copy the message to the dead-letter (or poison) subject, then terminate it.
 
