@@ -698,3 +698,28 @@ def test_in_a_sync_pipeline_remaining_reaches_the_call(clock: FakeClock) -> None
 
     with pytest.raises(TimeoutExceeded):
         pipeline.call(slow)
+
+
+def test_the_task_lookup_skips_a_python_current_task_only() -> None:
+    import asyncio
+    import types
+
+    from buttress.policies.timeout._policy import _task_of
+
+    tasks: dict[object, object] = {"loop": "task"}
+
+    def python_current_task(loop: object = None) -> object:
+        return tasks.get(loop)
+
+    on_311 = types.SimpleNamespace(
+        current_task=python_current_task, tasks=types.SimpleNamespace(_current_tasks=tasks)
+    )
+    assert _task_of(on_311)("loop") == "task"
+    assert _task_of(on_311) == tasks.get  # the dict's own lookup: no Python frame
+    in_c = types.SimpleNamespace(current_task=len, tasks=types.SimpleNamespace())
+    assert _task_of(in_c) is len  # a C current_task is used as it is
+    no_dict = types.SimpleNamespace(
+        current_task=python_current_task, tasks=types.SimpleNamespace(_current_tasks=None)
+    )
+    assert _task_of(no_dict) is python_current_task
+    assert _task_of(asyncio) is not None
