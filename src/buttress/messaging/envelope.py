@@ -391,9 +391,13 @@ class Envelope:
                         return cls.from_json(text)
                     extensions[name] = item
             stamp = value["time"]
-            if type(stamp) is not str or not stamp.endswith("Z"):  # not format_time's
+            # format_time's shape only: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", in UTC.
+            if type(stamp) is not str or len(stamp) not in (20, 27) or stamp[-1] != "Z":
                 return cls.from_json(text)
-            put(event, "time", dt.datetime.fromisoformat(stamp[:-1]).replace(tzinfo=dt.UTC))
+            time = dt.datetime.fromisoformat(stamp[:-1])
+            if time.tzinfo is not None:
+                return cls.from_json(text)
+            put(event, "time", time.replace(tzinfo=dt.UTC))
             put(event, "_time_text", stamp)
             content_type = value.get("datacontenttype", JSON)
             if type(content_type) is not str or not is_json(content_type):

@@ -390,6 +390,8 @@ def test_any_stored_event_round_trips(data: Any, subject: str | None) -> None:
         lambda v: v.update(type=7),
         lambda v: v.update(time="2020-01-01T00:00:00+02:00"),
         lambda v: v.update(time="yesterday Z"),
+        lambda v: v.update(time="2020-01-01T00:00:00+02:00Z"),
+        lambda v: v.update(time="2020-01-01T00:00:00.000Z"),
         lambda v: v.update(Tenant="x"),
         lambda v: v.update(tenant=1.5),
         lambda v: v.update(extensions="x"),
