@@ -637,9 +637,9 @@ class Dispatcher:
         self.engine.disabled.update(disabled)
         for endpoint_id, since in failing.items():
             self.engine.failing_since.setdefault(endpoint_id, since)
-        # A streak no longer stored was ended by another dispatcher's success (or
-        # is being written now): written again, with its start, if it goes on.
-        self.engine.stored.intersection_update(failing)
+        # Streaks stored by others are ours to clear on our next success too. One
+        # of ours missing here (its write still on the way) stays marked, so our
+        # next success clears it: never a stale start left behind to be read back.
         self.engine.stored.update(failing)
         await self.prune()
 
