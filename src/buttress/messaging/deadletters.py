@@ -20,22 +20,20 @@ up without waiting for its poll.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
-from urllib.parse import quote
 
 from buttress._validate import check_count
 from buttress.clock import MONOTONIC, Clock
 from buttress.errors import ConfigError, StoreError
 from buttress.messaging._from_url import build
 from buttress.messaging._schema import DEFAULT_TABLE, TableName
+from buttress.messaging._sqlite import SQLiteWorker
 from buttress.messaging.envelope import Envelope, EnvelopeError
 
 __all__ = [
@@ -138,39 +136,13 @@ class _SQLiteRunner:
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # mode=rw: a mistyped path fails instead of creating an empty database.
-            uri = "file:" + quote(os.path.abspath(self.path)) + "?mode=rw"
-            self._conn = sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        return self._conn
+        self._worker = SQLiteWorker(path, busy_timeout=busy_timeout, must_exist=True)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            with self._lock:
-                try:
-                    conn = self._connection()
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(conn)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-                    return result
-                except sqlite3.Error as exc:
-                    raise StoreError(_STORE, f"{self.path}: {exc}") from exc
-
-        return await asyncio.to_thread(work)
+        try:
+            return await self._worker.transaction(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(_STORE, f"{self.path}: {exc}") from exc
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._run(lambda conn: conn.execute(sql, params).fetchall())
@@ -192,10 +164,7 @@ class _SQLiteRunner:
         return await self._run(work)
 
     async def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._worker.close()
 
 
 def _param(value: Any) -> Any:

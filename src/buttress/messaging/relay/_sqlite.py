@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from buttress.messaging._schema import DEFAULT_TABLE, TableName
+from buttress.messaging._sqlite import SQLiteWorker
 from buttress.messaging.relay._engine import ClaimedRow, Decision
 from buttress.messaging.relay._store import claim_sql, retention_sql
 
@@ -46,8 +45,7 @@ class SQLiteRelayStore:
         self.table = TableName(table, schema)
         self.database = os.fspath(database)
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._worker = SQLiteWorker(self.database, busy_timeout=busy_timeout)
         t = self.table.qualified()
         self._claim = claim_sql(self.table, "?", skip_locked=False)
         # The attempt is counted at the claim (see PostgresRelayStore).
@@ -80,30 +78,8 @@ class SQLiteRelayStore:
     def __repr__(self) -> str:
         return f"SQLiteRelayStore({self.database!r}, {self.table.channel!r})"
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = sqlite3.connect(
-                self.database,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        return self._conn
-
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(work)
+        return await self._worker.transaction(fn)
 
     async def claim(self, owner: str, limit: int, now: float, lease: float) -> list[ClaimedRow]:
         """Claim up to ``limit`` rows for ``owner`` until ``now + lease``."""
@@ -157,7 +133,4 @@ class SQLiteRelayStore:
 
     async def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._worker.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from buttress.messaging._sqlite import SQLiteWorker
 from buttress.webhooks.dispatcher._engine import Claimed
 from buttress.webhooks.dispatcher._store import DEFAULT_PREFIX, Result, SQLStore, Step
 
@@ -45,8 +44,8 @@ class SQLiteDeliveryStore(SQLStore):
         super().__init__(prefix, schema)
         self.database = os.fspath(database)
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        # The dispatcher's own file: write-ahead logging, for concurrent readers.
+        self._worker = SQLiteWorker(self.database, busy_timeout=busy_timeout, wal=True)
         self._lease = self._q(
             f"UPDATE {self._t['deliveries']} SET claimed_by = ?, claimed_until = ? WHERE seq = ?"
         )
@@ -54,34 +53,8 @@ class SQLiteDeliveryStore(SQLStore):
     def __repr__(self) -> str:
         return f"SQLiteDeliveryStore({self.database!r}, {self.table.channel!r})"
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self.database,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            if self.database != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn = conn
-        return self._conn
-
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(work)
+        return await self._worker.transaction(fn)
 
     async def _transact(self, steps: Sequence[Step]) -> list[Result]:
         def work(conn: sqlite3.Connection) -> list[Result]:
@@ -109,7 +82,4 @@ class SQLiteDeliveryStore(SQLStore):
 
     async def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._worker.close()
