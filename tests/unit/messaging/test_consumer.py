@@ -70,7 +70,7 @@ class FakeSource:
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Received]:  # noqa: ASYNC109
         self.asked.append(max_messages)
-        await asyncio.sleep(0)  # a real source waits; this one only yields
+        await tick()  # a real source waits; this one only yields to the loop
         if self.errors:
             self.errors -= 1
             raise ConnectionError("broker down")

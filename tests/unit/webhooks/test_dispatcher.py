@@ -484,7 +484,13 @@ async def test_hooks_left_pending_by_a_crash_run_at_start(
 ) -> None:
     receiver.default = 404
     calls: list[Exhausted] = []
-    e = endpoint(receiver, on_exhausted=calls.append)
+    ran = asyncio.Event()
+
+    def hook(item: Exhausted) -> None:
+        calls.append(item)
+        ran.set()
+
+    e = endpoint(receiver, on_exhausted=hook)
     async with dispatcher(store, [e], wall) as d:
         msg_id, _ = await d.send("t", {})
         rows = await store.claim("crashed", 10, wall.time(), 60)
@@ -494,10 +500,7 @@ async def test_hooks_left_pending_by_a_crash_run_at_start(
     assert calls == []
     async with dispatcher(store, [e], wall, poll_interval=0.01) as d2:
         task = asyncio.create_task(d2.run())
-        for _ in range(200):
-            if calls:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(ran.wait(), 10.0)  # a bound, not a wait for time to pass
         d2.stop()
         await task
     assert [c.message_id for c in calls] == [msg_id]
